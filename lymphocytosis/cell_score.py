@@ -1,0 +1,102 @@
+"""A learned per-cell "tumoral" score: ridge regression of the patient's label on each cell's embedding.
+
+Only the cells' own patients' labels are known, so every cell inherits its patient's label; each patient
+weighs the same in the fit (cells weighted 1/n_cells) and each class weighs the same (weighted by the
+inverse number of patients of that class). The ridge solution only needs per-patient sums (n, sum x,
+sum y x, X^T X), computed once per process, so fitting on any subset of patients -- the many fits of
+repeated, nested and cross-fitted CV -- costs a D x D solve, not a pass over the cells.
+
+Cross-fitting: a training patient's cells are scored by a model fitted without that patient (inner folds),
+so the scores the downstream classifier learns from look like those it will see on new patients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg
+
+
+class CellStatistics:
+    """Per-patient sufficient statistics of the cell embeddings (float64)."""
+
+    def __init__(self, bags: dict[str, np.ndarray]):
+        self.ids = list(bags)
+        self.index = {pid: i for i, pid in enumerate(self.ids)}
+        dim = next(iter(bags.values())).shape[1]
+        self.n = np.array([len(bags[pid]) for pid in self.ids], dtype=np.float64)
+        self.sums = np.zeros((len(self.ids), dim))
+        self.grams = np.zeros((len(self.ids), dim, dim))
+        for i, pid in enumerate(self.ids):
+            x = bags[pid].astype(np.float64)
+            if len(x):
+                self.sums[i] = x.sum(0)
+                self.grams[i] = x.T @ x
+
+    def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """For each (group, class): [count, sum of per-patient mean x, sum of per-patient mean x x^T], flattened.
+
+        One pass over the Gram matrices serves every fit on a union of groups (cross-fitting's 6 fits)."""
+        n_groups = int(groups.max()) + 1 if len(groups) else 1
+        weights = np.zeros((n_groups * 2, len(self.ids)))
+        for pid, label, group in zip(ids, labels, groups):
+            row = self.index[pid]
+            if self.n[row] > 0:
+                weights[2 * group + int(label), row] = 1.0 / self.n[row]
+        counts = (weights > 0).sum(1, keepdims=True).astype(np.float64)
+        dim = self.sums.shape[1]
+        m1 = weights @ self.sums
+        m2 = weights @ self.grams.reshape(len(self.ids), dim * dim)
+        return np.hstack([counts, m1, m2]).reshape(n_groups, 2, -1)
+
+    def solve(self, class_sums: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+        """Weights and intercept of the class- and patient-balanced, standardised ridge from (2, ...) sums."""
+        dim = self.sums.shape[1]
+        counts = np.maximum(class_sums[:, 0], 1.0)
+        class_weight = 0.5 / counts  # each class weighs 1/2, each patient of a class the same
+        m1 = class_sums[:, 1 : 1 + dim]
+        m2 = class_sums[:, 1 + dim :].reshape(2, dim, dim)
+        mean = class_weight @ m1
+        cov = np.tensordot(class_weight, m2, axes=1) - np.outer(mean, mean)
+        cov_xy = class_weight[1] * m1[1] - 0.5 * mean
+        scale = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
+        cov_std = cov / np.outer(scale, scale)
+        cov_std[np.diag_indices_from(cov_std)] += alpha
+        beta = linalg.solve(cov_std, cov_xy / scale, assume_a="pos") / scale
+        return beta, float(0.5 - mean @ beta)
+
+
+def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
+    """A deterministic stratified assignment of patients to `n_groups` folds."""
+    rng = np.random.default_rng(seed)
+    groups = np.empty(len(labels), dtype=int)
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        members = members[rng.permutation(len(members))]
+        offset = rng.integers(n_groups)
+        groups[members] = (np.arange(len(members)) + offset) % n_groups
+    return groups
+
+
+def cross_fitted_scores(
+    stats: CellStatistics,
+    bags: dict[str, np.ndarray],
+    train_ids: list[str],
+    train_labels: np.ndarray,
+    alpha: float,
+    inner_folds: int,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, float]]:
+    """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others)."""
+    train_ids, train_labels = list(train_ids), np.asarray(train_labels)
+    groups = stratified_groups(train_labels, inner_folds, seed) if inner_folds >= 2 else np.zeros(len(train_ids), int)
+    sums = stats.group_sums(train_ids, train_labels, groups)
+    total = sums.sum(0)
+    beta, intercept = stats.solve(total, alpha)
+    if inner_folds < 2:
+        return {pid: bags[pid] @ beta + intercept for pid in train_ids}, (beta, intercept)
+    scores = {}
+    for g in range(inner_folds):
+        beta_g, intercept_g = stats.solve(total - sums[g], alpha)
+        for pid in np.asarray(train_ids)[groups == g]:
+            scores[pid] = bags[pid] @ beta_g + intercept_g
+    return scores, (beta, intercept)

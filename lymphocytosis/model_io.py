@@ -1,0 +1,76 @@
+"""Saved models: LightGBM's text format plus JSON, never pickle, so opening a model file cannot run code.
+
+    <dir>/model.json     feature specification, LightGBM parameters, fitted feature state (cell-score
+                         weights, PCA), feature names, embeddings provenance, training summary
+    <dir>/booster_<k>.txt one LightGBM model per ensemble member
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import lightgbm as lgb
+
+from . import __version__
+from .bag_features import FeatureSpec
+from .embedding_store import describe_provenance_difference, identity
+from .errors import InputError
+
+MODEL_FORMAT = "lymphocytosis-model/1"
+
+
+def save_model(directory: Path, spec: FeatureSpec, params: dict, state: dict, boosters: list[lgb.Booster],
+               feature_names: list[str], provenance: dict, training: dict) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for k, booster in enumerate(boosters):
+        booster.save_model(str(directory / f"booster_{k}.txt"))
+    document = {
+        "format": MODEL_FORMAT,
+        "tool_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "feature_spec": spec.to_dict(),
+        "params": params,
+        "n_boosters": len(boosters),
+        "feature_names": feature_names,
+        "embeddings_provenance": provenance,
+        "training": training,
+        "state": state,
+    }
+    tmp = directory / "model.json.tmp"
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, directory / "model.json")  # written last: a model dir with model.json is complete
+    return directory / "model.json"
+
+
+def load_model(directory: Path) -> dict:
+    directory = Path(directory)
+    path = directory / "model.json"
+    if not path.is_file():
+        raise InputError(f"{directory}: no saved model here (run `python model.py fit` first)")
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if document.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a model of this tool (format {document.get('format')!r})")
+    document["spec"] = FeatureSpec.from_dict(document["feature_spec"])
+    document["boosters"] = []
+    for k in range(document["n_boosters"]):
+        booster_path = directory / f"booster_{k}.txt"
+        if not booster_path.is_file():
+            raise InputError(f"{booster_path}: missing; the saved model is incomplete")
+        document["boosters"].append(lgb.Booster(model_file=str(booster_path)))
+    return document
+
+
+def check_same_provenance(saved: dict, provenance: dict, embeddings_path: Path) -> None:
+    """Refuse to apply a model to embeddings made by another model, weights or preprocessing."""
+    if identity(saved) != identity(provenance):
+        raise InputError(
+            f"{embeddings_path}: embeddings of another provenance than the model was trained on "
+            f"({describe_provenance_difference(saved, provenance)}; model's first); re-extract with the model's settings"
+        )
