@@ -89,6 +89,11 @@ def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, t
     """Rename `checkpoint` to `target`'s keys: identical keys as they are, otherwise by position when every
     shape matches in order (the embedded package's layout). Anything else is refused, never half-loaded."""
     if set(checkpoint) == set(target):
+        for key, dst in target.items():
+            if tuple(checkpoint[key].shape) != tuple(dst.shape):
+                raise InputError(
+                    f"{source}: tensor {key} {tuple(checkpoint[key].shape)} does not match model's {tuple(dst.shape)}"
+                )
         return dict(checkpoint)
     if len(checkpoint) != len(target):
         raise InputError(f"{source}: {len(checkpoint)} tensors, the model has {len(target)}; not these weights' model")

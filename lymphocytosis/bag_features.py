@@ -93,6 +93,21 @@ class FeatureBuilder:
         self.cohort = cohort
         self.spec = spec
 
+    def _cached(self, key, compute):
+        """Learned parts depend on the training patients and their own settings only, not on LightGBM's
+        parameters: tuning trials that revisit the same folds reuse them (bounded, per process)."""
+        cache = self.cohort._cache.setdefault("fitted", {})
+        if key not in cache:
+            if len(cache) >= 512:
+                cache.pop(next(iter(cache)))
+            cache[key] = compute()
+        return cache[key]
+
+    def _fit_pca(self, train_ids) -> dict:
+        cells = np.concatenate([self.cohort.bags[pid] for pid in train_ids])
+        pca = PCA(n_components=self.spec.embedding_pca, svd_solver="randomized", random_state=self.spec.seed).fit(cells)
+        return {"mean": pca.mean_.tolist(), "components": pca.components_.tolist()}
+
     def _cell_statistics(self) -> CellStatistics:
         if "cell_statistics" not in self.cohort._cache:
             self.cohort._cache["cell_statistics"] = CellStatistics(self.cohort.bags)
@@ -143,15 +158,16 @@ class FeatureBuilder:
         parts = [self.clinical_table(train_ids)]
         if spec.embedding_stats:
             if spec.embedding_pca:
-                cells = np.concatenate([self.cohort.bags[pid] for pid in train_ids])
-                pca = PCA(n_components=spec.embedding_pca, svd_solver="randomized", random_state=spec.seed).fit(cells)
-                state["pca"] = {"mean": pca.mean_.tolist(), "components": pca.components_.tolist()}
+                state["pca"] = self._cached(("pca", tuple(train_ids), spec.embedding_pca, spec.seed),
+                                            lambda: self._fit_pca(train_ids))
             parts.append(self._embedding_table(train_ids, state))
         scores: dict[str, np.ndarray] = {}
         if spec.cell_score:
-            labels = self.cohort.labels(train_ids)
-            scores, (beta, intercept) = cross_fitted_scores(
-                self._cell_statistics(), self.cohort.bags, train_ids, labels, spec.cell_score_alpha, spec.inner_folds, spec.seed
+            scores, (beta, intercept) = self._cached(
+                ("cell_scores", tuple(train_ids), spec.cell_score_alpha, spec.inner_folds, spec.seed),
+                lambda: cross_fitted_scores(self._cell_statistics(), self.cohort.bags, train_ids,
+                                            self.cohort.labels(train_ids), spec.cell_score_alpha,
+                                            spec.inner_folds, spec.seed),
             )
             state["cell_score"] = {"beta": beta.tolist(), "intercept": intercept}
             parts.append(self._score_table(train_ids, scores))

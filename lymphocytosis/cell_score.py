@@ -17,23 +17,24 @@ from scipy import linalg
 
 
 class CellStatistics:
-    """Per-patient sufficient statistics of the cell embeddings (float64)."""
+    """Per-patient sufficient statistics of the cell embeddings (Gram matrices in float32 to halve memory
+    traffic; sums and the solve in float64)."""
 
     def __init__(self, bags: dict[str, np.ndarray]):
         self.ids = list(bags)
         self.index = {pid: i for i, pid in enumerate(self.ids)}
-        dim = next(iter(bags.values())).shape[1]
+        self.dim = next(iter(bags.values())).shape[1]
         self.n = np.array([len(bags[pid]) for pid in self.ids], dtype=np.float64)
-        self.sums = np.zeros((len(self.ids), dim))
-        self.grams = np.zeros((len(self.ids), dim, dim))
+        self.sums = np.zeros((len(self.ids), self.dim))
+        self.grams = np.zeros((len(self.ids), self.dim * self.dim), dtype=np.float32)
         for i, pid in enumerate(self.ids):
-            x = bags[pid].astype(np.float64)
+            x = bags[pid].astype(np.float32)
             if len(x):
-                self.sums[i] = x.sum(0)
-                self.grams[i] = x.T @ x
+                self.sums[i] = x.sum(0, dtype=np.float64)
+                self.grams[i] = (x.T @ x).ravel()
 
-    def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """For each (group, class): [count, sum of per-patient mean x, sum of per-patient mean x x^T], flattened.
+    def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray):
+        """For each (group, class): patient count, sum of per-patient mean x, sum of per-patient mean x x^T.
 
         One pass over the Gram matrices serves every fit on a union of groups (cross-fitting's 6 fits)."""
         n_groups = int(groups.max()) + 1 if len(groups) else 1
@@ -42,26 +43,21 @@ class CellStatistics:
             row = self.index[pid]
             if self.n[row] > 0:
                 weights[2 * group + int(label), row] = 1.0 / self.n[row]
-        counts = (weights > 0).sum(1, keepdims=True).astype(np.float64)
-        dim = self.sums.shape[1]
-        m1 = weights @ self.sums
-        m2 = weights @ self.grams.reshape(len(self.ids), dim * dim)
-        return np.hstack([counts, m1, m2]).reshape(n_groups, 2, -1)
+        counts = (weights > 0).sum(1).astype(np.float64).reshape(n_groups, 2)
+        m1 = (weights @ self.sums).reshape(n_groups, 2, self.dim)
+        m2 = (weights.astype(np.float32) @ self.grams).reshape(n_groups, 2, self.dim, self.dim)
+        return counts, m1, m2
 
-    def solve(self, class_sums: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-        """Weights and intercept of the class- and patient-balanced, standardised ridge from (2, ...) sums."""
-        dim = self.sums.shape[1]
-        counts = np.maximum(class_sums[:, 0], 1.0)
-        class_weight = 0.5 / counts  # each class weighs 1/2, each patient of a class the same
-        m1 = class_sums[:, 1 : 1 + dim]
-        m2 = class_sums[:, 1 + dim :].reshape(2, dim, dim)
+    def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+        """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
+        class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
-        cov = np.tensordot(class_weight, m2, axes=1) - np.outer(mean, mean)
+        cov = (class_weight[0] * m2[0].astype(np.float64) + class_weight[1] * m2[1]) - np.outer(mean, mean)
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
         scale = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
-        cov_std = cov / np.outer(scale, scale)
-        cov_std[np.diag_indices_from(cov_std)] += alpha
-        beta = linalg.solve(cov_std, cov_xy / scale, assume_a="pos") / scale
+        cov /= np.outer(scale, scale)
+        cov[np.diag_indices_from(cov)] += alpha
+        beta = linalg.cho_solve(linalg.cho_factor(cov, overwrite_a=True), cov_xy / scale) / scale
         return beta, float(0.5 - mean @ beta)
 
 
@@ -89,14 +85,14 @@ def cross_fitted_scores(
     """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others)."""
     train_ids, train_labels = list(train_ids), np.asarray(train_labels)
     groups = stratified_groups(train_labels, inner_folds, seed) if inner_folds >= 2 else np.zeros(len(train_ids), int)
-    sums = stats.group_sums(train_ids, train_labels, groups)
-    total = sums.sum(0)
-    beta, intercept = stats.solve(total, alpha)
+    counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups)
+    total = counts.sum(0), m1.sum(0), m2.sum(0)
+    beta, intercept = stats.solve(*total, alpha)
     if inner_folds < 2:
         return {pid: bags[pid] @ beta + intercept for pid in train_ids}, (beta, intercept)
     scores = {}
     for g in range(inner_folds):
-        beta_g, intercept_g = stats.solve(total - sums[g], alpha)
+        beta_g, intercept_g = stats.solve(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], alpha)
         for pid in np.asarray(train_ids)[groups == g]:
             scores[pid] = bags[pid] @ beta_g + intercept_g
     return scores, (beta, intercept)

@@ -86,7 +86,8 @@ def iter_cross_validation(cohort: Cohort, spec: FeatureSpec, params: dict, folds
 
 
 def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], keep_models=False) -> CVResult:
-    ids = cohort.labelled_ids
+    held_out = {pid for fold in folds if fold.repeat == 0 for pid in fold.test_ids}
+    ids = [pid for pid in cohort.labelled_ids if pid in held_out]
     position = {pid: i for i, pid in enumerate(ids)}
     repeats = max(f.repeat for f in folds) + 1
     probabilities = np.full((repeats, len(ids)), np.nan)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -173,10 +174,9 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
                 f"{out}: holds {existing.get('n_patients')} patients but {root} lists {len(patients)}; "
                 "pass --overwrite to re-extract, or choose another --out"
             )
+        if overwrite:  # before PartsFolder(), which refuses an interrupted run of other settings
+            shutil.rmtree(f"{out}.parts", ignore_errors=True)
         parts = PartsFolder(out, provenance, dim=int(model.num_features))
-        if overwrite:
-            parts.discard()
-            parts = PartsFolder(out, provenance, dim=int(model.num_features))
         todo = [p for p in patients if not parts.has(p.patient_id)]
         if len(todo) < len(patients):
             log.info("resuming: %d of %d patients already done in %s", len(patients) - len(todo), len(patients), parts.path)

@@ -1,0 +1,191 @@
+"""Shared fixtures: a tiny synthetic challenge-layout dataset, its embeddings, and helpers to build odd
+datasets and to run a CLI `main(argv)` the way a user would.
+
+`synthetic_root` and `synthetic_embeddings` are session-scoped and reused by the stage 1, stage 2 and report
+tests: treat both as read-only (copy them to tmp_path before changing anything).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SYNTHETIC_N_TRAIN = 12
+SYNTHETIC_N_TEST = 3
+SYNTHETIC_CELLS = (3, 6)
+SYNTHETIC_SEED = 0
+CSV_HEADER = "ID,LABEL,GENDER,DOB,LYMPH_COUNT"
+
+# torch's intra-op threads, in this process and in the CLIs the tests start. One thread: on a shared or
+# small machine, OpenMP threads competing with other processes make CPU inference up to 100x slower, and a
+# fixed count keeps in-process and subprocess embeddings bit-identical (the resume test compares them).
+TORCH_THREADS = int(os.environ.get("TEST_TORCH_THREADS", "1"))
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(TORCH_THREADS),
+            "MKL_NUM_THREADS": str(TORCH_THREADS)}
+
+
+def pin_torch_threads() -> None:
+    import torch
+
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    """Pin torch's threads when torch is in use (stage 2 tests that never import torch do not pay for it)."""
+    if "torch" in sys.modules:
+        pin_torch_threads()
+    yield
+
+# The settings of `synthetic_embeddings`: small crop, CPU, no worker processes, so tests stay fast anywhere.
+SMALL_SETTINGS_KWARGS = dict(
+    model="tf_efficientnet_lite0", weights=None, crop=64, input_size=None, tta=False, precision="fp32",
+    dtype="float32", batch_size=8, workers=0, device="cpu",
+)
+# The same settings as `extract.py` arguments.
+SMALL_CLI_ARGS = ["--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+
+
+def small_settings(**changes):
+    """`ExtractSettings` of `synthetic_embeddings`, with `changes` (torch is imported only when needed)."""
+    from lymphocytosis.extraction import ExtractSettings
+
+    return ExtractSettings(**{**SMALL_SETTINGS_KWARGS, **changes})
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset (12 train + 3 test patients, 3-6 cells each). Read-only: do not modify."""
+    from lymphocytosis.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "dlmi"
+    return make_synthetic_dataset(root, n_train=SYNTHETIC_N_TRAIN, n_test=SYNTHETIC_N_TEST,
+                                  cells=SYNTHETIC_CELLS, seed=SYNTHETIC_SEED)
+
+
+@pytest.fixture(scope="session")
+def synthetic_embeddings(synthetic_root, tmp_path_factory) -> Path:
+    """The .h5 of `synthetic_root` extracted once with SMALL_SETTINGS (crop 64, fp32, CPU). Read-only."""
+    from lymphocytosis.extraction import extract
+
+    pin_torch_threads()
+    out = tmp_path_factory.mktemp("embeddings") / "embeddings.h5"
+    summary = extract(synthetic_root, out, small_settings())
+    assert summary["n_patients"] == SYNTHETIC_N_TRAIN + SYNTHETIC_N_TEST, summary
+    assert out.is_file() and not Path(f"{out}.parts").exists()
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_cell_images(synthetic_root) -> list[Path]:
+    """Every JPEG of `synthetic_root`, sorted: a pool to copy into purpose-built datasets."""
+    images = sorted(synthetic_root.glob("*/*/*.jpg"))
+    assert len(images) >= 20
+    return images
+
+
+def write_dataset(root: Path, splits: dict[str, dict[str, list]], make_folders: bool = True) -> Path:
+    """Build a challenge-layout dataset by hand.
+
+    `splits` maps "trainset"/"testset" to {patient_id: files}; each file is a Path (copied, keeping its
+    name), a (name, Path) pair (copied under that name), a (name, bytes) pair (written), or a
+    (name, PIL.Image) pair (saved). A patient whose value is None gets a CSV row but no folder."""
+    from lymphocytosis.challenge_layout import SPLIT_CSVS
+
+    root = Path(root)
+    for split, patients in splits.items():
+        split_dir = root / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        lines = [CSV_HEADER]
+        for i, (patient_id, files) in enumerate(patients.items()):
+            label = (i % 2) if split == "trainset" else -1
+            lines.append(f"{patient_id},{label},{'MF'[i % 2]},1/2/{1940 + i},{5 + i}.5")
+            if files is None or not make_folders:
+                continue
+            folder = split_dir / patient_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for item in files:
+                if isinstance(item, Path):
+                    shutil.copyfile(item, folder / item.name)
+                    continue
+                name, content = item
+                if isinstance(content, Path):
+                    shutil.copyfile(content, folder / name)
+                elif isinstance(content, bytes):
+                    (folder / name).write_bytes(content)
+                else:
+                    content.save(folder / name)
+        (split_dir / SPLIT_CSVS[split]).write_text("\n".join(lines) + "\n")
+    return root
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+
+def run_main(main, argv: list[str]) -> CliResult:
+    """Call a `cli_main`-wrapped `main(argv)` in-process, capturing its exit code, stdout and stderr.
+
+    A SystemExit (argparse errors, `--help`) becomes its code; any other exception propagates, so a
+    traceback fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CliResult(int(code or 0), out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def run_cli():
+    """`run_cli(main, argv) -> CliResult` (see run_main)."""
+    return run_main
+
+
+def assert_one_line_error(result: CliResult, *fragments: str, exact_one_line: bool = False) -> str:
+    """Exit code 2, exactly one `error: ...` line containing every fragment, and no traceback."""
+    assert result.code == 2, f"exit code {result.code}; stderr:\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(result.error_lines) == 1, result.stderr
+    line = result.error_lines[0]
+    if exact_one_line:
+        assert result.stderr.strip() == line, f"more than the error line on stderr:\n{result.stderr}"
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
+def python_cli(script: str, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run `python <script> args...` from the repository root, as a user would."""
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, **kwargs)
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

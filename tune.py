@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Tune the bag features and LightGBM with Optuna; resumable, and judged by nested CV.
+
+    python tune.py --embeddings artifacts/embeddings.h5 --trials 100        # run / resume the study
+    python tune.py --embeddings artifacts/embeddings.h5 --nested --trials 30 # what tuning really buys
+
+The study lives in an RDB (default: SQLite under artifacts/, open it with `optuna-dashboard URL`); the same
+command continues it, and any SQLAlchemy URL (e.g. PostgreSQL) lets several machines share one study.
+The best settings are written to artifacts/best_params.json, where `model.py --params auto` finds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from lymphocytosis.errors import InputError, cli_main
+
+log = logging.getLogger("tune")
+DEFAULT_STORAGE = "sqlite:///artifacts/tune.sqlite3"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embeddings", type=Path, default=Path("artifacts/embeddings.h5"))
+    parser.add_argument("--root", type=Path, default=None, help="dataset root (default: recorded in the embeddings)")
+    parser.add_argument("--trials", type=int, default=100, help="total finished trials wanted in the study (default: 100)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default: {DEFAULT_STORAGE})")
+    parser.add_argument("--study-name", default=None, help="default: derived from the embeddings' provenance and CV design")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2, help="CV repeats per trial (default: 2)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--best-params", type=Path, default=Path("artifacts/best_params.json"))
+    parser.add_argument("--nested", action="store_true", help="outer CV around the whole tuning (reports, saves nothing)")
+    parser.add_argument("--outer-folds", type=int, default=5)
+    parser.add_argument("--outer-repeats", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="with --nested: write the results here")
+    return parser.parse_args(argv)
+
+
+def storage_for(url: str):
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy raises many types for bad URLs and unreachable servers
+        raise InputError(f"--storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    from lymphocytosis.cohort import load_cohort
+    from lymphocytosis.evaluation import repeated_folds
+    from lymphocytosis.settings import save_settings
+    from lymphocytosis import tuning
+
+    cohort = load_cohort(args.embeddings, args.root)
+    if args.nested:
+        result = tuning.nested_cv(cohort, args.trials, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.seed)
+        for name in ("tuned", "default"):
+            ba, auc = result[name]["balanced_accuracy"], result[name]["roc_auc"]
+            print(f"{name:8s} balanced accuracy {ba['mean']:.3f} ± {ba['std']:.3f}   ROC AUC {auc['mean']:.3f} ± {auc['std']:.3f}")
+        print(f"(inner-CV best values averaged {result['mean_inner_best_value']:.3f}: the optimism that nested CV removes)")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
+
+    ids = cohort.labelled_ids
+    folds = repeated_folds(ids, cohort.labels(ids), args.folds, args.repeats, args.seed)
+    name = args.study_name or tuning.study_name(cohort, args.folds, args.repeats, args.seed)
+    study = tuning.create_study(name, storage_for(args.storage), args.seed)
+    log.info("study %s in %s: %d trials so far", name, args.storage, len(study.trials))
+
+    def save_best(study, _trial=None):
+        try:
+            best = study.best_trial
+        except ValueError:
+            return
+        spec, params = tuning.settings_from_trial(best)
+        save_settings(args.best_params, spec, params, cohort.provenance,
+                      {"study": name, "storage": args.storage, "trial": best.number,
+                       "cv_value_optimistic": best.value, "note": "best_value is optimistic; see tune.py --nested"})
+
+    try:
+        tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best])
+    finally:
+        save_best(study)
+    print(f"study {name}: {len(study.trials)} trials; best CV balanced accuracy {study.best_value:.4f} (trial "
+          f"{study.best_trial.number}; optimistic -- judge tuning with --nested); settings in {args.best_params}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
