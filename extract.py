@@ -30,6 +30,8 @@ def parse_args(argv=None):
     parser.add_argument("--crop", type=int, default=112,
                         help="centre crop in pixels of the 224 px image; cells are centred (default: 112)")
     parser.add_argument("--input-size", type=int, default=None, help="resize the crop to this (default: the crop size)")
+    parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
+                        help="pooled final features, or also the pooled output of every intermediate stage")
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees per cell")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (GPU; CPUs with AMX)")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
@@ -48,7 +50,7 @@ def main(argv=None):
     settings = ExtractSettings(
         model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
         precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
-        device=args.device,
+        device=args.device, features=args.features,
     )
     extract(args.root, args.out, settings, overwrite=args.overwrite)
     return 0

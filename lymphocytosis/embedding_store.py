@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "lymphocytosis-embeddings/1"
 # What makes two embeddings comparable; versions and dates are recorded but do not make files differ.
-PROVENANCE_KEYS = ("model", "weights_source", "weights_sha256", "preprocessing", "tta", "precision", "dtype")
+PROVENANCE_KEYS = ("model", "weights_source", "weights_sha256", "features", "preprocessing", "tta", "precision", "dtype")
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -87,14 +87,21 @@ def exclusive_lock(out: Path):
     """Refuse a second extraction into the same file while one runs."""
     lock_path = Path(f"{out}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    while True:
+        handle = open(lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise InputError(f"{out}: another extraction is writing this file ({holder}); refusing to run beside it") from None
+        try:  # the holder we waited on may have removed the file: then our lock is on a dead inode, retry
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise InputError(f"{out}: another extraction is writing this file ({holder}); refusing to run beside it") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
@@ -102,9 +109,9 @@ def exclusive_lock(out: Path):
     try:
         yield
     finally:
-        handle.close()
         with contextlib.suppress(FileNotFoundError):
-            lock_path.unlink()
+            lock_path.unlink()  # while still locked, so no newcomer can lock this inode and believe it current
+        handle.close()
 
 
 class PartsFolder:

@@ -26,6 +26,7 @@ import html
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from threadpoolctl import threadpool_limits
 
 from . import __version__
 from .bag_features import FeatureSpec
@@ -108,10 +110,11 @@ def feature_family(column: str) -> str:
     return column
 
 
-def family_name(family: str, size: int) -> str:
+def family_name(family: str, members: list[str]) -> str:
     kind, _, rest = family.partition(":")
     if kind == "embedding" and "[" not in rest:
-        return f"embedding {statistic_name(rest)} ({size} {'dim' if size == 1 else 'dims'})"
+        unit = "PC" if "[pc" in members[0] else "dim"
+        return f"embedding {statistic_name(rest)} ({len(members)} {unit}{'' if len(members) == 1 else 's'})"
     return readable_name(family)
 
 
@@ -186,25 +189,48 @@ def explain(cv: CVResult) -> Explanations:
     return Explanations(columns, np.array(gains), shap, values, cell_scores)
 
 
-def family_importance(ex: Explanations) -> pd.DataFrame:
-    """Mean |sum of a family's SHAP values| over held-out patients, per repeat; mean and std over repeats.
+_SOURCE_NAMES = {"clinical": "clinical attributes", "cell_score": "cell-score statistics", "embedding": "embedding statistics"}
 
-    Summing before the absolute value is what SHAP's additivity allows: the family's total push on one
-    patient, so dimensions that cancel out do not count as important."""
-    families = list(dict.fromkeys(feature_family(c) for c in ex.columns))
-    member = np.zeros((len(ex.columns), len(families)))
+
+def feature_source(column: str) -> str:
+    """Where a feature comes from: 'clinical', 'cell_score' or 'embedding' (the part before the colon)."""
+    return column.partition(":")[0]
+
+
+def grouped_importance(ex: Explanations, key) -> pd.DataFrame:
+    """Mean |sum of a group's SHAP values| over held-out patients, per repeat; mean and std over repeats.
+
+    Summing before the absolute value is what SHAP's additivity allows: the group's total push on one
+    patient, so correlated features that share (or cancel) a push are not counted twice."""
+    groups = list(dict.fromkeys(key(c) for c in ex.columns))
+    members = {g: [c for c in ex.columns if key(c) == g] for g in groups}
+    matrix = np.zeros((len(ex.columns), len(groups)))
     for i, column in enumerate(ex.columns):
-        member[i, families.index(feature_family(column))] = 1.0
-    per_repeat = np.nanmean(np.abs(ex.shap[:, :, :-1] @ member), axis=1)  # (repeats, families)
-    sizes = member.sum(0).astype(int)
+        matrix[i, groups.index(key(column))] = 1.0
+    per_repeat = np.nanmean(np.abs(ex.shap[:, :, :-1] @ matrix), axis=1)  # (repeats, groups)
     frame = pd.DataFrame({
-        "family": families,
-        "name": [family_name(f, s) for f, s in zip(families, sizes)],
-        "n_features": sizes,
+        "family": groups,
+        "members": [members[g] for g in groups],
+        "n_features": [len(members[g]) for g in groups],
         "mean_abs_shap": per_repeat.mean(0),
         "std": per_repeat.std(0),
     })
     return frame.sort_values("mean_abs_shap", ascending=False, ignore_index=True)
+
+
+def family_importance(ex: Explanations) -> pd.DataFrame:
+    """SHAP by family: each clinical attribute, each cell-score statistic, each embedding statistic (all dims)."""
+    frame = grouped_importance(ex, feature_family)
+    frame.insert(1, "name", [family_name(f, m) for f, m in zip(frame["family"], frame["members"])])
+    return frame.drop(columns="members")
+
+
+def source_importance(ex: Explanations) -> pd.DataFrame:
+    """SHAP by source (clinical / cell score / embedding): how much the images weigh against the clinical
+    attributes as a whole, which the per-statistic families split into many small bars."""
+    frame = grouped_importance(ex, feature_source)
+    frame.insert(1, "name", [_SOURCE_NAMES.get(f, f) for f in frame["family"]])
+    return frame.drop(columns="members")
 
 
 def feature_importance(ex: Explanations) -> pd.DataFrame:
@@ -498,7 +524,8 @@ def patient_cells(cohort: Cohort, pid: str, scores: np.ndarray, out_dir: Path, g
             problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
             if problem:
                 result["missing"] += 1
-                log.warning("patient %s: %s: %s", pid, folder / filename, problem)
+                result.setdefault("first_problem", f"{folder / filename}: {problem}")
+                log.debug("patient %s: %s: %s", pid, folder / filename, problem)
             result[side].append({"file": filename, "score": float(scores[cell]), "src": None if problem else relative,
                                  "problem": problem})
     return result
@@ -520,15 +547,17 @@ nav a{margin-right:16px}a{color:#1f5fa8}
 .metric .c{color:#a0560f;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border-bottom:1px solid #e6eaef;padding:4px 10px;text-align:left;vertical-align:top}
-th{background:#f0f3f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f0f3f6}th.key{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.grid2{display:grid;grid-template-columns:1.35fr 1fr;gap:18px 24px;align-items:start}
+.grid2 figure{margin-bottom:14px}.grid2 img{width:100%;height:auto}
 figure{margin:0}figure img{max-width:100%;border:1px solid #e6eaef}
 figcaption{font-size:12px;color:#4a5868;max-width:620px;margin-top:4px}
-.scroll{max-height:340px;overflow-y:auto;border:1px solid #e6eaef;display:inline-block}
+.scroll{max-height:460px;overflow-y:auto;border:1px solid #e6eaef;display:inline-block}
 .patient{border:1px solid #dde3ea;border-radius:8px;padding:10px 14px;margin:12px 0}
 .patient.wrong{border-color:#d9822b;border-width:2px}
 .patient h3{margin:0 0 4px}.sub{color:#4a5868;font-size:13px}
-.cols{display:flex;gap:24px;flex-wrap:wrap;margin-top:6px}
+.cols{display:flex;gap:24px;flex-wrap:wrap;margin-top:6px}.cols>div:first-child{width:400px}
 .push{font-size:12px;border:none}.push td{border:none;padding:1px 6px}
 .bar{display:inline-block;height:10px;border-radius:2px}.up{background:#b2182b}.down{background:#2166ac}
 .cells{display:flex;gap:4px;flex-wrap:wrap}.cell{font-size:10px;text-align:center;color:#4a5868;width:96px}
@@ -662,16 +691,32 @@ def _provenance_rows(cohort: Cohort, spec: FeatureSpec, params: dict, source: st
 # --------------------------------------------------------------------------------------------- build
 
 
-def _out_dir(args) -> Path:
+REPORT_ENTRIES = {"index.html", "index.html.tmp", "summary.md", "patients.csv", "figures", "cells"}
+
+
+def prepare_out_dir(args) -> Path:
+    """The report folder: `--out-dir`, or a new artifacts/report-<date>. An existing folder is reused only when
+    it holds nothing but an earlier report (whose figures and thumbnails are then removed, so no stale cell
+    from another run is left beside the new page); anything else is refused rather than mixed or deleted."""
     out_dir = getattr(args, "out_dir", None)
-    if out_dir:
-        return Path(out_dir)
-    base = Path("artifacts") / f"report-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    candidate, k = base, 1
-    while candidate.exists():
-        k += 1
-        candidate = base.with_name(f"{base.name}-{k}")
-    return candidate
+    if not out_dir:
+        base = Path("artifacts") / f"report-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        out_dir, k = base, 1
+        while out_dir.exists():
+            k += 1
+            out_dir = base.with_name(f"{base.name}-{k}")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPORT_ENTRIES)
+        if foreign:
+            raise InputError(f"--out-dir {out_dir}: holds other files than a report ({foreign[0]}, ...); "
+                             "choose an empty or new folder")
+        for name in ("figures", "cells"):
+            if (out_dir / name).is_dir():
+                shutil.rmtree(out_dir / name)
+    return out_dir
 
 
 def build_report(cohort: Cohort, spec: FeatureSpec, params: dict, source: str, args) -> Path:
@@ -679,9 +724,13 @@ def build_report(cohort: Cohort, spec: FeatureSpec, params: dict, source: str, a
     started = time.perf_counter()
     folds, repeats, seed = int(getattr(args, "folds", 5)), int(getattr(args, "repeats", 10)), int(getattr(args, "seed", 0))
     patients = select_patients(cohort, getattr(args, "patients", "all"))
-    out_dir = _out_dir(args)
+    out_dir = prepare_out_dir(args)
     log.info("report: %d-fold x %d repeats CV (seed %d), models kept for explanations", folds, repeats, seed)
-    summary, full, clinical = cv_report(cohort, spec, params, folds, repeats, seed, keep_models=True)
+    # The CV's cost is ~1280x1280 Cholesky solves (cell score). Multi-threaded OpenBLAS busy-waits when the
+    # cores are shared: measured 2.7 s per solve with 2 threads on a loaded 2-core machine vs 0.07 s with 1,
+    # i.e. 87 s vs 8 s for one 5-fold repeat, with identical probabilities. One BLAS thread is the safe choice.
+    with threadpool_limits(limits=1, user_api="blas"):
+        summary, full, clinical = cv_report(cohort, spec, params, folds, repeats, seed, keep_models=True)
     cv_seconds = time.perf_counter() - started
     log.info("report: CV done in %.1f s", cv_seconds)
     context = {"folds": folds, "repeats": repeats, "seed": seed, "cv_seconds": cv_seconds, "started": started}
@@ -700,6 +749,7 @@ def write_report(out_dir: Path, cohort: Cohort, spec: FeatureSpec, params: dict,
 
     ex = explain(full)
     families = family_importance(ex)
+    sources = source_importance(ex)
     features = feature_importance(ex)
     n_fold_models = len(ex.gain_share)
     figures = {
@@ -727,13 +777,13 @@ def write_report(out_dir: Path, cohort: Cohort, spec: FeatureSpec, params: dict,
     has_cell_score = bool(ex.cell_scores)
     cell_note = "" if has_cell_score else "no per-cell score in this feature specification (cell_score off): no cells to rank"
     geometry = _thumbnail_geometry(cohort.provenance)
-    views, missing_images = [], 0
+    views, missing_images, first_problem = [], 0, ""
     for pid in patients:
         i = position[pid]
         contributions = patient_shap[i, :-1]
         order = np.argsort(-contributions, kind="stable")
-        up = [j for j in order[:PUSHES_PER_SIDE] if contributions[j] > 0]
-        down = [j for j in order[::-1][:PUSHES_PER_SIDE] if contributions[j] < 0]
+        up = [j for j in order[:PUSHES_PER_SIDE] if contributions[j] >= 0.005]
+        down = [j for j in order[::-1][:PUSHES_PER_SIDE] if contributions[j] <= -0.005]  # below display precision: noise
 
         def described(js):
             return [(readable_name(ex.columns[j]), format_value(ex.columns[j], patient_values[i, j]), float(contributions[j]))
@@ -744,6 +794,7 @@ def write_report(out_dir: Path, cohort: Cohort, spec: FeatureSpec, params: dict,
         if has_cell_score and pid in ex.cell_scores:
             cells = patient_cells(cohort, pid, ex.cell_scores[pid], out_dir, geometry)
             missing_images += cells["missing"]
+            first_problem = first_problem or cells.get("first_problem", "")
         views.append(PatientView(
             pid=pid, label=int(full.labels[i]), probability=float(mean_full[i]), spread=float(full.probabilities[:, i].std()),
             clinical_probability=float(mean_clinical[i]),
@@ -754,15 +805,16 @@ def write_report(out_dir: Path, cohort: Cohort, spec: FeatureSpec, params: dict,
             cells=cells,
         ))
     if missing_images:
-        log.warning("report: %d cell images could not be read; their thumbnails are replaced by a note", missing_images)
+        log.warning("report: %d cell images could not be read (first: %s); a note stands in for each thumbnail",
+                    missing_images, first_problem)
     log.info("report: %d patient views (%d thumbnails) in %.1f s", len(views),
              sum(len(v.cells["top"]) + len(v.cells["bottom"]) for v in views if v.cells), time.perf_counter() - step)
 
     context["seconds"] = time.perf_counter() - context.get("started", time.perf_counter())
     provenance = _provenance_rows(cohort, spec, params, source, context)
-    markdown = render_markdown(summary, full, clinical, families, features, table, figures, provenance, missing_images)
+    markdown = render_markdown(summary, full, clinical, families, sources, features, table, figures, provenance, missing_images)
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
-    page = render_html(summary, full, clinical, families, features, table, figures, provenance, views, cell_note,
+    page = render_html(summary, full, clinical, families, sources, features, table, figures, provenance, views, cell_note,
                        missing_images, n_fold_models)
     tmp = out_dir / "index.html.tmp"
     tmp.write_text(page, encoding="utf-8")
@@ -781,7 +833,7 @@ def _headline(summary: dict) -> dict:
     }
 
 
-def render_markdown(summary, full, clinical, families, features, table, figures, provenance, missing_images) -> str:
+def render_markdown(summary, full, clinical, families, sources, features, table, figures, provenance, missing_images) -> str:
     h = _headline(summary)
     matrix = confusion(full.labels, full.probabilities.mean(0))
     wrong = table[table["label"] != table["predicted"]]
@@ -817,13 +869,19 @@ def render_markdown(summary, full, clinical, families, features, table, figures,
         "",
         "## Feature importance",
         "",
-        "SHAP on held-out patients, by family (mean |sum of the family's SHAP values|, log-odds, ± std over repeats):",
+        "SHAP on held-out patients, mean |sum of the group's SHAP values| (log-odds, ± std over repeats). By source:",
+        "",
+        "| source | features | mean abs SHAP |",
+        "|---|---|---|",
+        *[f"| {r.name} | {r.n_features} | {r.mean_abs_shap:.3f} ± {r.std:.3f} |" for r in sources.itertuples()],
+        "",
+        "By family:",
         "",
         "| family | features | mean abs SHAP |",
         "|---|---|---|",
         *[f"| {r.name} | {r.n_features} | {r.mean_abs_shap:.3f} ± {r.std:.3f} |" for r in families.itertuples()],
         "",
-        f"Top {TOP_FEATURES} single features:",
+        f"Top {min(TOP_FEATURES, len(features))} single features:",
         "",
         "| feature | mean abs SHAP | share of gain |",
         "|---|---|---|",
@@ -845,7 +903,7 @@ def render_markdown(summary, full, clinical, families, features, table, figures,
     return "\n".join(lines)
 
 
-def render_html(summary, full, clinical, families, features, table, figures, provenance, views, cell_note,
+def render_html(summary, full, clinical, families, sources, features, table, figures, provenance, views, cell_note,
                 missing_images, n_fold_models) -> str:
     h = _headline(summary)
     repeats = summary["repeats"]
@@ -865,6 +923,10 @@ def render_html(summary, full, clinical, families, features, table, figures, pro
         f'<tr><td>{_e(r.name)}</td><td class="num">{r.n_features}</td><td class="num">{r.mean_abs_shap:.3f} ± {r.std:.3f}</td></tr>'
         for r in families.itertuples()
     )
+    source_rows = "".join(
+        f'<tr><td>{_e(r.name)}</td><td class="num">{r.n_features}</td><td class="num">{r.mean_abs_shap:.3f} ± {r.std:.3f}</td></tr>'
+        for r in sources.itertuples()
+    )
     top_rows = "".join(
         f'<tr><td>{_e(r.name)}</td><td><code>{_e(r.column)}</code></td><td class="num">{r.mean_abs_shap:.3f} ± {r.shap_std:.3f}</td>'
         f'<td class="num">{100 * r.gain_share:.1f}% ± {100 * r.gain_std:.1f}%</td></tr>'
@@ -877,7 +939,7 @@ def render_html(summary, full, clinical, families, features, table, figures, pro
         patient_html = '<p class="sub">No per-patient views requested (<code>--patients none</code>).</p>'
     missing_note = (f'<p class="bad">{missing_images} cell images could not be read; a note stands in for each.</p>'
                     if missing_images else "")
-    provenance_rows = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in provenance)
+    provenance_rows = "".join(f"<tr><th class=\"key\">{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in provenance)
     wrong_links = ", ".join(f"{link(r.ID)} ({CLASS_NAMES[r.label]}, p {r.probability:.2f})" for r in wrong.itertuples()) or "none"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -902,15 +964,16 @@ out-of-fold: each patient is scored and explained only by models that never saw 
 </div>
 <p class="sub">Mean ± standard deviation over the {repeats} repeats; both models on the very same folds, so the
 difference is what the cell images add.</p>
-<div class="figs">
-{_figure(figures['metrics'], 'per-repeat metrics', 'Each dot is one repeat of the whole cross-validation.', 620)}
-{_figure(figures['roc'], 'ROC curves', f'Per-repeat ROC curves averaged vertically; band ±1 std; dot: operating point at p ≥ {THRESHOLD}.', 480)}
-{_figure(figures['confusion'], 'confusion matrices', f'Patients classified by their mean out-of-fold probability at p ≥ {THRESHOLD}.', 700)}
-{_figure(figures['calibration'], 'calibration', 'Training weighs both classes equally (the threshold targets balanced accuracy), so probabilities are expected to run below the observed tumoral fraction in a cohort that is mostly tumoral.', 480)}
-</div>
-<h3>Misclassified patients ({len(wrong)})</h3><p>{wrong_links}</p>
+<div class="grid2">
+<div>{_figure(figures['metrics'], 'per-repeat metrics', 'Each dot is one repeat of the whole cross-validation.')}
+{_figure(figures['confusion'], 'confusion matrices', f'Patients classified by their mean out-of-fold probability at p ≥ {THRESHOLD}. Averaging the repeats acts as an ensemble, so this balanced accuracy can exceed the per-repeat mean above.')}</div>
+<div>{_figure(figures['roc'], 'ROC curves', f'Per-repeat ROC curves averaged vertically; band ±1 std; dot: operating point at p ≥ {THRESHOLD}, averaged over repeats.')}</div>
+<div><h3>Misclassified patients ({len(wrong)})</h3><p>{wrong_links}</p>
+<h3>Every patient, by out-of-fold probability</h3>
 <div class="scroll"><table><tr><th>patient</th><th>true class</th><th>P(tumoral) ± std</th><th>clinical only</th><th></th></tr>
-{rows}</table></div>
+{rows}</table></div></div>
+<div>{_figure(figures['calibration'], 'calibration', 'Training weighs both classes equally (the threshold targets balanced accuracy), so probabilities need not match the observed tumoral fraction of a cohort that is mostly tumoral.')}</div>
+</div>
 </section>
 
 <section id="feature-importance"><h2>Feature importance</h2>
@@ -922,8 +985,9 @@ total split gain per feature as a share of the model's total, over {n_fold_model
 {_figure(figures['gain'], 'LightGBM gain', 'Gain (not split counts): how much each feature improved the training loss.', 560)}
 {_figure(figures['shap_top'], 'top features by SHAP', 'Left: mean |SHAP| ± std over repeats. Right: each patient’s SHAP value (averaged over repeats), red = high feature value.', 1100)}
 </div>
-<div class="figs"><div><h3>By family</h3><table><tr><th>family</th><th>features</th><th>mean |SHAP|</th></tr>{family_rows}</table></div>
-<div><h3>Top {TOP_FEATURES} features</h3><table><tr><th>feature</th><th>column</th><th>mean |SHAP|</th><th>share of gain</th></tr>{top_rows}</table></div></div>
+<div class="figs"><div><h3>By source</h3><table><tr><th>source</th><th>features</th><th>mean |SHAP|</th></tr>{source_rows}</table>
+<h3>By family</h3><table><tr><th>family</th><th>features</th><th>mean |SHAP|</th></tr>{family_rows}</table></div>
+<div><h3>Top {min(TOP_FEATURES, len(features))} features</h3><table><tr><th>feature</th><th>column</th><th>mean |SHAP|</th><th>share of gain</th></tr>{top_rows}</table></div></div>
 </section>
 
 <section id="patients"><h2>Per patient</h2>

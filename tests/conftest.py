@@ -53,6 +53,7 @@ def _torch_threads():
         pin_torch_threads()
     yield
 
+
 # The settings of `synthetic_embeddings`: small crop, CPU, no worker processes, so tests stay fast anywhere.
 SMALL_SETTINGS_KWARGS = dict(
     model="tf_efficientnet_lite0", weights=None, crop=64, input_size=None, tta=False, precision="fp32",
@@ -183,6 +184,23 @@ def python_cli(script: str, args: list[str], **kwargs) -> subprocess.CompletedPr
     """Run `python <script> args...` from the repository root, as a user would."""
     return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO, env=subprocess_env(),
                           capture_output=True, text=True, **kwargs)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str = "call"):
+    """Fail instead of hanging (e.g. a lock taken without LOCK_NB); main thread only, uses SIGALRM."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} still running after {seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def has_cuda() -> bool:

