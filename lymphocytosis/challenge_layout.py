@@ -9,6 +9,7 @@ CSV row without a folder is a patient with 0 cells. IDs become folder and HDF5 n
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
 from dataclasses import dataclass
@@ -51,15 +52,26 @@ def read_patient_csv(csv_path: Path, required_columns: tuple[str, ...]) -> pd.Da
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: CSV file not found")
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{csv_path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    table.columns = [str(c).strip().upper() for c in table.columns]
-    missing = [c for c in required_columns if c not in table.columns]
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{csv_path}: not a readable CSV ({exc})") from None
+    if not rows:
+        raise InputError(f"{csv_path}: not a readable CSV (empty file; expected a header line)")
+    header, body = [cell.strip().upper() for cell in rows[0]], []
+    missing = [c for c in required_columns if c not in header]
     if missing:
-        raise InputError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {', '.join(table.columns)})")
+        raise InputError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {', '.join(header)})")
+    for line_number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines carry no patient
+        if len(row) != len(header):
+            who = f", patient {row[header.index('ID')].strip()}" if "ID" in header and header.index("ID") < len(row) else ""
+            raise InputError(f"{csv_path} row {line_number}{who}: {len(row)} fields, the header has {len(header)}")
+        body.append((line_number, row))
+    table = pd.DataFrame([row for _, row in body], columns=header, index=[n for n, _ in body], dtype=str)
     table = table.apply(lambda col: col.str.strip())
-    table.index = pd.RangeIndex(2, len(table) + 2, name="row")
+    table.index.name = "row"
     for row, patient_id in table["ID"].items():
         validate_patient_id(patient_id, f"{csv_path} row {row}")
     duplicated = table["ID"][table["ID"].duplicated()]

@@ -207,3 +207,63 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# --- Stage 2 helpers: hand-made embeddings files (no torch, no images), so model/tuning tests stay fast. ---
+
+FAKE_PROVENANCE = {
+    "model": "fake-backbone", "weights_source": "tests", "weights_sha256": "0" * 64, "features": "pooled",
+    "preprocessing": '{"crop": 64, "input_size": 64}', "tta": "none", "precision": "fp32", "dtype": "float32",
+}
+
+
+def fake_label(i: int) -> int:
+    """Training patient i's label in `write_fake_embeddings`: 2/3 tumoral, as in the challenge."""
+    return int(i % 3 != 2)
+
+
+def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: int = 16, cells: tuple = (2, 6),
+                          empty: tuple = (), seed: int = 0, provenance: dict | None = None) -> Path:
+    """Write `base/dlmi` (the two CSVs only, no image folders) and `base/embeddings.h5` in the format of
+    extract.py, through the store's own writer; return the .h5 path.
+
+    Training patients are F0..F{n_train-1} (labels from `fake_label`), test patients T0..; IDs in `empty`
+    get 0 cells. Cells carry some signal (a shift in the first dimensions for tumoral patients), and so do
+    age and lymphocyte count; every cell row is distinct."""
+    import numpy as np
+
+    from lymphocytosis.embedding_store import PartsFolder, PatientBag
+
+    base = Path(base)
+    root = base / "dlmi"
+    rng = np.random.default_rng(seed)
+    provenance = {**FAKE_PROVENANCE, **(provenance or {})}
+    out = base / "embeddings.h5"
+    parts = PartsFolder(out, provenance, dim)
+    ids = []
+    for split, csv_name, prefix, count in (("trainset", "trainset_true.csv", "F", n_train),
+                                            ("testset", "testset_data.csv", "T", n_test)):
+        lines = [CSV_HEADER]
+        for i in range(count):
+            pid = f"{prefix}{i}"
+            tumoral = fake_label(i) if split == "trainset" else int(rng.integers(2))
+            label = tumoral if split == "trainset" else -1
+            year = int(1945 - 10 * tumoral + rng.integers(-8, 9))
+            lymph = float(np.exp(rng.normal(2.4 if tumoral else 1.7, 0.7)))
+            lines.append(f"{pid},{label},{'MF'[int(rng.integers(2))]},{int(rng.integers(1, 13))}/{int(rng.integers(1, 29))}/{year},{lymph:.2f}")
+            n_cells = 0 if pid in empty else int(rng.integers(cells[0], cells[1] + 1))
+            x = rng.normal(0.0, 1.0, (n_cells, dim)).astype(np.float32)
+            x[:, :3] += 0.8 * tumoral
+            parts.write(PatientBag(pid, split, x, [f"{k:06d}.jpg" for k in range(n_cells)], [],
+                                   "no images" if n_cells == 0 else ""))
+            ids.append(pid)
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / split / csv_name).write_text("\n".join(lines) + "\n")
+    parts.assemble(out, ids, {"dataset_root": str(root.resolve()), "tool_version": "tests"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def fake_embeddings(tmp_path_factory) -> Path:
+    """`write_fake_embeddings` with its defaults (24 train + 4 test patients, 16 dimensions). Read-only."""
+    return write_fake_embeddings(tmp_path_factory.mktemp("fake"))

@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Images per second of extract.py against a plain loop, same model, same settings, same run.
+
+The plain loop is what one writes first: for each patient, decode its images, stack them, run the model
+(eval mode, no_grad), one patient at a time. extract.py adds inference_mode, channels_last, decoding in
+DataLoader workers while the model runs, and fixed-size chunks.
+
+    python benchmarks/extract_speed.py --root ../shared/data/dlmi --patients 12 --crop 224 112
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from lymphocytosis.backbone import DEFAULT_MODEL, build_transform, load_backbone, resolve_preprocessing  # noqa: E402
+from lymphocytosis.challenge_layout import discover_patients, list_cell_images  # noqa: E402
+from lymphocytosis.extraction import ExtractSettings, extract  # noqa: E402
+from lymphocytosis.synthetic import make_synthetic_dataset  # noqa: E402
+
+
+def subset_dataset(root: Path, n_patients: int, into: Path) -> Path:
+    """A dataset of the first `n_patients` trainset patients, by symlinks (no copy of patient data)."""
+    patients = [p for p in discover_patients(root) if p.split == "trainset"][:n_patients]
+    (into / "trainset").mkdir(parents=True)
+    lines = (root / "trainset" / "trainset_true.csv").read_text().splitlines()
+    keep = {p.patient_id for p in patients}
+    (into / "trainset" / "trainset_true.csv").write_text(
+        "\n".join([lines[0]] + [line for line in lines[1:] if line.split(",")[0].strip() in keep]) + "\n"
+    )
+    for p in patients:
+        (into / "trainset" / p.patient_id).symlink_to(p.folder.resolve())
+    return into
+
+
+def plain_loop(root: Path, crop: int, batch_limit: int | None = None) -> tuple[int, float]:
+    model, _ = load_backbone(DEFAULT_MODEL, None)
+    transform = build_transform(resolve_preprocessing(model, crop, None))
+    n_images = 0
+    started = time.perf_counter()
+    with torch.no_grad():
+        for patient in discover_patients(root):
+            images = [transform(Image.open(path)) for path in list_cell_images(patient.folder)]
+            if images:
+                model(torch.stack(images))
+                n_images += len(images)
+    return n_images, time.perf_counter() - started
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=None, help="challenge-layout dataset (default: a synthetic one)")
+    parser.add_argument("--patients", type=int, default=12)
+    parser.add_argument("--crop", type=int, nargs="+", default=[224, 112])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.root is None:
+            root = make_synthetic_dataset(tmp / "synthetic", n_train=args.patients, n_test=0, cells=(60, 100))
+        else:
+            root = subset_dataset(args.root, args.patients, tmp / "subset")
+        print(f"dataset: {args.root or 'synthetic'} ({args.patients} patients); torch threads {torch.get_num_threads()}")
+        print("| crop | plain loop img/s | extract.py img/s | ratio |")
+        print("|------|------------------|------------------|-------|")
+        for crop in args.crop:
+            n_plain, t_plain = plain_loop(root, crop)
+            settings = ExtractSettings(model=DEFAULT_MODEL, weights=None, crop=crop, input_size=None, tta=False,
+                                       precision="fp32", dtype="float32", batch_size=args.batch_size,
+                                       workers=args.workers, device="cpu")
+            summary = extract(root, tmp / f"bench_{crop}.h5", settings)
+            plain_rate = n_plain / t_plain
+            fast_rate = summary["images_per_second"]
+            print(f"| {crop:4d} | {plain_rate:16.1f} | {fast_rate:16.1f} | {fast_rate / plain_rate:5.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

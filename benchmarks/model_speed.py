@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Stage-2 speed: loading embeddings, one 5-fold CV of the default configuration, and a short Optuna study.
+
+    python benchmarks/model_speed.py --embeddings artifacts/embeddings.h5 --trials 100
+
+Loading and the per-patient cell statistics happen once per process; the first CV pays for the latter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna  # noqa: E402
+
+from lymphocytosis import tuning  # noqa: E402
+from lymphocytosis.cohort import load_cohort  # noqa: E402
+from lymphocytosis.evaluation import cross_validate, repeated_folds  # noqa: E402
+from lymphocytosis.settings import default_settings  # noqa: E402
+
+
+def timed(label, function):
+    started = time.perf_counter()
+    result = function()
+    seconds = time.perf_counter() - started
+    print(f"| {label:<52} | {seconds:8.2f} s |", flush=True)
+    return result, seconds
+
+
+def main():
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embeddings", type=Path, default=Path("artifacts/embeddings.h5"))
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2, help="CV repeats per trial, as tune.py's default")
+    args = parser.parse_args()
+
+    print("| step                                                 |     time |")
+    print("|------------------------------------------------------|----------|")
+    cohort, _ = timed("load embeddings + CSVs", lambda: load_cohort(args.embeddings))
+    ids = cohort.labelled_ids
+    spec, params = default_settings()
+    five = repeated_folds(ids, cohort.labels(ids), 5, 1, 0)
+    timed("5-fold CV, default config (first: + cell statistics)", lambda: cross_validate(cohort, spec, params, five))
+    other = repeated_folds(ids, cohort.labels(ids), 5, 1, 1)
+    timed("5-fold CV, default config (new folds)", lambda: cross_validate(cohort, spec, params, other))
+    folds = repeated_folds(ids, cohort.labels(ids), 5, args.repeats, 0)
+    study = tuning.create_study("benchmark", optuna.storages.InMemoryStorage(), 0)
+    timed(f"study: {args.trials} trials x {args.repeats} repeats x 5 folds",
+          lambda: tuning.run_study(study, cohort, folds, args.trials))
+    states = [t.state.name for t in study.trials]
+    print(f"\n{len(ids)} patients; trials complete {states.count('COMPLETE')}, pruned {states.count('PRUNED')}; "
+          f"best (optimistic) {study.best_value:.3f}")
+
+
+if __name__ == "__main__":
+    main()

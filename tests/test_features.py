@@ -1,0 +1,238 @@
+"""Bag features and fold hygiene: statistic names, 0-cell patients, learned parts fitted on training folds only
+(spied, and checked by flipping a held-out patient's label), stratified deterministic folds, reproducible CV.
+
+Runs on hand-made embeddings (`write_fake_embeddings`: 16 dimensions, no torch), so every fit is cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import model as model_cli
+from conftest import run_main, write_fake_embeddings
+from lymphocytosis import bag_features
+from lymphocytosis.bag_features import FeatureBuilder, FeatureSpec, bag_statistics, statistic_function
+from lymphocytosis.cell_score import CellStatistics
+from lymphocytosis.classifier import DEFAULT_PARAMS
+from lymphocytosis.cohort import load_cohort
+from lymphocytosis.errors import InputError
+from lymphocytosis.evaluation import cross_validate, cv_report, repeated_folds
+
+PCA_SPEC = FeatureSpec(embedding_stats=("mean",), embedding_pca=2)
+
+
+def params():
+    return dict(DEFAULT_PARAMS, num_iterations=40)
+
+
+# --- statistics --------------------------------------------------------------------------------------------------
+
+
+def test_statistic_functions():
+    x = np.arange(1.0, 11.0)[:, None] * np.array([1.0, -1.0])  # 10 cells, 2 dimensions
+    assert statistic_function("mean")(x, axis=0).tolist() == [5.5, -5.5]
+    assert statistic_function("std")(x, axis=0).tolist() == pytest.approx([np.std(np.arange(1, 11))] * 2)
+    assert statistic_function("min")(x, axis=0).tolist() == [1.0, -10.0]
+    assert statistic_function("max")(x, axis=0).tolist() == [10.0, -1.0]
+    assert statistic_function("q50")(x, axis=0).tolist() == [5.5, -5.5]
+    assert statistic_function("q0")(x, axis=0).tolist() == [1.0, -10.0]
+    assert statistic_function("q100")(x, axis=0).tolist() == [10.0, -1.0]
+    assert statistic_function("q90")(x, axis=0).tolist() == pytest.approx([9.1, -1.9])
+    assert statistic_function("top20")(x, axis=0).tolist() == [9.5, -1.5]  # mean of the 2 largest of 10
+    assert statistic_function("top100")(x, axis=0).tolist() == [5.5, -5.5]
+    assert statistic_function("top1")(x, axis=0).tolist() == [10.0, -1.0]  # at least one cell
+
+
+@pytest.mark.parametrize("name", ["median", "q101", "q", "q-5", "q5.5", "top0", "top101", "top", "Mean", "", "sum"])
+def test_unknown_statistic(name):
+    with pytest.raises(InputError, match="unknown bag statistic"):
+        statistic_function(name)
+
+
+@pytest.mark.parametrize("spec", [
+    FeatureSpec(embedding_stats=("mean", "median")),
+    FeatureSpec(cell_score_stats=("mean", "top0")),
+    FeatureSpec(clinical=("age", "height")),
+])
+def test_feature_builder_validates_spec(fake_embeddings, spec):
+    with pytest.raises(InputError):
+        FeatureBuilder(load_cohort(fake_embeddings), spec)
+
+
+def test_bag_statistics_layout_and_empty_bag():
+    bag = np.array([[1.0, 2.0], [3.0, 6.0]])
+    assert bag_statistics(bag, ("mean", "max"), 2).tolist() == [2.0, 4.0, 3.0, 6.0]  # statistic-major
+    empty = bag_statistics(np.zeros((0, 2)), ("mean", "max", "q50"), 2)
+    assert empty.shape == (6,) and np.isnan(empty).all()
+
+
+def test_feature_spec_round_trip():
+    spec = FeatureSpec(clinical=("age", "bag_size"), embedding_stats=("mean", "q75"), embedding_pca=3,
+                       cell_score_stats=("top10",), cell_score_alpha=0.3)
+    assert FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(InputError, match="unknown key"):
+        FeatureSpec.from_dict({**spec.to_dict(), "colour": 1})
+    assert spec.clinical_only() == FeatureSpec(clinical=("age",), embedding_stats=(), cell_score=False, seed=spec.seed)
+
+
+# --- 0-cell patients ----------------------------------------------------------------------------------------------
+
+EMPTY = ("F1", "F5", "T0")
+
+
+@pytest.fixture(scope="module")
+def empty_embeddings(tmp_path_factory):
+    return write_fake_embeddings(tmp_path_factory.mktemp("empty"), empty=EMPTY)
+
+
+def test_zero_cell_patient_gets_nan_image_features(empty_embeddings):
+    cohort = load_cohort(empty_embeddings)
+    assert cohort.bags["F1"].shape == (0, 16)
+    spec = FeatureSpec(clinical=("age", "sex_male", "lymph_count", "bag_size"), embedding_stats=("mean", "q90"),
+                       embedding_pca=2)
+    builder = FeatureBuilder(cohort, spec)
+    train = cohort.labelled_ids
+    train_table, state, train_scores = builder.fit(train)
+    test_table, test_scores = builder.transform(cohort.unlabelled_ids, state)
+    assert list(train_table.columns) == list(test_table.columns)
+    image_columns = [c for c in train_table.columns if not c.startswith("clinical:")]
+    assert image_columns == ["embedding:mean[pc0]", "embedding:mean[pc1]", "embedding:q90[pc0]", "embedding:q90[pc1]",
+                             *[f"cell_score:{s}" for s in spec.cell_score_stats]]
+    for table in (train_table, test_table):
+        for pid in table.index:
+            if pid in EMPTY:
+                assert table.loc[pid, image_columns].isna().all(), pid
+                assert table.loc[pid, "clinical:bag_size"] == 0
+            else:
+                assert np.isfinite(table.loc[pid, image_columns].to_numpy(dtype=float)).all(), pid
+        clinical = [c for c in table.columns if c.startswith("clinical:")]
+        assert np.isfinite(table[clinical].to_numpy(dtype=float)).all()
+    assert train_scores["F1"].shape == (0,) and test_scores["T0"].shape == (0,)
+
+
+def test_zero_cell_patients_cv_fit_predict_cli(empty_embeddings, tmp_path):
+    args = ["--embeddings", str(empty_embeddings), "--params", "default"]
+    result = run_main(model_cli.main, ["cv", *args, "--folds", "3", "--repeats", "1", "--json", str(tmp_path / "cv.json")])
+    assert result.code == 0, result.stderr
+    oof = {row["id"]: row["probability"] for row in json.loads((tmp_path / "cv.json").read_text())["oof"]}
+    assert {"F1", "F5"} <= set(oof) and all(0 <= p <= 1 for p in oof.values())
+    model_dir = tmp_path / "model"
+    result = run_main(model_cli.main, ["fit", *args, "--model-dir", str(model_dir)])
+    assert result.code == 0, result.stderr
+    out = tmp_path / "predictions.csv"
+    result = run_main(model_cli.main, ["predict", "--embeddings", str(empty_embeddings), "--model-dir", str(model_dir),
+                                       "--out", str(out), "--submission", str(tmp_path / "submission.csv")])
+    assert result.code == 0, result.stderr
+    predictions = pd.read_csv(out).set_index("ID")
+    assert list(predictions.index) == ["T0", "T1", "T2", "T3"]
+    assert predictions["PROBABILITY"].between(0, 1).all()
+
+
+# --- folds --------------------------------------------------------------------------------------------------------
+
+
+def test_repeated_folds_partition_stratified_deterministic():
+    ids = [f"P{i}" for i in range(31)]
+    labels = np.array([int(i % 3 != 0) for i in range(31)])  # 11 vs 20
+    folds = repeated_folds(ids, labels, 4, 3, seed=7)
+    assert [(f.repeat, f.fold) for f in folds] == [(r, k) for r in range(3) for k in range(4)]
+    label_of = dict(zip(ids, labels))
+    for repeat in range(3):
+        mine = [f for f in folds if f.repeat == repeat]
+        held_out = [pid for f in mine for pid in f.test_ids]
+        assert sorted(held_out) == sorted(ids)  # every patient held out exactly once per repeat
+        for fold in mine:
+            assert not set(fold.train_ids) & set(fold.test_ids)
+            assert set(fold.train_ids) | set(fold.test_ids) == set(ids)
+            counts = Counter(label_of[pid] for pid in fold.test_ids)
+            assert counts[0] in (2, 3) and counts[1] == 5  # 11/4 and 20/4: stratified
+    assert folds == repeated_folds(ids, labels, 4, 3, seed=7)
+    other = repeated_folds(ids, labels, 4, 3, seed=8)
+    assert [f.test_ids for f in other] != [f.test_ids for f in folds]
+    # repeats are different shuffles, not copies
+    assert [f.test_ids for f in folds if f.repeat == 0] != [f.test_ids for f in folds if f.repeat == 1]
+
+
+def test_repeated_folds_needs_enough_of_each_class():
+    with pytest.raises(InputError, match="5-fold"):
+        repeated_folds([f"P{i}" for i in range(12)], np.array([1] * 8 + [0] * 4), 5, 1, 0)
+
+
+# --- learned parts see training folds only -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cohort(fake_embeddings):
+    """A fresh cohort: nothing learned cached from another test."""
+    return load_cohort(fake_embeddings)
+
+
+def folds_of(cohort, folds=3, repeats=2, seed=0):
+    ids = cohort.labelled_ids
+    return repeated_folds(ids, cohort.labels(ids), folds, repeats, seed)
+
+
+def test_cell_score_and_pca_fitted_on_training_ids_only(cohort, monkeypatch):
+    sums_calls, pca_cells = [], []
+    original_group_sums = CellStatistics.group_sums
+
+    def spy_group_sums(self, ids, labels, groups):
+        sums_calls.append(list(ids))
+        return original_group_sums(self, ids, labels, groups)
+
+    class SpyPCA(bag_features.PCA):
+        def fit(self, X, y=None):
+            pca_cells.append(np.array(X, copy=True))
+            return super().fit(X, y)
+
+    monkeypatch.setattr(CellStatistics, "group_sums", spy_group_sums)
+    monkeypatch.setattr(bag_features, "PCA", SpyPCA)
+    folds = folds_of(cohort)
+    result = cross_validate(cohort, PCA_SPEC, params(), folds)
+    assert np.isfinite(result.probabilities).all()
+    # one fit of each learned part per fold (transform refits nothing), on exactly that fold's training patients
+    assert len(sums_calls) == len(pca_cells) == len(folds)
+    for fold, ids, cells in zip(folds, sums_calls, pca_cells):
+        assert not set(ids) & set(fold.test_ids)
+        assert sorted(ids) == sorted(fold.train_ids)
+        expected = np.concatenate([cohort.bags[pid] for pid in fold.train_ids])
+        assert cells.shape == expected.shape and np.array_equal(cells, expected)
+
+
+def test_held_out_patient_label_does_not_leak(fake_embeddings):
+    """Flipping a held-out patient's own label changes nothing about its prediction in that fold."""
+    spec = PCA_SPEC
+    original, flipped = load_cohort(fake_embeddings), load_cohort(fake_embeddings)
+    folds = folds_of(original, repeats=1)
+    patient = folds[0].test_ids[0]
+    flipped.clinical.loc[patient, "label"] = 1 - flipped.clinical.loc[patient, "label"]
+    a = cross_validate(original, spec, params(), folds, keep_models=True)
+    b = cross_validate(flipped, spec, params(), folds, keep_models=True)
+    (_, _, table_a, scores_a), (_, _, table_b, scores_b) = a.fold_outputs[0], b.fold_outputs[0]
+    assert np.array_equal(scores_a[patient], scores_b[patient])
+    pd.testing.assert_frame_equal(table_a, table_b)
+    position = a.ids.index(patient)
+    assert a.probabilities[0, position] == b.probabilities[0, position]
+    # the check has teeth: where the patient trains, the flip changes the held-out patients' cell scores
+    for k in (1, 2):
+        (_, _, _, sa), (_, _, _, sb) = a.fold_outputs[k], b.fold_outputs[k]
+        assert any(not np.array_equal(sa[pid], sb[pid]) for pid in folds[k].test_ids)
+
+
+# --- reproducibility ----------------------------------------------------------------------------------------------
+
+
+def test_cv_report_deterministic(fake_embeddings):
+    spec = FeatureSpec()
+    first, full, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=3)
+    second, _, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=3)
+    assert first == second
+    assert full.probabilities.shape == (2, 24) and np.isfinite(full.probabilities).all()
+    other, _, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=4)
+    assert [row["probability"] for row in other["oof"]] != [row["probability"] for row in first["oof"]]

@@ -1,0 +1,238 @@
+"""`model.py` on the real (tiny) synthetic embeddings: cv --json contents and reproducibility, fit/predict with a
+model saved as JSON + LightGBM text, loaded predictions equal to in-memory ones, provenance refusals.
+
+CV is the slow part (1280-dimension cell scores): three `cv` runs in all (3 folds, 1-2 repeats).
+With 12 patients LightGBM's default min_data_in_leaf (8) allows no split at all, so every prediction would be the
+same constant and prove nothing: cv and fit use a parameters file (`params_file`) that lets the trees grow."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import model as model_cli
+from conftest import (SYNTHETIC_N_TEST, SYNTHETIC_N_TRAIN, assert_one_line_error, pin_torch_threads, run_main,
+                      small_settings)
+from lymphocytosis import settings as settings_module
+from lymphocytosis.bag_features import FeatureBuilder
+from lymphocytosis.classifier import PatientClassifier, predict_boosters
+from lymphocytosis.cohort import load_cohort
+from lymphocytosis.embedding_store import read_provenance
+from lymphocytosis.model_io import load_model
+from lymphocytosis.settings import default_settings, load_settings, save_settings
+
+CV_KEYS = {"n_patients", "n_tumoral", "folds", "repeats", "seed", "balanced_accuracy", "roc_auc", "clinical_only", "oof",
+           "settings", "embeddings"}
+
+
+SMALL_DATA_PARAMS = {"min_data_in_leaf": 2, "num_iterations": 60, "n_models": 2}
+
+
+@pytest.fixture(scope="module")
+def params_file(synthetic_embeddings, tmp_path_factory) -> Path:
+    """Settings for `synthetic_embeddings` as tune.py saves them: default features, trees able to split."""
+    spec, params = default_settings()
+    path = tmp_path_factory.mktemp("params") / "small_data_params.json"
+    save_settings(path, spec, {**params, **SMALL_DATA_PARAMS}, read_provenance(synthetic_embeddings), {"trial": 0})
+    return path
+
+
+def run_cv(embeddings: Path, json_path: Path, params: Path, seed: int = 0, repeats: int = 2):
+    result = run_main(model_cli.main, ["cv", "--embeddings", str(embeddings), "--params", str(params), "--folds", "3",
+                                       "--repeats", str(repeats), "--seed", str(seed), "--json", str(json_path)])
+    assert result.code == 0, result.stderr
+    return result, json.loads(json_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def cv_runs(synthetic_embeddings, params_file, tmp_path_factory):
+    base = tmp_path_factory.mktemp("cv")
+    first = run_cv(synthetic_embeddings, base / "a.json", params_file)
+    second = run_cv(synthetic_embeddings, base / "b.json", params_file)
+    return first, second
+
+
+def test_cv_json_contents(cv_runs, synthetic_embeddings, params_file):
+    (result, doc), _ = cv_runs
+    assert CV_KEYS <= set(doc)
+    assert doc["n_patients"] == SYNTHETIC_N_TRAIN and doc["folds"] == 3 and doc["repeats"] == 2 and doc["seed"] == 0
+    for summary in (doc, doc["clinical_only"]):
+        for metric in ("balanced_accuracy", "roc_auc"):
+            assert set(summary[metric]) == {"mean", "std"}
+            assert 0 <= summary[metric]["mean"] <= 1 and summary[metric]["std"] >= 0
+    cohort = load_cohort(synthetic_embeddings)
+    assert sorted(row["id"] for row in doc["oof"]) == sorted(cohort.labelled_ids)  # every labelled patient, once
+    for row in doc["oof"]:
+        assert set(row) == {"id", "label", "probability"}
+        assert row["label"] == cohort.clinical.loc[row["id"], "label"]
+        assert 0 <= row["probability"] <= 1
+    assert doc["n_tumoral"] == sum(row["label"] for row in doc["oof"])
+    assert doc["settings"]["source"] == str(params_file)
+    assert doc["settings"]["params"]["min_data_in_leaf"] == SMALL_DATA_PARAMS["min_data_in_leaf"]
+    assert len({row["probability"] for row in doc["oof"]}) > 1
+    assert doc["embeddings"]["path"] == str(synthetic_embeddings)
+    assert "images + clinical" in result.stdout and "clinical only" in result.stdout
+
+
+def test_cv_deterministic_in_seed(cv_runs, synthetic_embeddings, params_file, tmp_path):
+    (first_result, first), (second_result, second) = cv_runs
+    assert first == second
+    assert first_result.stdout == second_result.stdout
+    _, other = run_cv(synthetic_embeddings, tmp_path / "c.json", params_file, seed=1, repeats=1)
+    assert other["seed"] == 1
+    assert [r["probability"] for r in other["oof"]] != [r["probability"] for r in first["oof"]]
+
+
+def test_cv_too_few_patients_for_folds(synthetic_embeddings):
+    # 12 patients, 4 reactive: 5 folds cannot be stratified
+    result = run_main(model_cli.main, ["cv", "--embeddings", str(synthetic_embeddings), "--folds", "5", "--repeats", "1",
+                                       "--params", "default"])
+    assert_one_line_error(result, "5-fold")
+
+
+# --- fit / predict -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic_embeddings, params_file, tmp_path_factory) -> Path:
+    model_dir = tmp_path_factory.mktemp("fit") / "model"
+    result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", str(params_file),
+                                       "--model-dir", str(model_dir)])
+    assert result.code == 0, result.stderr
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def predicted(fitted, synthetic_embeddings):
+    out, submission = fitted.parent / "predictions.csv", fitted.parent / "submission.csv"
+    result = run_main(model_cli.main, ["predict", "--embeddings", str(synthetic_embeddings), "--model-dir", str(fitted),
+                                       "--out", str(out), "--submission", str(submission)])
+    assert result.code == 0, result.stderr
+    return out, submission
+
+
+def test_fit_writes_json_and_text_only(fitted, params_file):
+    assert sorted(p.name for p in fitted.iterdir()) == ["booster_0.txt", "booster_1.txt", "model.json"]
+    document = json.loads((fitted / "model.json").read_text())
+    assert document["format"] == "lymphocytosis-model/1"
+    assert document["n_boosters"] == SMALL_DATA_PARAMS["n_models"]
+    assert document["training"]["n_patients"] == SYNTHETIC_N_TRAIN
+    assert document["training"]["settings_source"] == str(params_file)
+    assert document["params"]["min_data_in_leaf"] == SMALL_DATA_PARAMS["min_data_in_leaf"]
+    assert document["feature_names"][0].startswith("clinical:")
+    assert {"cell_score"} <= set(document["state"])
+    assert (fitted / "booster_0.txt").read_text().startswith("tree")
+    for path in fitted.parent.rglob("*"):
+        assert path.suffix not in {".pkl", ".pickle", ".joblib", ".npy", ".pt"}, path
+
+
+def test_predict_outputs(predicted, synthetic_embeddings):
+    out, submission = predicted
+    cohort = load_cohort(synthetic_embeddings)
+    predictions = pd.read_csv(out, dtype={"ID": str})
+    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY"]
+    assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
+    assert set(predictions["LABEL"]) <= {0, 1}
+    assert predictions["PROBABILITY"].between(0, 1).all()
+    assert (predictions["LABEL"] == (predictions["PROBABILITY"] >= 0.5).astype(int)).all()
+    assert predictions["PROBABILITY"].nunique() > 1  # a model that learned something, not a constant
+    challenge = pd.read_csv(submission, dtype={"Id": str})
+    assert list(challenge.columns) == ["Id", "Predicted"]
+    assert list(challenge["Id"]) == list(predictions["ID"])
+    assert list(challenge["Predicted"]) == list(predictions["LABEL"])
+
+
+def test_loaded_model_predicts_like_in_memory(fitted, predicted, synthetic_embeddings, params_file):
+    cohort = load_cohort(synthetic_embeddings)
+    spec, params, _ = load_settings(str(params_file), cohort.provenance)
+    boosters, state, _ = PatientClassifier(cohort, spec, params).fit(cohort.labelled_ids)
+    table, _ = FeatureBuilder(cohort, spec).transform(cohort.unlabelled_ids, state)
+    in_memory = predict_boosters(boosters, table)
+
+    saved = load_model(fitted)
+    assert saved["spec"] == spec
+    assert saved["state"] == json.loads(json.dumps(state))
+    assert saved["feature_names"] == list(table.columns)
+    loaded = predict_boosters(saved["boosters"], FeatureBuilder(cohort, saved["spec"]).transform(cohort.unlabelled_ids,
+                                                                                                 saved["state"])[0])
+    np.testing.assert_allclose(loaded, in_memory, rtol=0, atol=1e-12)
+    written = pd.read_csv(predicted[0])["PROBABILITY"].to_numpy()
+    np.testing.assert_allclose(written, in_memory, rtol=0, atol=1e-6)
+
+
+def test_predict_all_and_missing_model(fitted, synthetic_embeddings, tmp_path):
+    out = tmp_path / "all.csv"
+    result = run_main(model_cli.main, ["predict", "--embeddings", str(synthetic_embeddings), "--model-dir", str(fitted),
+                                       "--all", "--out", str(out), "--submission", str(tmp_path / "s.csv")])
+    assert result.code == 0, result.stderr
+    assert len(pd.read_csv(out)) == SYNTHETIC_N_TRAIN + SYNTHETIC_N_TEST
+    result = run_main(model_cli.main, ["predict", "--embeddings", str(synthetic_embeddings), "--model-dir",
+                                       str(tmp_path / "nothing"), "--out", str(out)])
+    assert_one_line_error(result, str(tmp_path / "nothing"), "fit")
+
+
+# --- provenance -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_crop_embeddings(synthetic_root, tmp_path_factory) -> Path:
+    """The same synthetic dataset extracted with --crop 48 instead of 64."""
+    from lymphocytosis.extraction import extract
+
+    pin_torch_threads()
+    out = tmp_path_factory.mktemp("crop48") / "other.h5"
+    extract(synthetic_root, out, small_settings(crop=48))
+    return out
+
+
+def test_predict_refuses_other_provenance(fitted, other_crop_embeddings, tmp_path):
+    result = run_main(model_cli.main, ["predict", "--embeddings", str(other_crop_embeddings), "--model-dir", str(fitted),
+                                       "--out", str(tmp_path / "p.csv"), "--submission", str(tmp_path / "s.csv")])
+    line = assert_one_line_error(result, str(other_crop_embeddings), "preprocessing", "crop")
+    assert '"crop": 64' in line and '"crop": 48' in line  # both settings named
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings, tmp_path, monkeypatch, caplog):
+    spec, params = default_settings()
+    tuned = tmp_path / "best_params.json"
+    save_settings(tuned, spec, dict(params, num_iterations=20), read_provenance(other_crop_embeddings), {"trial": 0})
+    # an explicit path: refused
+    result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", str(tuned),
+                                       "--model-dir", str(tmp_path / "m1")])
+    line = assert_one_line_error(result, str(tuned), "another provenance", "crop")
+    assert '"crop": 48' in line and '"crop": 64' in line
+    assert not (tmp_path / "m1").exists()
+    # 'auto' finds it where tune.py saves it: ignored, with a warning, and the defaults are used
+    monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
+    with caplog.at_level(logging.WARNING):
+        result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", "auto",
+                                           "--model-dir", str(tmp_path / "m2")])
+    assert result.code == 0, result.stderr
+    assert any(str(tuned) in r.getMessage() and "another provenance" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records), caplog.text
+    document = json.loads((tmp_path / "m2" / "model.json").read_text())
+    assert document["training"]["settings_source"] == "defaults"
+    assert document["params"]["num_iterations"] == params["num_iterations"]
+
+
+def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypatch):
+    spec, params = default_settings()
+    tuned = tmp_path / "best_params.json"
+    save_settings(tuned, spec, dict(params, num_iterations=20), read_provenance(synthetic_embeddings), {"trial": 0})
+    monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
+    result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", "auto",
+                                       "--model-dir", str(tmp_path / "m")])
+    assert result.code == 0, result.stderr
+    document = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert document["training"]["settings_source"] == str(tuned)
+    assert document["params"]["num_iterations"] == 20
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert_one_line_error(run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params",
+                                                    str(bad), "--model-dir", str(tmp_path / "m3")]), str(bad))
