@@ -62,8 +62,8 @@ def main():
     parser.add_argument("--root", type=Path, default=None, help="challenge-layout dataset (default: a synthetic one)")
     parser.add_argument("--patients", type=int, default=12)
     parser.add_argument("--crop", type=int, nargs="+", default=[224, 112])
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="as extract.py (default: 0 on CPU)")
+    parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -22,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import __version__
-from .backbone import Preprocessing, build_transform, load_backbone, resolve_preprocessing
+from .backbone import Preprocessing, build_transform, fold_batchnorm, load_backbone, resolve_preprocessing
 from .challenge_layout import PatientEntry, discover_patients, list_cell_images
 from .embedding_store import (
     PatientBag,
@@ -47,7 +48,7 @@ class ExtractSettings:
     precision: str  # "fp32" or "bf16" (autocast)
     dtype: str  # storage: "float32" or "float16"
     batch_size: int
-    workers: int
+    workers: int | None  # None: 0 on CPU, min(8, cores - 1) on CUDA
     device: str  # "auto", "cpu", "cuda"
     features: str = "pooled"  # "pooled" (the model's pooled features) or "multiscale" (+ pooled intermediate stages)
 
@@ -121,9 +122,11 @@ class Embedder:
         self.tta = tta
         self.batch_size = batch_size
         self.features = features
-        # channels_last lets oneDNN/cuDNN pick faster convolution kernels (about 1.8x on CPU here).
-        self.model = model.to(device).to(memory_format=torch.channels_last)
         self.dim = int(model.num_features)
+        # BatchNorm folded into the convolutions (about 1.2x on CPU), and channels_last, which lets
+        # oneDNN/cuDNN pick faster convolution kernels (about 1.8x on CPU here). Both keep the numbers to ~1e-6.
+        fold_batchnorm(model)
+        self.model = model.to(device).to(memory_format=torch.channels_last)
         if features == "multiscale":
             self.dim += sum(int(info["num_chs"]) for info in model.feature_info)
 
@@ -202,13 +205,16 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
         if len(todo) < len(patients):
             log.info("resuming: %d of %d patients already done in %s", len(patients) - len(todo), len(patients), parts.path)
         n_images = sum(len(list_cell_images(p.folder)) for p in todo)
+        workers = settings.workers
+        if workers is None:
+            workers = 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
         loader = torch.utils.data.DataLoader(
             PatientImages(todo, prep),
             batch_size=None,
             shuffle=False,
-            num_workers=settings.workers,
+            num_workers=workers,
             pin_memory=device.type == "cuda",
-            prefetch_factor=2 if settings.workers else None,
+            prefetch_factor=2 if workers else None,
             persistent_workers=False,
         )
         started = time.perf_counter()

@@ -236,3 +236,20 @@ def test_transform_accepts_any_mode_and_size(classifier, mode, size):
     x = transform(image)
     assert x.shape == (3, 96, 96) and torch.isfinite(x).all()
     assert float(x.min()) >= -1.0 - 1e-4 and float(x.max()) <= 1.0 + 1e-4
+
+
+def test_fold_batchnorm_keeps_the_function():
+    """Folding BN into the convolutions is a speed-up only: same outputs, no BatchNorm left after a conv."""
+    import copy
+
+    from lymphocytosis.backbone import fold_batchnorm
+
+    model, _ = load_backbone("tf_efficientnet_lite0", None)
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded) == 49
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, got = model(x), folded(x)
+    assert torch.allclose(expected, got, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(expected, torch.zeros_like(expected))
