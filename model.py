@@ -12,11 +12,10 @@ The dataset's CSVs are found through the embeddings file (its `dataset_root`), o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 from pathlib import Path
 
+from lymphocytosis.atomic_files import atomic_write_json
 from lymphocytosis.errors import InputError, cli_main
 
 log = logging.getLogger("model")
@@ -69,13 +68,6 @@ def format_cv_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, path)
-
-
 def command_cv(args, cohort, spec, params, source):
     from lymphocytosis.evaluation import cv_report
 
@@ -85,7 +77,7 @@ def command_cv(args, cohort, spec, params, source):
                             "weights_sha256": cohort.provenance["weights_sha256"]}
     print(format_cv_table(result))
     if args.json:
-        write_json(args.json, result)
+        atomic_write_json(args.json, result)
         log.info("wrote %s", args.json)
 
 
@@ -136,7 +128,7 @@ def main(argv=None):
     cohort = load_cohort(args.embeddings, args.root)
     if args.command == "predict":
         return command_predict(args, cohort) or 0
-    spec, params, source = load_settings(args.params, cohort.provenance)
+    spec, params, source = load_settings(args.params, cohort)
     log.info("settings: %s", source)
     if args.command == "cv":
         command_cv(args, cohort, spec, params, source)

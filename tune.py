@@ -12,10 +12,10 @@ The best settings are written to artifacts/best_params.json, where `model.py --p
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
+from lymphocytosis.atomic_files import atomic_write_json
 from lymphocytosis.errors import InputError, cli_main
 
 log = logging.getLogger("tune")
@@ -33,7 +33,7 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="CV repeats per trial (default: 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--best-params", type=Path, default=Path("artifacts/best_params.json"))
+    parser.add_argument("--best-params", type=Path, default=None, help="where model.py finds them (default: artifacts/best_params.json)")
     parser.add_argument("--nested", action="store_true", help="outer CV around the whole tuning (reports, saves nothing)")
     parser.add_argument("--outer-folds", type=int, default=5)
     parser.add_argument("--outer-repeats", type=int, default=1)
@@ -55,11 +55,16 @@ def storage_for(url: str):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    import optuna
+
     from lymphocytosis.cohort import load_cohort
     from lymphocytosis.evaluation import repeated_folds
     from lymphocytosis.settings import save_settings
     from lymphocytosis import tuning
 
+    from lymphocytosis.settings import BEST_PARAMS
+
+    args.best_params = args.best_params or BEST_PARAMS
     cohort = load_cohort(args.embeddings, args.root)
     if args.nested:
         result = tuning.nested_cv(cohort, args.trials, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.seed)
@@ -68,8 +73,7 @@ def main(argv=None):
             print(f"{name:8s} balanced accuracy {ba['mean']:.3f} ± {ba['std']:.3f}   ROC AUC {auc['mean']:.3f} ± {auc['std']:.3f}")
         print(f"(inner-CV best values averaged {result['mean_inner_best_value']:.3f}: the optimism that nested CV removes)")
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=1))
+            atomic_write_json(args.json, result)
         return 0
 
     ids = cohort.labelled_ids
@@ -84,7 +88,7 @@ def main(argv=None):
         except ValueError:
             return
         spec, params = tuning.settings_from_trial(best)
-        save_settings(args.best_params, spec, params, cohort.provenance,
+        save_settings(args.best_params, spec, params, cohort,
                       {"study": name, "storage": args.storage, "trial": best.number,
                        "cv_value_optimistic": best.value, "note": "best_value is optimistic; see tune.py --nested"})
 
@@ -92,6 +96,8 @@ def main(argv=None):
         tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best])
     finally:
         save_best(study)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise InputError(f"study {name}: no complete trial yet (raise --trials); nothing to save")
     print(f"study {name}: {len(study.trials)} trials; best CV balanced accuracy {study.best_value:.4f} (trial "
           f"{study.best_trial.number}; optimistic -- judge tuning with --nested); settings in {args.best_params}")
     return 0

@@ -12,9 +12,13 @@ so the scores the downstream classifier learns from look like those it will see 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits
+
+log = logging.getLogger(__name__)
 
 
 class CellStatistics:
@@ -34,11 +38,10 @@ class CellStatistics:
                 self.sums[i] = x.sum(0, dtype=np.float64)
                 self.grams[i] = (x.T @ x).ravel()
 
-    def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray):
+    def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray, n_groups: int):
         """For each (group, class): patient count, sum of per-patient mean x, sum of per-patient mean x x^T.
 
         One pass over the Gram matrices serves every fit on a union of groups (cross-fitting's 6 fits)."""
-        n_groups = int(groups.max()) + 1 if len(groups) else 1
         weights = np.zeros((n_groups * 2, len(self.ids)))
         for pid, label, group in zip(ids, labels, groups):
             row = self.index[pid]
@@ -53,12 +56,18 @@ class CellStatistics:
         """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
-        cov = (class_weight[0] * m2[0].astype(np.float64) + class_weight[1] * m2[1]) - np.outer(mean, mean)
+        # The D x D work in float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix
+        # has unit diagonal plus alpha, so its conditioning is bounded by about D / alpha.
+        cov = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
+        cov -= np.outer(mean, mean).astype(np.float32)
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
-        scale = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
-        cov /= np.outer(scale, scale)
-        cov[np.diag_indices_from(cov)] += alpha
-        beta = linalg.cho_solve(linalg.cho_factor(cov, overwrite_a=True), cov_xy / scale) / scale
+        scale = np.sqrt(np.clip(np.diag(cov).astype(np.float64), 1e-12, None))
+        inverse_scale = (1.0 / scale).astype(np.float32)
+        cov *= inverse_scale[:, None]
+        cov *= inverse_scale[None, :]
+        cov[np.diag_indices_from(cov)] += np.float32(alpha)
+        solution = linalg.cho_solve(linalg.cho_factor(cov, overwrite_a=True), (cov_xy / scale).astype(np.float32))
+        beta = solution.astype(np.float64) / scale
         return beta, float(0.5 - mean @ beta)
 
 
@@ -89,8 +98,12 @@ def cross_fitted_scores(
     One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
     measured 40x slower (2.7 s against 0.07 s per solve), with identical results."""
     train_ids, train_labels = list(train_ids), np.asarray(train_labels)
+    # Every inner fit needs patients of both classes: at most as many inner folds as the smaller class has patients.
+    inner_folds = min(inner_folds, int(np.bincount(train_labels, minlength=2).min()))
+    if inner_folds < 2:
+        log.warning("cell score: too few patients of one class to cross-fit; training patients are scored in-sample")
     groups = stratified_groups(train_labels, inner_folds, seed) if inner_folds >= 2 else np.zeros(len(train_ids), int)
-    counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups)
+    counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, max(inner_folds, 1))
     total = counts.sum(0), m1.sum(0), m2.sum(0)
     beta, intercept = stats.solve(*total, alpha)
     if inner_folds < 2:

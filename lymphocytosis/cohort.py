@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,12 @@ class Cohort:
 
     def labels(self, ids) -> np.ndarray:
         return self.clinical.loc[list(ids), "label"].to_numpy(dtype=int)
+
+    @property
+    def fingerprint(self) -> str:
+        """Which labelled patients (and labels) this is: tuned settings and studies are tied to it."""
+        text = ",".join(f"{pid}:{label}" for pid, label in sorted(zip(self.labelled_ids, self.labels(self.labelled_ids))))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def dim(self) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .atomic_files import atomic_write_text, fsync_file
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class PartsFolder:
                 )
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write_text(settings, json.dumps(provenance, indent=1, sort_keys=True))
+            atomic_write_text(settings, json.dumps(provenance, indent=1, sort_keys=True))
 
     def part(self, patient_id: str) -> Path:
         return self.path / f"{patient_id}.h5"
@@ -145,7 +146,7 @@ class PartsFolder:
         tmp = final.with_suffix(".h5.tmp")
         with h5py.File(tmp, "w") as handle:
             _write_bag(handle.create_group("bag"), bag, self.dim, self.provenance["dtype"])
-        _fsync_path(tmp)
+        fsync_file(tmp)
         os.replace(tmp, final)
 
     def read(self, patient_id: str) -> PatientBag:
@@ -169,24 +170,13 @@ class PartsFolder:
                 handle.attrs[key] = str(value) if isinstance(value, str) else value  # str subclasses (TorchVersion)
             handle.attrs["format"] = FORMAT
             handle.attrs["complete"] = True
-        _fsync_path(tmp)
+        fsync_file(tmp)
         os.replace(tmp, out)
         shutil.rmtree(self.path)
         return totals
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _fsync_path(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def read_provenance(path: Path) -> dict:

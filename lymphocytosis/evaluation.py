@@ -41,9 +41,7 @@ def repeated_folds(ids: list[str], labels: np.ndarray, folds: int, repeats: int,
     for repeat in range(repeats):
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + repeat)
         for k, (train, test) in enumerate(splitter.split(ids, labels)):
-            fold = Fold(repeat, k, tuple(ids[train]), tuple(ids[test]))
-            assert not set(fold.train_ids) & set(fold.test_ids)
-            result.append(fold)
+            result.append(Fold(repeat, k, tuple(ids[train]), tuple(ids[test])))
     return result
 
 
@@ -107,7 +105,7 @@ def cv_report(cohort: Cohort, spec: FeatureSpec, params: dict, folds: int = 5, r
     ids = cohort.labelled_ids
     fold_list = repeated_folds(ids, cohort.labels(ids), folds, repeats, seed)
     full = cross_validate(cohort, spec, params, fold_list, keep_models)
-    clinical = cross_validate(cohort, spec.clinical_only(), params, fold_list, keep_models)
+    clinical = cross_validate(cohort, spec.clinical_only(), params, fold_list)
     report = {
         "n_patients": len(ids),
         "n_tumoral": int(full.labels.sum()),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import lightgbm as lgb
 
 from . import __version__
+from .atomic_files import atomic_write_json
 from .bag_features import FeatureSpec
 from .embedding_store import describe_provenance_difference, identity
 from .errors import InputError
@@ -26,6 +26,11 @@ def save_model(directory: Path, spec: FeatureSpec, params: dict, state: dict, bo
                feature_names: list[str], provenance: dict, training: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # Refitting over an old model: remove its model.json first, so a run killed while boosters are being
+    # rewritten leaves no model that looks complete, and remove its boosters, so none outlives it.
+    (directory / "model.json").unlink(missing_ok=True)
+    for stale in directory.glob("booster_*.txt"):
+        stale.unlink()
     for k, booster in enumerate(boosters):
         booster.save_model(str(directory / f"booster_{k}.txt"))
     document = {
@@ -40,9 +45,7 @@ def save_model(directory: Path, spec: FeatureSpec, params: dict, state: dict, bo
         "training": training,
         "state": state,
     }
-    tmp = directory / "model.json.tmp"
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, directory / "model.json")  # written last: a model dir with model.json is complete
+    atomic_write_json(directory / "model.json", document)  # written last: a model dir with model.json is complete
     return directory / "model.json"
 
 

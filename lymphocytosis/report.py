@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from threadpoolctl import threadpool_limits
 
 from . import __version__
+from .atomic_files import atomic_write_text
 from .bag_features import FeatureSpec
 from .classifier import THRESHOLD
 from .cohort import Cohort
@@ -713,6 +713,7 @@ def prepare_out_dir(args) -> Path:
         if foreign:
             raise InputError(f"--out-dir {out_dir}: holds other files than a report ({foreign[0]}, ...); "
                              "choose an empty or new folder")
+        (out_dir / "index.html").unlink(missing_ok=True)  # first: a run stopped half-way leaves no stale page
         for name in ("figures", "cells"):
             if (out_dir / name).is_dir():
                 shutil.rmtree(out_dir / name)
@@ -726,11 +727,7 @@ def build_report(cohort: Cohort, spec: FeatureSpec, params: dict, source: str, a
     patients = select_patients(cohort, getattr(args, "patients", "all"))
     out_dir = prepare_out_dir(args)
     log.info("report: %d-fold x %d repeats CV (seed %d), models kept for explanations", folds, repeats, seed)
-    # The CV's cost is ~1280x1280 Cholesky solves (cell score). Multi-threaded OpenBLAS busy-waits when the
-    # cores are shared: measured 2.7 s per solve with 2 threads on a loaded 2-core machine vs 0.07 s with 1,
-    # i.e. 87 s vs 8 s for one 5-fold repeat, with identical probabilities. One BLAS thread is the safe choice.
-    with threadpool_limits(limits=1, user_api="blas"):
-        summary, full, clinical = cv_report(cohort, spec, params, folds, repeats, seed, keep_models=True)
+    summary, full, clinical = cv_report(cohort, spec, params, folds, repeats, seed, keep_models=True)
     cv_seconds = time.perf_counter() - started
     log.info("report: CV done in %.1f s", cv_seconds)
     context = {"folds": folds, "repeats": repeats, "seed": seed, "cv_seconds": cv_seconds, "started": started}
@@ -816,9 +813,7 @@ def write_report(out_dir: Path, cohort: Cohort, spec: FeatureSpec, params: dict,
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
     page = render_html(summary, full, clinical, families, sources, features, table, figures, provenance, views, cell_note,
                        missing_images, n_fold_models)
-    tmp = out_dir / "index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out_dir / "index.html")
+    atomic_write_text(out_dir / "index.html", page)
     log.info("report: wrote %s in %.1f s in all", out_dir / "index.html", time.perf_counter() - context.get("started", step))
     return out_dir
 

@@ -19,6 +19,8 @@ from .bag_features import FeatureSpec
 from .classifier import DEFAULT_PARAMS, THRESHOLD, PatientClassifier
 from .cohort import Cohort
 from .embedding_store import identity
+from .errors import InputError
+from .settings import default_settings
 from .evaluation import Fold, iter_cross_validation, repeated_folds, score, summarise
 
 log = logging.getLogger(__name__)
@@ -85,20 +87,18 @@ def make_objective(cohort: Cohort, folds: list[Fold]):
 
 
 def study_name(cohort: Cohort, folds: int, repeats: int, seed: int) -> str:
-    """One study per embeddings provenance and CV design: their objectives are not comparable otherwise."""
+    """One study per embeddings provenance, labelled patients and CV design: objectives are not comparable otherwise."""
     digest = hashlib.sha256(json.dumps(identity(cohort.provenance), sort_keys=True).encode()).hexdigest()[:10]
-    return f"lymphocytosis-{digest}-f{folds}r{repeats}s{seed}"
+    return f"lymphocytosis-{digest}-{cohort.fingerprint}-f{folds}r{repeats}s{seed}"
 
 
 def create_study(name: str, storage, seed: int) -> optuna.Study:
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=15, multivariate=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=4),
-    )
+    """Create or load the study. The sampler's seed moves on with the trials already there: a resumed study
+    continues its search (deterministically) instead of replaying its first random trials."""
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=4))
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=15, multivariate=True)
+    return study
 
 
 def log_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -113,7 +113,7 @@ def log_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: int, timeout: float | None = None,
               callbacks=()) -> None:
     """Run until the study holds `n_trials` finished trials in all (so a resumed study tops up, not restarts)."""
-    finished = sum(t.state.is_finished() for t in study.trials)
+    finished = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
     remaining = max(0, n_trials - finished)
     if remaining == 0:
         log.info("study %s already has %d finished trials", study.study_name, finished)
@@ -133,16 +133,19 @@ def nested_cv(cohort: Cohort, n_trials: int, outer_folds: int = 5, outer_repeats
     tuned = np.full((outer_repeats, len(ids)), np.nan)
     default = np.full((outer_repeats, len(ids)), np.nan)
     chosen = []
+    default_spec, default_params = default_settings()
     for fold in outer:
         train = list(fold.train_ids)
         inner = repeated_folds(train, cohort.labels(train), inner_folds, inner_repeats, seed)
         study = create_study(f"nested-{fold.repeat}-{fold.fold}", optuna.storages.InMemoryStorage(), seed)
         run_study(study, cohort, inner, n_trials)
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            raise InputError(f"nested CV: no inner trial completed in outer fold {fold.repeat}.{fold.fold}; raise --trials")
         spec, params = settings_from_trial(study.best_trial)
         chosen.append({"repeat": fold.repeat, "fold": fold.fold, "inner_best_value": study.best_value, **study.best_trial.params})
         rows = [position[p] for p in fold.test_ids]
         tuned[fold.repeat, rows] = PatientClassifier(cohort, spec, params).fit_predict(train, fold.test_ids)[0]
-        default[fold.repeat, rows] = PatientClassifier(cohort, FeatureSpec(), dict(DEFAULT_PARAMS)).fit_predict(train, fold.test_ids)[0]
+        default[fold.repeat, rows] = PatientClassifier(cohort, default_spec, default_params).fit_predict(train, fold.test_ids)[0]
         log.info("outer fold %d.%d: inner best %.4f; held-out balanced accuracy tuned %.3f, default %.3f",
                  fold.repeat, fold.fold, study.best_value,
                  score(cohort.labels(fold.test_ids), tuned[fold.repeat, rows])["balanced_accuracy"],

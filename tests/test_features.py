@@ -182,9 +182,9 @@ def test_cell_score_and_pca_fitted_on_training_ids_only(cohort, monkeypatch):
     sums_calls, pca_cells = [], []
     original_group_sums = CellStatistics.group_sums
 
-    def spy_group_sums(self, ids, labels, groups):
+    def spy_group_sums(self, ids, labels, groups, n_groups):
         sums_calls.append(list(ids))
-        return original_group_sums(self, ids, labels, groups)
+        return original_group_sums(self, ids, labels, groups, n_groups)
 
     class SpyPCA(bag_features.PCA):
         def fit(self, X, y=None):
@@ -236,3 +236,16 @@ def test_cv_report_deterministic(fake_embeddings):
     assert full.probabilities.shape == (2, 24) and np.isfinite(full.probabilities).all()
     other, _, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=4)
     assert [row["probability"] for row in other["oof"]] != [row["probability"] for row in first["oof"]]
+
+
+def test_cross_fitting_with_fewer_patients_than_inner_folds():
+    """4 tumoral / 2 reactive patients and 5 inner folds: capped to 2 folds, each fit seeing both classes."""
+    from lymphocytosis.cell_score import CellStatistics, cross_fitted_scores
+
+    rng = np.random.default_rng(0)
+    bags = {f"P{i}": rng.normal(size=(5, 4)).astype(np.float32) + (i < 4) for i in range(6)}
+    labels = np.array([1, 1, 1, 1, 0, 0])
+    for seed in range(20):
+        scores, (beta, _) = cross_fitted_scores(CellStatistics(bags), bags, list(bags), labels, 0.1, 5, seed)
+        assert set(scores) == set(bags) and np.isfinite(beta).all()
+        assert all(np.isfinite(s).all() for s in scores.values())

@@ -22,7 +22,7 @@ from lymphocytosis import settings as settings_module
 from lymphocytosis.bag_features import FeatureBuilder
 from lymphocytosis.classifier import PatientClassifier, predict_boosters
 from lymphocytosis.cohort import load_cohort
-from lymphocytosis.embedding_store import read_provenance
+from lymphocytosis.errors import InputError
 from lymphocytosis.model_io import load_model
 from lymphocytosis.settings import default_settings, load_settings, save_settings
 
@@ -38,7 +38,7 @@ def params_file(synthetic_embeddings, tmp_path_factory) -> Path:
     """Settings for `synthetic_embeddings` as tune.py saves them: default features, trees able to split."""
     spec, params = default_settings()
     path = tmp_path_factory.mktemp("params") / "small_data_params.json"
-    save_settings(path, spec, {**params, **SMALL_DATA_PARAMS}, read_provenance(synthetic_embeddings), {"trial": 0})
+    save_settings(path, spec, {**params, **SMALL_DATA_PARAMS}, load_cohort(synthetic_embeddings), {"trial": 0})
     return path
 
 
@@ -149,7 +149,7 @@ def test_predict_outputs(predicted, synthetic_embeddings):
 
 def test_loaded_model_predicts_like_in_memory(fitted, predicted, synthetic_embeddings, params_file):
     cohort = load_cohort(synthetic_embeddings)
-    spec, params, _ = load_settings(str(params_file), cohort.provenance)
+    spec, params, _ = load_settings(str(params_file), cohort)
     boosters, state, _ = PatientClassifier(cohort, spec, params).fit(cohort.labelled_ids)
     table, _ = FeatureBuilder(cohort, spec).transform(cohort.unlabelled_ids, state)
     in_memory = predict_boosters(boosters, table)
@@ -201,7 +201,7 @@ def test_predict_refuses_other_provenance(fitted, other_crop_embeddings, tmp_pat
 def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings, tmp_path, monkeypatch, caplog):
     spec, params = default_settings()
     tuned = tmp_path / "best_params.json"
-    save_settings(tuned, spec, dict(params, num_iterations=20), read_provenance(other_crop_embeddings), {"trial": 0})
+    save_settings(tuned, spec, dict(params, num_iterations=20), load_cohort(other_crop_embeddings), {"trial": 0})
     # an explicit path: refused
     result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", str(tuned),
                                        "--model-dir", str(tmp_path / "m1")])
@@ -224,7 +224,7 @@ def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings,
 def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypatch):
     spec, params = default_settings()
     tuned = tmp_path / "best_params.json"
-    save_settings(tuned, spec, dict(params, num_iterations=20), read_provenance(synthetic_embeddings), {"trial": 0})
+    save_settings(tuned, spec, dict(params, num_iterations=20), load_cohort(synthetic_embeddings), {"trial": 0})
     monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
     result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", "auto",
                                        "--model-dir", str(tmp_path / "m")])
@@ -236,3 +236,18 @@ def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypa
     bad.write_text("{not json")
     assert_one_line_error(run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params",
                                                     str(bad), "--model-dir", str(tmp_path / "m3")]), str(bad))
+
+
+def test_params_of_other_patients_are_refused(synthetic_embeddings, tmp_path, monkeypatch):
+    """Same embeddings provenance, other labelled patients: tuned settings do not carry over silently."""
+    spec, params = default_settings()
+    cohort = load_cohort(synthetic_embeddings)
+    tuned = tmp_path / "best_params.json"
+    save_settings(tuned, spec, dict(params, num_iterations=20), cohort, {"trial": 0})
+    document = json.loads(tuned.read_text())
+    document["dataset_fingerprint"] = "0" * 12
+    tuned.write_text(json.dumps(document))
+    with pytest.raises(InputError, match="other labelled patients"):
+        load_settings(str(tuned), cohort)
+    monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
+    assert load_settings("auto", cohort)[2] == "defaults"

@@ -56,6 +56,8 @@ def test_study_resumes_and_best_params_are_used(fake_embeddings, cohort, tmp_pat
     study = optuna.load_study(study_name=name, storage=url)
     assert len(study.trials) == 5 and len(finished(study)) == 5  # topped up to 5: not 8, not restarted
     assert [(t.number, t.params, t.datetime_start) for t in study.trials[:3]] == first_three
+    resumed = [t.params for t in study.trials[3:]]
+    assert all(params not in [t[1] for t in first_three] for params in resumed)  # continued, not replayed
     assert f"study {name}: 5 trials" in result.stdout
 
     result = tune(fake_embeddings, "--trials", "5", *args)  # already there: nothing to do
@@ -66,6 +68,7 @@ def test_study_resumes_and_best_params_are_used(fake_embeddings, cohort, tmp_pat
     assert saved["study"] == name and saved["trial"] == study.best_trial.number
     assert saved["cv_value_optimistic"] == study.best_value
     assert saved["embeddings_provenance"] == identity(cohort.provenance)
+    assert saved["dataset_fingerprint"] == cohort.fingerprint
     spec, params = tuning.settings_from_trial(study.best_trial)
     assert FeatureSpec.from_dict(saved["feature_spec"]) == spec and saved["params"] == params
     assert saved["params"]["learning_rate"] == study.best_trial.params["learning_rate"]
