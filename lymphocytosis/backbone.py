@@ -56,14 +56,6 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a .pth/.pt/.safetensors file, never unpickling code."""
     if not path.is_file():
@@ -85,9 +77,12 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
-def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str) -> dict:
-    """Rename `checkpoint` to `target`'s keys: identical keys as they are, otherwise by position when every
-    shape matches in order (the embedded package's layout). Anything else is refused, never half-loaded."""
+def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, torch.Tensor], source: str,
+                        by_position: bool = False) -> dict:
+    """Rename `checkpoint` to `target`'s keys: identical keys as they are; by position only when allowed (the
+    embedded package, whose order was checked against timm's) and every shape matches in order -- a positional
+    match alone cannot tell apart same-shaped tensors such as BatchNorm's weight and bias. Anything else is
+    refused, never half-loaded."""
     if set(checkpoint) == set(target):
         for key, dst in target.items():
             if tuple(checkpoint[key].shape) != tuple(dst.shape):
@@ -95,6 +90,9 @@ def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, t
                     f"{source}: tensor {key} {tuple(checkpoint[key].shape)} does not match model's {tuple(dst.shape)}"
                 )
         return dict(checkpoint)
+    if not by_position:
+        unknown = sorted(set(checkpoint) - set(target))[:1] or sorted(set(target) - set(checkpoint))[:1]
+        raise InputError(f"{source}: tensor names differ from the model's (e.g. {unknown[0]}); not this model's weights")
     if len(checkpoint) != len(target):
         raise InputError(f"{source}: {len(checkpoint)} tensors, the model has {len(target)}; not these weights' model")
     for (src_key, src), (dst_key, dst) in zip(checkpoint.items(), target.items()):
@@ -225,7 +223,8 @@ def load_backbone(model_name: str, weights: str | None, keep_classifier: bool = 
             model = timm.create_model(model_name, pretrained=False)
         except RuntimeError as exc:
             raise InputError(f"unknown timm model {model_name!r} ({exc})") from None
-        model.load_state_dict(map_checkpoint_keys(checkpoint, model.state_dict(), str(path)), strict=True)
+        mapped = map_checkpoint_keys(checkpoint, model.state_dict(), str(path), by_position=weights == EMBEDDED_WEIGHTS)
+        model.load_state_dict(mapped, strict=True)
         if not keep_classifier:
             model.reset_classifier(0)
     model.eval().requires_grad_(False)

@@ -59,6 +59,12 @@ class FeatureSpec:
                 raise InputError(f"feature specification: unknown clinical feature {name!r} ({', '.join(CLINICAL_CHOICES)})")
         for name in (*self.embedding_stats, *self.cell_score_stats):
             statistic_function(name)
+        if not (isinstance(self.cell_score_alpha, (int, float)) and self.cell_score_alpha > 0):
+            raise InputError(f"feature specification: cell_score_alpha must be a positive number, not {self.cell_score_alpha!r}")
+        for name in ("embedding_pca", "inner_folds"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 0):
+                raise InputError(f"feature specification: {name} must be a non-negative integer, not {value!r}")
 
 
 def statistic_function(name: str):
@@ -111,8 +117,8 @@ class FeatureBuilder:
         return {"mean": pca.mean_.tolist(), "components": pca.components_.tolist()}
 
     def _cell_statistics(self) -> CellStatistics:
-        if "cell_statistics" not in self.cohort._cache:
-            self.cohort._cache["cell_statistics"] = CellStatistics(self.cohort.bags)
+        if "cell_statistics" not in self.cohort._cache:  # only labelled patients are ever fitted on
+            self.cohort._cache["cell_statistics"] = CellStatistics({pid: self.cohort.bags[pid] for pid in self.cohort.labelled_ids})
         return self.cohort._cache["cell_statistics"]
 
     def clinical_table(self, ids) -> pd.DataFrame:

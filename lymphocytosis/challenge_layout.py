@@ -10,7 +10,6 @@ CSV row without a folder is a patient with 0 cells. IDs become folder and HDF5 n
 from __future__ import annotations
 
 import csv
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InputError
-
-log = logging.getLogger(__name__)
 
 SPLIT_CSVS = {"trainset": "trainset_true.csv", "testset": "testset_data.csv"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}

@@ -115,11 +115,17 @@ def exclusive_lock(out: Path):
         handle.close()
 
 
+def parts_path(out: Path) -> Path:
+    return Path(f"{out}.parts")
+
+
 class PartsFolder:
     """Finished patients of an extraction in progress: `<out>.parts/<ID>.h5`, plus the settings they share."""
 
-    def __init__(self, out: Path, provenance: dict, dim: int):
-        self.path = Path(f"{out}.parts")
+    def __init__(self, out: Path, provenance: dict, dim: int, dataset: dict):
+        """`dataset` names what is being extracted (root, patient-list hash): parts are named by patient ID, so
+        parts of another dataset with the same IDs must never be taken for this one's."""
+        self.path = parts_path(out)
         self.provenance = provenance
         self.dim = dim
         settings = self.path / "settings.json"
@@ -131,9 +137,14 @@ class PartsFolder:
                     f"({describe_provenance_difference(previous, provenance)}); rerun it with its own settings to "
                     f"finish it, or pass --overwrite to discard it, or choose another --out"
                 )
+            if previous.get("dataset") != dataset:
+                raise InputError(
+                    f"{self.path}: an interrupted extraction of another dataset is here "
+                    f"({previous.get('dataset', {}).get('root')}); pass --overwrite to discard it, or choose another --out"
+                )
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(settings, json.dumps(provenance, indent=1, sort_keys=True))
+            atomic_write_text(settings, json.dumps({**provenance, "dataset": dataset}, indent=1, sort_keys=True))
 
     def part(self, patient_id: str) -> Path:
         return self.path / f"{patient_id}.h5"
@@ -175,10 +186,6 @@ class PartsFolder:
         shutil.rmtree(self.path)
         return totals
 
-    def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
 def read_provenance(path: Path) -> dict:
     """The file's attributes, after checking it is a complete embeddings file."""
     path = Path(path)
@@ -196,9 +203,17 @@ def read_provenance(path: Path) -> dict:
     return attrs
 
 
+def patient_ids(path: Path) -> set[str]:
+    with h5py.File(path, "r") as handle:
+        return set(handle["patients"])
+
+
 def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
     """Provenance and every patient's bag, read once."""
     provenance = read_provenance(path)
     with h5py.File(path, "r") as handle:
-        bags = {pid: _read_bag(group, pid) for pid, group in handle["patients"].items()}
+        try:
+            bags = {pid: _read_bag(group, pid) for pid, group in handle["patients"].items()}
+        except (KeyError, OSError, ValueError) as exc:
+            raise InputError(f"{path}: damaged embeddings file ({exc}); re-extract it") from None
     return provenance, bags

@@ -20,6 +20,9 @@ def cli_main(main):
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:  # unwritable output, full disk, unreadable file: the OS message names the path
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
             return 130

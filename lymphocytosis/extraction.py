@@ -8,6 +8,7 @@ and resumed run produces exactly the embeddings of an uninterrupted one.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +32,8 @@ from .embedding_store import (
     describe_provenance_difference,
     exclusive_lock,
     identity,
+    parts_path,
+    patient_ids,
     read_provenance,
 )
 from .errors import InputError
@@ -153,6 +156,12 @@ class Embedder:
         return torch.cat(chunks).numpy()
 
 
+def dataset_identity(root: Path, patients: list[PatientEntry]) -> dict:
+    """What an extraction is of: its root and the list of patients (split/ID), hashed."""
+    listing = "\n".join(f"{p.split}/{p.patient_id}" for p in patients)
+    return {"root": str(Path(root).resolve()), "patients_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
 def build_provenance(settings: ExtractSettings, weights, prep: Preprocessing) -> dict:
     return {
         "model": settings.model,
@@ -189,18 +198,19 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
                     f"{out}: exists with other settings ({describe_provenance_difference(existing, provenance)}); "
                     "pass --overwrite to replace it, or choose another --out"
                 )
-            if existing.get("n_patients") == len(patients):
+            held = patient_ids(out)
+            if held == {p.patient_id for p in patients}:
                 log.info("%s: already complete with these settings (%d patients); nothing to do", out, len(patients))
                 return {"out": str(out), "n_patients": len(patients), "n_images": existing.get("n_images"),
                         "n_skipped": existing.get("n_skipped"), "seconds": 0.0, "already_complete": True}
             raise InputError(
-                f"{out}: holds {existing.get('n_patients')} patients but {root} lists {len(patients)}; "
+                f"{out}: holds {len(held)} patients, not the {len(patients)} that {root} lists; "
                 "pass --overwrite to re-extract, or choose another --out"
             )
         if overwrite:  # before PartsFolder(), which refuses an interrupted run of other settings
-            shutil.rmtree(f"{out}.parts", ignore_errors=True)
+            shutil.rmtree(parts_path(out), ignore_errors=True)
         embedder = Embedder(model, device, settings.precision, settings.tta, settings.batch_size, settings.features)
-        parts = PartsFolder(out, provenance, dim=embedder.dim)
+        parts = PartsFolder(out, provenance, dim=embedder.dim, dataset=dataset_identity(root, patients))
         todo = [p for p in patients if not parts.has(p.patient_id)]
         if len(todo) < len(patients):
             log.info("resuming: %d of %d patients already done in %s", len(patients) - len(todo), len(patients), parts.path)

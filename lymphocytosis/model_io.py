@@ -58,15 +58,21 @@ def load_model(directory: Path) -> dict:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
-    if document.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path}: not a model of this tool (format {document.get('format')!r})")
+    if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a model of this tool (format {document.get('format') if isinstance(document, dict) else None!r})")
+    missing = [k for k in ("feature_spec", "n_boosters", "feature_names", "embeddings_provenance", "state") if k not in document]
+    if missing:
+        raise InputError(f"{path}: incomplete model description (missing {', '.join(missing)}); refit the model")
     document["spec"] = FeatureSpec.from_dict(document["feature_spec"])
     document["boosters"] = []
-    for k in range(document["n_boosters"]):
+    for k in range(int(document["n_boosters"])):
         booster_path = directory / f"booster_{k}.txt"
         if not booster_path.is_file():
             raise InputError(f"{booster_path}: missing; the saved model is incomplete")
-        document["boosters"].append(lgb.Booster(model_file=str(booster_path)))
+        try:
+            document["boosters"].append(lgb.Booster(model_file=str(booster_path)))
+        except lgb.basic.LightGBMError as exc:
+            raise InputError(f"{booster_path}: not a readable LightGBM model ({str(exc).splitlines()[0]})") from None
     return document
 
 

@@ -505,10 +505,6 @@ def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> s
         return f"unreadable image ({type(exc).__name__})"
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 def patient_cells(cohort: Cohort, pid: str, scores: np.ndarray, out_dir: Path, geometry) -> dict:
     """Thumbnails of the CELLS_PER_SIDE highest- and lowest-scoring cells (no cell shown twice)."""
     order = np.argsort(-scores, kind="stable")
@@ -520,7 +516,7 @@ def patient_cells(cohort: Cohort, pid: str, scores: np.ndarray, out_dir: Path, g
     for side, cells in chosen.items():
         for rank, cell in enumerate(cells, 1):
             filename = cohort.filenames[pid][cell]
-            relative = f"cells/{_safe(pid)}/{side}{rank}.jpg"
+            relative = f"cells/{pid}/{side}{rank}.jpg"
             problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
             if problem:
                 result["missing"] += 1

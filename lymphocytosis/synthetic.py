@@ -17,9 +17,6 @@ from PIL import Image, ImageDraw, ImageFilter
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_NAME = "synthetic"
-
-
 def draw_cell(rng: np.random.Generator, tumoral: bool, size: int = 224) -> Image.Image:
     background = np.array([232, 214, 222]) + rng.normal(0, 6, 3)
     image = Image.new("RGB", (size, size), tuple(int(v) for v in background))

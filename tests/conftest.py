@@ -239,7 +239,7 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
     rng = np.random.default_rng(seed)
     provenance = {**FAKE_PROVENANCE, **(provenance or {})}
     out = base / "embeddings.h5"
-    parts = PartsFolder(out, provenance, dim)
+    parts = PartsFolder(out, provenance, dim, dataset={"root": str(root), "patients_sha256": "fake"})
     ids = []
     for split, csv_name, prefix, count in (("trainset", "trainset_true.csv", "F", n_train),
                                             ("testset", "testset_data.csv", "T", n_test)):

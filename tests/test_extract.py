@@ -44,7 +44,7 @@ from lymphocytosis.backbone import build_transform, load_backbone, resolve_prepr
 from lymphocytosis.challenge_layout import discover_patients, list_cell_images
 from lymphocytosis.embedding_store import FORMAT, PartsFolder, PatientBag, load_bags, read_provenance
 from lymphocytosis.errors import InputError
-from lymphocytosis.extraction import build_provenance, dihedral_views, extract, resolve_device
+from lymphocytosis.extraction import build_provenance, dataset_identity, dihedral_views, extract, resolve_device
 
 DIM = 1280
 
@@ -341,16 +341,20 @@ def test_parts_folder_ignores_temporary_files(tmp_path):
     provenance = {"model": "m", "weights_source": "s", "weights_sha256": "x", "preprocessing": "{}", "tta": "none",
                   "precision": "fp32", "dtype": "float32"}
     out = tmp_path / "e.h5"
-    parts = PartsFolder(out, provenance, dim=4)
+    dataset = {"root": "/data/a", "patients_sha256": "0" * 64}
+    parts = PartsFolder(out, provenance, dim=4, dataset=dataset)
     parts.write(PatientBag("P0", "trainset", np.ones((2, 4)), ["a.jpg", "b.jpg"]))
     (parts.path / "P1.h5.tmp").write_bytes(b"half")
     assert parts.has("P0") and not parts.has("P1")
     assert sorted(p.name for p in parts.path.iterdir()) == ["P0.h5", "P1.h5.tmp", "settings.json"]
     assert parts.read("P0").filenames == ["a.jpg", "b.jpg"]
     # reopening with the same settings keeps the parts; other settings are refused
-    assert PartsFolder(out, provenance, dim=4).has("P0")
+    assert PartsFolder(out, provenance, dim=4, dataset=dataset).has("P0")
     with pytest.raises(InputError, match="--overwrite"):
-        PartsFolder(out, {**provenance, "tta": "dihedral8"}, dim=4)
+        PartsFolder(out, {**provenance, "tta": "dihedral8"}, dim=4, dataset=dataset)
+    # parts are named by patient ID: those of another dataset are refused, never reused
+    with pytest.raises(InputError, match="another dataset"):
+        PartsFolder(out, provenance, dim=4, dataset={**dataset, "root": "/data/b"})
 
 
 # ---------------------------------------------------------------------------------------------------- lock
@@ -406,7 +410,7 @@ def test_complete_file_of_another_dataset_is_refused(tmp_path, tiny_root, synthe
     out = tmp_path / "copy.h5"
     shutil.copyfile(synthetic_embeddings, out)
     result = run_main(extract_cli.main, cli(tiny_root, out))
-    assert_one_line_error(result, "holds 15 patients", "lists 3", "--overwrite")
+    assert_one_line_error(result, "holds 15 patients", "not the 3", "--overwrite")
 
 
 def test_not_an_embeddings_file_is_refused(tmp_path, tiny_root):
@@ -419,7 +423,8 @@ def test_interrupted_parts_of_other_settings_are_refused_then_overwritten(tmp_pa
     out = tmp_path / "e.h5"
     model, weights = load_backbone("tf_efficientnet_lite0", None)
     other = build_provenance(small_settings(crop=96), weights, resolve_preprocessing(model, 96, None))
-    PartsFolder(out, other, dim=DIM).write(PatientBag("T0", "trainset", np.zeros((3, DIM)), ["a", "b", "c"]))
+    dataset = dataset_identity(tiny_root, discover_patients(tiny_root))
+    PartsFolder(out, other, dim=DIM, dataset=dataset).write(PatientBag("T0", "trainset", np.zeros((3, DIM)), ["a", "b", "c"]))
 
     result = run_main(extract_cli.main, cli(tiny_root, out))
     line = assert_one_line_error(result, "interrupted extraction with other settings", "--overwrite")
@@ -439,7 +444,8 @@ def test_interrupted_parts_of_same_settings_are_reused(tmp_path, tiny_root):
     model, weights = load_backbone("tf_efficientnet_lite0", None)
     same = build_provenance(small_settings(), weights, resolve_preprocessing(model, 64, None))
     marker = np.full((1, DIM), 7.0)
-    PartsFolder(out, same, dim=DIM).write(PatientBag("T0", "trainset", marker, ["kept.jpg"]))
+    dataset = dataset_identity(tiny_root, discover_patients(tiny_root))
+    PartsFolder(out, same, dim=DIM, dataset=dataset).write(PatientBag("T0", "trainset", marker, ["kept.jpg"]))
     assert run_main(extract_cli.main, cli(tiny_root, out)).code == 0
     bags = bags_of(out)
     assert bags["T0"].filenames == ["kept.jpg"] and np.array_equal(bags["T0"].embeddings, marker)
