@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Images per second of extract.py against a plain loop, same model, same settings, same run.
 
-The plain loop is what one writes first: for each patient, decode its images, stack them, run the model
-(eval mode, no_grad), one patient at a time. extract.py adds inference_mode, channels_last, decoding in
-DataLoader workers while the model runs, and fixed-size chunks.
+The plain loop is what one writes first: for each patient, decode its images, apply timm's transform
+(centre crop, then `create_transform` for the model's data config), stack them, run the model (eval mode,
+no_grad), one patient at a time. extract.py adds: BatchNorm folded into the convolutions, channels_last,
+inference_mode, no resize step when the crop is already the input size (identical output), chunks of 128
+images, and on CUDA, DataLoader workers decoding the next patient while the model runs.
 
     python benchmarks/extract_speed.py --root ../shared/data/dlmi --patients 12 --crop 224 112
 """
@@ -19,10 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import timm.data  # noqa: E402
 import torch  # noqa: E402
+from torchvision import transforms  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lymphocytosis.backbone import DEFAULT_MODEL, build_transform, load_backbone, resolve_preprocessing  # noqa: E402
+from lymphocytosis.backbone import DEFAULT_MODEL, load_backbone, resolve_preprocessing  # noqa: E402
 from lymphocytosis.challenge_layout import discover_patients, list_cell_images  # noqa: E402
 from lymphocytosis.extraction import ExtractSettings, extract  # noqa: E402
 from lymphocytosis.synthetic import make_synthetic_dataset  # noqa: E402
@@ -44,12 +48,17 @@ def subset_dataset(root: Path, n_patients: int, into: Path) -> Path:
 
 def plain_loop(root: Path, crop: int, batch_limit: int | None = None) -> tuple[int, float]:
     model, _ = load_backbone(DEFAULT_MODEL, None)
-    transform = build_transform(resolve_preprocessing(model, crop, None))
+    prep = resolve_preprocessing(model, crop, None)
+    transform = transforms.Compose([
+        transforms.CenterCrop(crop),
+        timm.data.create_transform(input_size=(3, crop, crop), interpolation=prep.interpolation, mean=prep.mean,
+                                   std=prep.std, crop_pct=1.0, crop_mode="center"),
+    ])
     n_images = 0
     started = time.perf_counter()
     with torch.no_grad():
         for patient in discover_patients(root):
-            images = [transform(Image.open(path)) for path in list_cell_images(patient.folder)]
+            images = [transform(Image.open(path).convert("RGB")) for path in list_cell_images(patient.folder)]
             if images:
                 model(torch.stack(images))
                 n_images += len(images)
