@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -74,26 +74,24 @@ class CVResult:
         return summarise(self.per_repeat)
 
 
-def iter_cross_validation(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], keep_models=False) -> Iterator:
-    """Yield (fold, held-out probabilities, extras) fold by fold, so a caller can stop (prune) early."""
+def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], keep_models=False,
+                   on_fold: Callable[[int, Fold, np.ndarray], None] | None = None) -> CVResult:
+    """Out-of-fold probabilities of every patient in every repeat. `on_fold(step, fold, probabilities)` is
+    called after each fold, so a tuner can report progress and stop (prune) a hopeless trial early."""
     classifier = PatientClassifier(cohort, spec, params)
-    for fold in folds:
-        probabilities, boosters, test_table, scores = classifier.fit_predict(fold.train_ids, fold.test_ids)
-        extras = (boosters, test_table, scores) if keep_models else None
-        yield fold, probabilities, extras
-
-
-def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], keep_models=False) -> CVResult:
     held_out = {pid for fold in folds if fold.repeat == 0 for pid in fold.test_ids}
     ids = [pid for pid in cohort.labelled_ids if pid in held_out]
     position = {pid: i for i, pid in enumerate(ids)}
     repeats = max(f.repeat for f in folds) + 1
     probabilities = np.full((repeats, len(ids)), np.nan)
     outputs = []
-    for fold, fold_probabilities, extras in iter_cross_validation(cohort, spec, params, folds, keep_models):
+    for step, fold in enumerate(folds):
+        fold_probabilities, boosters, test_table, scores = classifier.fit_predict(fold.train_ids, fold.test_ids)
         probabilities[fold.repeat, [position[pid] for pid in fold.test_ids]] = fold_probabilities
         if keep_models:
-            outputs.append((fold, *extras))
+            outputs.append((fold, boosters, test_table, scores))
+        if on_fold:
+            on_fold(step, fold, fold_probabilities)
     labels = cohort.labels(ids)
     per_repeat = [score(labels, probabilities[r]) for r in range(repeats)]
     return CVResult(ids, labels, probabilities, per_repeat, outputs)

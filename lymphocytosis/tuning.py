@@ -21,7 +21,7 @@ from .cohort import Cohort
 from .embedding_store import identity
 from .errors import InputError
 from .settings import default_settings
-from .evaluation import Fold, iter_cross_validation, repeated_folds, score, summarise
+from .evaluation import Fold, cross_validate, repeated_folds, score, summarise
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +68,15 @@ def settings_from_trial(trial: optuna.trial.FrozenTrial) -> tuple[FeatureSpec, d
 def make_objective(cohort: Cohort, folds: list[Fold]):
     def objective(trial: optuna.Trial) -> float:
         spec, params = suggest_settings(trial)
-        held_out = {pid for f in folds if f.repeat == 0 for pid in f.test_ids}
-        ids = [pid for pid in cohort.labelled_ids if pid in held_out]
-        position = {pid: i for i, pid in enumerate(ids)}
-        repeats = max(f.repeat for f in folds) + 1
-        probabilities = np.full((repeats, len(ids)), np.nan)
         fold_scores = []
-        for step, (fold, fold_probabilities, _) in enumerate(iter_cross_validation(cohort, spec, params, folds)):
-            probabilities[fold.repeat, [position[p] for p in fold.test_ids]] = fold_probabilities
-            fold_scores.append(score(cohort.labels(fold.test_ids), fold_probabilities)["balanced_accuracy"])
+
+        def report(step: int, fold: Fold, probabilities: np.ndarray) -> None:
+            fold_scores.append(score(cohort.labels(fold.test_ids), probabilities)["balanced_accuracy"])
             trial.report(float(np.mean(fold_scores)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        labels = cohort.labels(ids)
-        return float(np.mean([score(labels, probabilities[r])["balanced_accuracy"] for r in range(repeats)]))
+
+        return cross_validate(cohort, spec, params, folds, on_fold=report).summary["balanced_accuracy"]["mean"]
 
     return objective
 
