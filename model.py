@@ -76,6 +76,9 @@ def command_cv(args, cohort, spec, params, source):
     result["embeddings"] = {"path": str(cohort.embeddings_path), "model": cohort.provenance["model"],
                             "weights_sha256": cohort.provenance["weights_sha256"]}
     print(format_cv_table(result))
+    if source != "defaults":
+        print(f"settings from {source}: tuned on these patients, so this CV is optimistic; "
+              "`python tune.py --nested` measures what tuning buys")
     if args.json:
         atomic_write_json(args.json, result)
         log.info("wrote %s", args.json)
