@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lymphocytosis.bag_features import FeatureSpec  # noqa: E402
 from lymphocytosis.cohort import load_cohort  # noqa: E402
 from lymphocytosis.evaluation import cross_validate, repeated_folds  # noqa: E402
 from lymphocytosis.settings import default_settings  # noqa: E402

@@ -6,7 +6,6 @@ Runs on hand-made embeddings (`write_fake_embeddings`: 16 dimensions, no torch),
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 
