@@ -84,23 +84,19 @@ def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, t
     match alone cannot tell apart same-shaped tensors such as BatchNorm's weight and bias. Anything else is
     refused, never half-loaded."""
     if set(checkpoint) == set(target):
-        for key, dst in target.items():
-            if tuple(checkpoint[key].shape) != tuple(dst.shape):
-                raise InputError(
-                    f"{source}: tensor {key} {tuple(checkpoint[key].shape)} does not match model's {tuple(dst.shape)}"
-                )
-        return dict(checkpoint)
-    if not by_position:
+        pairs = [(key, key) for key in target]
+    elif not by_position:
         unknown = sorted(set(checkpoint) - set(target))[:1] or sorted(set(target) - set(checkpoint))[:1]
         raise InputError(f"{source}: tensor names differ from the model's (e.g. {unknown[0]}); not this model's weights")
-    if len(checkpoint) != len(target):
+    elif len(checkpoint) != len(target):
         raise InputError(f"{source}: {len(checkpoint)} tensors, the model has {len(target)}; not these weights' model")
-    for (src_key, src), (dst_key, dst) in zip(checkpoint.items(), target.items()):
-        if tuple(src.shape) != tuple(dst.shape):
-            raise InputError(
-                f"{source}: tensor {src_key} {tuple(src.shape)} does not match model's {dst_key} {tuple(dst.shape)}"
-            )
-    return dict(zip(target.keys(), checkpoint.values()))
+    else:
+        pairs = list(zip(checkpoint, target))
+    for src_key, dst_key in pairs:
+        src, dst = tuple(checkpoint[src_key].shape), tuple(target[dst_key].shape)
+        if src != dst:
+            raise InputError(f"{source}: tensor {src_key} {src} does not match model's {dst_key} {dst}")
+    return {dst_key: checkpoint[src_key] for src_key, dst_key in pairs}
 
 
 @dataclass(frozen=True)

@@ -105,16 +105,20 @@ def test_safetensors_checkpoint(tmp_path, classifier):
     assert load_backbone(DEFAULT_MODEL, str(path), keep_classifier=True)[1].sha256 == info.sha256
 
 
+def assert_weights_file_refused(tmp_path, state: dict, match: str) -> None:
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    with pytest.raises(InputError, match=match):
+        load_backbone(DEFAULT_MODEL, str(path))
+
+
 def test_checkpoint_with_a_wrong_shape_is_refused(tmp_path, embedded_checkpoint):
     bad = OrderedDict(embedded_checkpoint)
     bad["_fc.weight"] = torch.zeros(10, 1280)
     bad["_fc.bias"] = torch.zeros(10)
-    path = tmp_path / "wrong_shape.pth"
-    torch.save(bad, path)
     # a file in the package's own key layout is renamed by position only as the embedded default: as a
     # --weights FILE it is refused by name, before any shape could be mistaken
-    with pytest.raises(InputError, match="tensor names differ"):
-        load_backbone(DEFAULT_MODEL, str(path))
+    assert_weights_file_refused(tmp_path, bad, "tensor names differ")
 
 
 def test_timm_keyed_checkpoint_with_a_wrong_shape_is_refused(tmp_path, classifier):
@@ -123,27 +127,18 @@ def test_timm_keyed_checkpoint_with_a_wrong_shape_is_refused(tmp_path, classifie
     bad = model.state_dict()
     bad["classifier.weight"] = torch.zeros(10, 1280)
     bad["classifier.bias"] = torch.zeros(10)
-    path = tmp_path / "ten_classes.pth"
-    torch.save(bad, path)
-    with pytest.raises(InputError, match="classifier.weight"):
-        load_backbone(DEFAULT_MODEL, str(path))
+    assert_weights_file_refused(tmp_path, bad, "classifier.weight")
 
 
 def test_checkpoint_with_a_wrong_tensor_count_is_refused(tmp_path, embedded_checkpoint):
     bad = OrderedDict(embedded_checkpoint)
     bad.popitem()  # drop _fc.bias
-    path = tmp_path / "short.pth"
-    torch.save(bad, path)
-    with pytest.raises(InputError, match="tensor names differ"):
-        load_backbone(DEFAULT_MODEL, str(path))
+    assert_weights_file_refused(tmp_path, bad, "tensor names differ")
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     other = timm.create_model("resnet18", pretrained=False).state_dict()
-    path = tmp_path / "resnet18.pth"
-    torch.save(other, path)
-    with pytest.raises(InputError, match="tensor names differ"):
-        load_backbone(DEFAULT_MODEL, str(path))
+    assert_weights_file_refused(tmp_path, other, "tensor names differ")
 
 
 class _RunsCodeWhenUnpickled:
