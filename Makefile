@@ -14,10 +14,10 @@ OUT := artifacts/$(NAME)
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 demo: venv
@@ -34,6 +34,7 @@ demo: venv
 	@echo "== done$(if $(DATA),, on SYNTHETIC data): outputs in $(OUT)/ (report: $(OUT)/report/index.html)"
 
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean-demo:

@@ -23,15 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lymphocytosis.cohort import load_cohort  # noqa: E402
-from lymphocytosis.evaluation import cross_validate, repeated_folds  # noqa: E402
-from lymphocytosis.settings import default_settings  # noqa: E402
-from lymphocytosis.tuning import nested_cv  # noqa: E402
+from lymphocytosis.model.cohort import load_cohort
+from lymphocytosis.model.evaluation import cross_validate, repeated_folds
+from lymphocytosis.model.tuned_params import Settings
+from lymphocytosis.model.tuning import nested_cv
 
 
 def row(name, summary, detail):
-    ba, auc = summary["balanced_accuracy"], summary["roc_auc"]
-    return f"| {name:<24} | {ba['mean']:.3f} ± {ba['std']:.3f} | {auc['mean']:.3f} ± {auc['std']:.3f} | {detail} |"
+    return f"| {name:<24} | {summary.balanced_accuracy!s:<17} | {summary.roc_auc!s:<13} | {detail} |"
 
 
 def main():
@@ -50,15 +49,16 @@ def main():
     cohort = load_cohort(args.embeddings, args.root)
     ids = cohort.labelled_ids
     folds = repeated_folds(ids, cohort.labels(ids), args.folds, args.repeats, args.seed)
-    spec, params = default_settings()
+    spec, params = Settings().spec, Settings().params
+    provenance = cohort.primary.provenance
     rows = {
         "clinical only": (spec.clinical_only(), "3 columns"),
         "design card, literal": (replace(spec.clinical_only(), embedding_stats=("mean", "max", "q25", "q75")),
-                                 f"3 + 4 x {cohort.dim} columns"),
+                                 f"3 + 4 x {cohort.primary.dim} columns"),
         "default pipeline": (spec, f"{len(spec.clinical)} + {len(spec.cell_score_stats)} columns"),
     }
     print(f"{args.embeddings}: {len(ids)} labelled patients ({int(cohort.labels(ids).sum())} tumoral); "
-          f"model {cohort.provenance['model']}, preprocessing {cohort.provenance['preprocessing']}, tta {cohort.provenance['tta']}")
+          f"model {provenance['model']}, preprocessing {provenance['preprocessing']}, tta {provenance['tta']}")
     print(f"{args.folds}-fold CV x {args.repeats} repeats (seed {args.seed}); mean ± std over repeats\n")
     print("| pipeline                 | balanced accuracy | ROC AUC       | notes |")
     print("|--------------------------|-------------------|---------------|-------|")
@@ -66,16 +66,17 @@ def main():
     for name, (row_spec, detail) in rows.items():
         started = time.perf_counter()
         summary = cross_validate(cohort, row_spec, params, folds).summary
-        results[name] = summary
+        results[name] = summary.to_dict()
         print(row(name, summary, f"{detail}; {time.perf_counter() - started:.0f} s"), flush=True)
     if args.nested_repeats:
         started = time.perf_counter()
-        nested = nested_cv(cohort, args.trials, args.folds, args.nested_repeats, inner_folds=5, inner_repeats=1, seed=args.seed)
-        results["tuned, nested CV"] = nested
-        print(row("tuned, nested CV", nested["tuned"],
+        nested = nested_cv(cohort, args.trials, args.folds, args.nested_repeats, inner_folds=5, inner_repeats=1,
+                           seed=args.seed)
+        results["tuned, nested CV"] = nested.to_dict()
+        print(row("tuned, nested CV", nested.tuned,
                   f"{args.trials} trials per outer fold, {args.nested_repeats} outer repeats; inner best values averaged "
-                  f"{nested['mean_inner_best_value']:.3f}; {time.perf_counter() - started:.0f} s"))
-        print(row("default, same outer folds", nested["default"], "for comparison with the nested row"))
+                  f"{nested.mean_inner_best_value:.3f}; {time.perf_counter() - started:.0f} s"))
+        print(row("default, same outer folds", nested.default, "for comparison with the nested row"))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -21,15 +21,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import timm.data  # noqa: E402
-import torch  # noqa: E402
-from torchvision import transforms  # noqa: E402
-from PIL import Image  # noqa: E402
+import timm.data
+import torch
+from PIL import Image
+from torchvision import transforms
 
-from lymphocytosis.backbone import DEFAULT_MODEL, load_backbone, resolve_preprocessing  # noqa: E402
-from lymphocytosis.challenge_layout import discover_patients, list_cell_images  # noqa: E402
-from lymphocytosis.extraction import ExtractSettings, extract  # noqa: E402
-from lymphocytosis.synthetic import make_synthetic_dataset  # noqa: E402
+from lymphocytosis.extract.backbones import DEFAULT_MODEL, load_backbone
+from lymphocytosis.extract.extraction import ExtractSettings, extract
+from lymphocytosis.extract.layout import discover_patients, list_cell_images
+from lymphocytosis.extract.preprocessing import resolve_preprocessing
+from lymphocytosis.synthetic import make_synthetic_dataset
 
 
 def subset_dataset(root: Path, n_patients: int, into: Path) -> Path:
@@ -90,7 +91,7 @@ def main():
                                        workers=args.workers, device="cpu")
             summary = extract(root, tmp / f"bench_{crop}.h5", settings)
             plain_rate = n_plain / t_plain
-            fast_rate = summary["images_per_second"]
+            fast_rate = summary.images_per_second
             print(f"| {crop:4d} | {plain_rate:16.1f} | {fast_rate:16.1f} | {fast_rate / plain_rate:5.2f} |", flush=True)
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import optuna  # noqa: E402
+import optuna
 
-from lymphocytosis import tuning  # noqa: E402
-from lymphocytosis.cohort import load_cohort  # noqa: E402
-from lymphocytosis.evaluation import cross_validate, repeated_folds  # noqa: E402
-from lymphocytosis.settings import default_settings  # noqa: E402
+from lymphocytosis.model import tuning
+from lymphocytosis.model.cohort import load_cohort
+from lymphocytosis.model.evaluation import cross_validate, repeated_folds
+from lymphocytosis.model.tuned_params import Settings
 
 
 def timed(label, function):
@@ -44,7 +44,7 @@ def main():
     print("|------------------------------------------------------|----------|")
     cohort, _ = timed("load embeddings + CSVs", lambda: load_cohort(args.embeddings))
     ids = cohort.labelled_ids
-    spec, params = default_settings()
+    spec, params = Settings().spec, Settings().params
     five = repeated_folds(ids, cohort.labels(ids), 5, 1, 0)
     timed("5-fold CV, default config (first: + cell statistics)", lambda: cross_validate(cohort, spec, params, five))
     other = repeated_folds(ids, cohort.labels(ids), 5, 1, 1)

@@ -26,9 +26,11 @@ def draw_cell(rng: np.random.Generator, tumoral: bool, size: int = 224) -> Image
     nucleus = cytoplasm * (rng.normal(0.85, 0.05) if tumoral else rng.normal(0.65, 0.07))
     elongation = 1 + abs(rng.normal(0, 0.05 if tumoral else 0.15))
     tint = rng.normal(0, 8, 3)
-    for radius, colour in ((cytoplasm, np.array([190, 170, 215]) + tint), (nucleus, (np.array([80, 40, 120]) if tumoral else np.array([120, 80, 160])) + tint)):
+    nucleus_colour = np.array([80, 40, 120]) if tumoral else np.array([120, 80, 160])
+    for radius, colour in ((cytoplasm, np.array([190, 170, 215]) + tint), (nucleus, nucleus_colour + tint)):
         rx, ry = radius * elongation, radius / elongation
-        draw.ellipse([centre[0] - rx, centre[1] - ry, centre[0] + rx, centre[1] + ry], fill=tuple(int(np.clip(c, 0, 255)) for c in colour))
+        draw.ellipse([centre[0] - rx, centre[1] - ry, centre[0] + rx, centre[1] + ry],
+                     fill=tuple(int(np.clip(c, 0, 255)) for c in colour))
     pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float64)
     pixels += rng.normal(0, 5, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -45,7 +47,8 @@ def make_synthetic_dataset(root: Path, n_train: int = 40, n_test: int = 8, cells
     """Write a challenge-layout dataset under `root` (created) and return `root`."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    for split, csv_name, count, offset in (("trainset", "trainset_true.csv", n_train, 0), ("testset", "testset_data.csv", n_test, 1000)):
+    splits = (("trainset", "trainset_true.csv", n_train, 0), ("testset", "testset_data.csv", n_test, 1000))
+    for split, csv_name, count, offset in splits:
         lines = ["ID,LABEL,GENDER,DOB,LYMPH_COUNT"]
         for i in range(count):
             patient_id = f"S{offset + i}"

@@ -55,17 +55,17 @@ def _torch_threads():
 
 
 # The settings of `synthetic_embeddings`: small crop, CPU, no worker processes, so tests stay fast anywhere.
-SMALL_SETTINGS_KWARGS = dict(
-    model="tf_efficientnet_lite0", weights=None, crop=64, input_size=None, tta=False, precision="fp32",
-    dtype="float32", batch_size=8, workers=0, device="cpu",
-)
+SMALL_SETTINGS_KWARGS = {
+    "model": "tf_efficientnet_lite0", "weights": None, "crop": 64, "input_size": None, "tta": False, "precision": "fp32",
+    "dtype": "float32", "batch_size": 8, "workers": 0, "device": "cpu",
+}
 # The same settings as `extract.py` arguments.
 SMALL_CLI_ARGS = ["--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 
 
 def small_settings(**changes):
     """`ExtractSettings` of `synthetic_embeddings`, with `changes` (torch is imported only when needed)."""
-    from lymphocytosis.extraction import ExtractSettings
+    from lymphocytosis.extract.extraction import ExtractSettings
 
     return ExtractSettings(**{**SMALL_SETTINGS_KWARGS, **changes})
 
@@ -83,12 +83,12 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_embeddings(synthetic_root, tmp_path_factory) -> Path:
     """The .h5 of `synthetic_root` extracted once with SMALL_SETTINGS (crop 64, fp32, CPU). Read-only."""
-    from lymphocytosis.extraction import extract
+    from lymphocytosis.extract.extraction import extract
 
     pin_torch_threads()
     out = tmp_path_factory.mktemp("embeddings") / "embeddings.h5"
     summary = extract(synthetic_root, out, small_settings())
-    assert summary["n_patients"] == SYNTHETIC_N_TRAIN + SYNTHETIC_N_TEST, summary
+    assert summary.n_patients == SYNTHETIC_N_TRAIN + SYNTHETIC_N_TEST, summary
     assert out.is_file() and not Path(f"{out}.parts").exists()
     return out
 
@@ -107,7 +107,7 @@ def write_dataset(root: Path, splits: dict[str, dict[str, list]], make_folders: 
     `splits` maps "trainset"/"testset" to {patient_id: files}; each file is a Path (copied, keeping its
     name), a (name, Path) pair (copied under that name), a (name, bytes) pair (written), or a
     (name, PIL.Image) pair (saved). A patient whose value is None gets a CSV row but no folder."""
-    from lymphocytosis.challenge_layout import SPLIT_CSVS
+    from lymphocytosis.extract.layout import SPLIT_CSVS
 
     root = Path(root)
     for split, patients in splits.items():
@@ -232,7 +232,8 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
     age and lymphocyte count; every cell row is distinct."""
     import numpy as np
 
-    from lymphocytosis.embedding_store import PartsFolder, PatientBag
+    from lymphocytosis.extract.parts import PartsFolder
+    from lymphocytosis.extract.store import PatientBag
 
     base = Path(base)
     root = base / "dlmi"
@@ -245,18 +246,19 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
                                             ("testset", "testset_data.csv", "T", n_test)):
         lines = [CSV_HEADER]
         for i in range(count):
-            pid = f"{prefix}{i}"
+            patient_id = f"{prefix}{i}"
             tumoral = fake_label(i) if split == "trainset" else int(rng.integers(2))
             label = tumoral if split == "trainset" else -1
             year = int(1945 - 10 * tumoral + rng.integers(-8, 9))
             lymph = float(np.exp(rng.normal(2.4 if tumoral else 1.7, 0.7)))
-            lines.append(f"{pid},{label},{'MF'[int(rng.integers(2))]},{int(rng.integers(1, 13))}/{int(rng.integers(1, 29))}/{year},{lymph:.2f}")
-            n_cells = 0 if pid in empty else int(rng.integers(cells[0], cells[1] + 1))
+            dob = f"{int(rng.integers(1, 13))}/{int(rng.integers(1, 29))}/{year}"
+            lines.append(f"{patient_id},{label},{'MF'[int(rng.integers(2))]},{dob},{lymph:.2f}")
+            n_cells = 0 if patient_id in empty else int(rng.integers(cells[0], cells[1] + 1))
             x = rng.normal(0.0, 1.0, (n_cells, dim)).astype(np.float32)
             x[:, :3] += 0.8 * tumoral
-            parts.write(PatientBag(pid, split, x, [f"{k:06d}.jpg" for k in range(n_cells)], [],
+            parts.write(PatientBag(patient_id, split, x, [f"{k:06d}.jpg" for k in range(n_cells)], [],
                                    "no images" if n_cells == 0 else ""))
-            ids.append(pid)
+            ids.append(patient_id)
         (root / split).mkdir(parents=True, exist_ok=True)
         (root / split / csv_name).write_text("\n".join(lines) + "\n")
     parts.assemble(out, ids, {"dataset_root": str(root.resolve()), "tool_version": "tests"})

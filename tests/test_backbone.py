@@ -13,16 +13,15 @@ import timm.data
 import torch
 from PIL import Image
 
-from lymphocytosis.backbone import (
+from lymphocytosis.errors import InputError
+from lymphocytosis.extract.backbones import (
     DEFAULT_MODEL,
-    build_transform,
     embedded_weights_file,
     load_backbone,
     map_checkpoint_keys,
-    resolve_preprocessing,
     state_dict_sha256,
 )
-from lymphocytosis.errors import InputError
+from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
 
 # ImageNet-1k classes 281..285: tabby, tiger cat, Persian, Siamese, Egyptian cat.
 DOMESTIC_CATS = range(281, 286)
@@ -35,7 +34,7 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
-def embedded_checkpoint() -> "OrderedDict[str, torch.Tensor]":
+def embedded_checkpoint() -> OrderedDict[str, torch.Tensor]:
     return torch.load(embedded_weights_file(), map_location="cpu", weights_only=True)
 
 
@@ -244,7 +243,7 @@ def test_fold_batchnorm_keeps_the_function():
     """Folding BN into the convolutions is a speed-up only: same outputs, no BatchNorm left after a conv."""
     import copy
 
-    from lymphocytosis.backbone import fold_batchnorm
+    from lymphocytosis.extract.embedder import fold_batchnorm
 
     model, _ = load_backbone("tf_efficientnet_lite0", None)
     folded = copy.deepcopy(model)

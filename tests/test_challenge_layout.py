@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from lymphocytosis.challenge_layout import (
+from lymphocytosis.errors import InputError
+from lymphocytosis.extract.layout import (
     discover_patients,
     list_cell_images,
     read_patient_csv,
+    read_split_tables,
     split_csv_paths,
     validate_patient_id,
 )
-from lymphocytosis.errors import InputError
 
 HEADER = "ID,LABEL,GENDER,DOB,LYMPH_COUNT"
 
@@ -21,7 +22,7 @@ HEADER = "ID,LABEL,GENDER,DOB,LYMPH_COUNT"
 def write_split(root: Path, split: str, ids: list[str], header: str = HEADER) -> Path:
     csv_name = {"trainset": "trainset_true.csv", "testset": "testset_data.csv"}[split]
     (root / split).mkdir(parents=True, exist_ok=True)
-    rows = [header] + [f"{pid},1,M,1/2/1950,5.5" for pid in ids]
+    rows = [header] + [f"{patient_id},1,M,1/2/1950,5.5" for patient_id in ids]
     path = root / split / csv_name
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -120,7 +121,7 @@ def test_csv_missing_id_column(tmp_path):
 def test_required_columns_are_checked(tmp_path):
     write_split(tmp_path, "trainset", ["P0"], header="ID,LABEL,GENDER,DOB")
     with pytest.raises(InputError, match="LYMPH_COUNT"):
-        discover_patients(tmp_path, required_columns=("ID", "LABEL", "LYMPH_COUNT"))
+        read_split_tables(tmp_path, ("ID", "LABEL", "LYMPH_COUNT"))
 
 
 def test_unreadable_csv(tmp_path):

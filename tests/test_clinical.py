@@ -12,8 +12,8 @@ import pytest
 
 import model as model_cli
 from conftest import CSV_HEADER, assert_one_line_error, run_main
-from lymphocytosis.clinical import REFERENCE_DATE, age_at_reference, parse_dob, read_clinical, read_clinical_csv
 from lymphocytosis.errors import InputError
+from lymphocytosis.model.clinical import REFERENCE_DATE, age_at_reference, parse_dob, read_clinical, read_clinical_csv
 
 GOOD_ROW = "P7,1,M,1/2/1950,4.5"
 
@@ -60,7 +60,7 @@ def test_csv_quirks_parsed(tmp_path):
     assert table.loc["P1", "age"] == pytest.approx((REFERENCE_DATE - dt.date(1933, 11, 3)).days / 365.25)
     assert table.loc["P2", "age"] == pytest.approx((REFERENCE_DATE - dt.date(1943, 4, 28)).days / 365.25)
     assert table.loc["P4", "age"] == pytest.approx(20.0, abs=0.01)  # born 1 Jan 2000, reference 1 Jan 2020
-    assert REFERENCE_DATE == dt.date(2020, 1, 1)
+    assert dt.date(2020, 1, 1) == REFERENCE_DATE
     assert list(table["lymph_count"]) == [12.5, 3.0, 1.0, 100.0]
     assert table["log_lymph_count"].tolist() == pytest.approx([math.log(12.5), math.log(3), 0.0, math.log(100)])
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, small_settings
-from lymphocytosis.challenge_layout import SPLIT_CSVS, discover_patients, list_cell_images
-from lymphocytosis.embedding_store import load_bags
-from lymphocytosis.extraction import extract
+from lymphocytosis.extract.extraction import extract
+from lymphocytosis.extract.layout import SPLIT_CSVS, discover_patients, list_cell_images, read_split_tables
+from lymphocytosis.extract.store import load_bags
 
 DLMI_ROOT = REPO.parent / "shared" / "data" / "dlmi"
 COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(not (DLMI_ROOT / "trainset").is_dir(), reason=f"
 
 @pytest.fixture(scope="module")
 def patients():
-    return discover_patients(DLMI_ROOT, required_columns=COLUMNS)
+    read_split_tables(DLMI_ROOT, COLUMNS)  # every column the model needs is there
+    return discover_patients(DLMI_ROOT)
 
 
 def test_layout_reader_finds_120_train_and_10_test_patients(patients):
@@ -55,7 +56,7 @@ def test_first_two_patients_embed(tmp_path, patients):
 
     out = tmp_path / "dlmi_subset.h5"
     summary = extract(root, out, small_settings(crop=112))
-    assert summary["n_patients"] == 2 and summary["n_images"] == 10 and summary["n_skipped"] == 0
+    assert summary.n_patients == 2 and summary.n_images == 10 and summary.n_skipped == 0
     _, bags = load_bags(out)
     assert sorted(bags) == sorted(p.patient_id for p in chosen)
     for patient_id, names in expected.items():

@@ -1,4 +1,4 @@
-"""Stage 1 end to end: `extract.py` / `lymphocytosis.extraction.extract` on small synthetic datasets.
+"""Stage 1 end to end: `extract.py` / `lymphocytosis.extract.extraction.extract` on small synthetic datasets.
 
 Covers the output file (provenance, per-patient layout, image order), bad input through the CLI, odd
 images, resume after SIGKILL, the lock against a second writer, settings mismatches, TTA and (marked `gpu`)
@@ -40,11 +40,14 @@ from conftest import (
     time_limit,
     write_dataset,
 )
-from lymphocytosis.backbone import build_transform, load_backbone, resolve_preprocessing
-from lymphocytosis.challenge_layout import discover_patients, list_cell_images
-from lymphocytosis.embedding_store import FORMAT, PartsFolder, PatientBag, load_bags, read_provenance
 from lymphocytosis.errors import InputError
-from lymphocytosis.extraction import build_provenance, dataset_identity, dihedral_views, extract, resolve_device
+from lymphocytosis.extract.backbones import load_backbone
+from lymphocytosis.extract.embedder import dihedral_views, resolve_device
+from lymphocytosis.extract.extraction import build_provenance, dataset_identity, extract
+from lymphocytosis.extract.layout import discover_patients, list_cell_images
+from lymphocytosis.extract.parts import PartsFolder
+from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
+from lymphocytosis.extract.store import FORMAT, PatientBag, load_bags, read_provenance
 
 DIM = 1280
 
@@ -220,7 +223,7 @@ def test_odd_images_missing_and_empty_folders(tmp_path, synthetic_cell_images, c
     out = tmp_path / "odd.h5"
     with caplog.at_level(logging.WARNING):
         summary = extract(root, out, small_settings())
-    assert summary["n_patients"] == 4 and summary["n_skipped"] == 2 and summary["n_images"] == 6
+    assert summary.n_patients == 4 and summary.n_skipped == 2 and summary.n_images == 6
 
     warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     assert str(root / "trainset" / "A" / "bad.jpg") in warnings
@@ -234,8 +237,9 @@ def test_odd_images_missing_and_empty_folders(tmp_path, synthetic_cell_images, c
     assert [s["file"] for s in a.skipped] == ["bad.jpg", "trunc.jpg"]
     assert all(s["reason"] for s in a.skipped)
     assert a.note == ""
-    for pid, note in (("B", "folder missing"), ("C", "no images")):
-        assert bags[pid].embeddings.shape == (0, DIM) and bags[pid].filenames == [] and bags[pid].note == note
+    for patient_id, note in (("B", "folder missing"), ("C", "no images")):
+        bag = bags[patient_id]
+        assert bag.embeddings.shape == (0, DIM) and bag.filenames == [] and bag.note == note
     assert bags["D"].split == "testset" and bags["D"].embeddings.shape == (1, DIM)
     with h5py.File(out, "r") as handle:
         skipped = json.loads(handle["patients/A"].attrs["skipped"])
@@ -243,7 +247,7 @@ def test_odd_images_missing_and_empty_folders(tmp_path, synthetic_cell_images, c
         assert handle["patients/B"].attrs["n_cells"] == 0 and handle["patients/B"].attrs["note"] == "folder missing"
         assert handle.attrs["n_skipped"] == 2
     # the grey image embeds as its RGB version does (same pixels in 3 channels)
-    rows = {name: row for name, row in zip(a.filenames, a.embeddings)}
+    rows = dict(zip(a.filenames, a.embeddings))
     model, _ = load_backbone("tf_efficientnet_lite0", None)
     transform = build_transform(resolve_preprocessing(model, crop=64, input_size=None))
     with torch.inference_mode():
@@ -257,9 +261,9 @@ def test_worker_processes_give_the_same_embeddings(tmp_path, tiny_root):
     extract(tiny_root, tmp_path / "w1.h5", small_settings(workers=1))
     w0, w1 = bags_of(tmp_path / "w0.h5"), bags_of(tmp_path / "w1.h5")
     assert list(w0) == list(w1)
-    for pid in w0:
-        assert w0[pid].filenames == w1[pid].filenames
-        assert np.array_equal(w0[pid].embeddings, w1[pid].embeddings), pid
+    for patient_id in w0:
+        assert w0[patient_id].filenames == w1[patient_id].filenames
+        assert np.array_equal(w0[patient_id].embeddings, w1[patient_id].embeddings), patient_id
 
 
 def test_float16_storage(tmp_path, tiny_root, synthetic_cell_images):
@@ -267,9 +271,10 @@ def test_float16_storage(tmp_path, tiny_root, synthetic_cell_images):
     extract(tiny_root, tmp_path / "f16.h5", small_settings(dtype="float16"))
     assert read_provenance(tmp_path / "f16.h5")["dtype"] == "float16"
     f32, f16 = bags_of(tmp_path / "f32.h5"), bags_of(tmp_path / "f16.h5")
-    for pid in f32:
-        assert f16[pid].embeddings.dtype == np.float16
-        np.testing.assert_allclose(f16[pid].embeddings.astype(np.float32), f32[pid].embeddings, rtol=2e-3, atol=2e-3)
+    for patient_id in f32:
+        assert f16[patient_id].embeddings.dtype == np.float16
+        np.testing.assert_allclose(f16[patient_id].embeddings.astype(np.float32), f32[patient_id].embeddings,
+                                   rtol=2e-3, atol=2e-3)
 
 
 # ------------------------------------------------------------------------------------------------------- resume
@@ -331,9 +336,9 @@ def test_resume_after_sigkill_gives_identical_embeddings(tmp_path, resume_root):
     extract(resume_root, reference, small_settings(batch_size=4))
     resumed, expected = bags_of(out), bags_of(reference)
     assert list(resumed) == list(expected) and len(expected) == 12
-    for pid, bag in expected.items():
-        assert resumed[pid].filenames == bag.filenames and len(bag.filenames) == 12
-        assert np.array_equal(resumed[pid].embeddings, bag.embeddings), f"{pid} differs after resume"
+    for patient_id, bag in expected.items():
+        assert resumed[patient_id].filenames == bag.filenames and len(bag.filenames) == 12
+        assert np.array_equal(resumed[patient_id].embeddings, bag.embeddings), f"{patient_id} differs after resume"
     assert read_provenance(out)["n_images"] == 144
 
 
@@ -364,11 +369,11 @@ def test_second_writer_is_refused_while_the_lock_is_held(tmp_path, tiny_root):
     out = tmp_path / "e.h5"
     with open(f"{out}.lock", "a+") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        holder.write("pid 424242")
+        holder.write("patient_id 424242")
         holder.flush()
         with time_limit(120, "an extraction into a locked file"):
             result = run_main(extract_cli.main, cli(tiny_root, out))
-        assert_one_line_error(result, str(out), "another extraction is writing this file", "pid 424242")
+        assert_one_line_error(result, str(out), "another extraction is writing this file", "patient_id 424242")
         assert not out.exists() and not Path(f"{out}.parts").exists()
     # released (as the kernel does when the holder dies): the same command now runs
     result = run_main(extract_cli.main, cli(tiny_root, out))
@@ -389,7 +394,7 @@ def test_complete_file_with_same_settings_is_left_alone(tmp_path, synthetic_embe
     assert file_sha256(out) == before
     assert_no_leftovers(out)
     summary = extract(synthetic_root, out, small_settings())
-    assert summary["already_complete"] is True and summary["n_patients"] == 15
+    assert summary.already_complete is True and summary.n_patients == 15
 
 
 def test_complete_file_with_other_settings_is_refused_then_overwritten(tmp_path, tiny_root):
@@ -517,9 +522,9 @@ def test_bf16_on_cuda_is_close_to_fp32(tmp_path, tiny_root):
     def cosine(a, b):
         return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
-    for pid in fp32:
-        a, b = fp32[pid].embeddings, bf16[pid].embeddings
+    for patient_id in fp32:
+        a, b = fp32[patient_id].embeddings, bf16[patient_id].embeddings
         assert np.isfinite(b).all() and b.shape == a.shape
         assert cosine(a, b).min() > 0.99, cosine(a, b)
-        assert cosine(a, cpu[pid].embeddings).min() > 0.999  # cuda fp32 (TF32 convolutions allowed) vs cpu
+        assert cosine(a, cpu[patient_id].embeddings).min() > 0.999  # cuda fp32 (TF32 convolutions allowed) vs cpu
         assert not np.array_equal(a, b)  # bf16 really ran

@@ -15,13 +15,15 @@ import pytest
 
 import model as model_cli
 from conftest import run_main, write_fake_embeddings
-from lymphocytosis import bag_features
-from lymphocytosis.bag_features import FeatureBuilder, FeatureSpec, bag_statistics, statistic_function
-from lymphocytosis.cell_score import CellStatistics
-from lymphocytosis.classifier import DEFAULT_PARAMS
-from lymphocytosis.cohort import load_cohort
 from lymphocytosis.errors import InputError
-from lymphocytosis.evaluation import cross_validate, cv_report, repeated_folds
+from lymphocytosis.model import features as bag_features
+from lymphocytosis.model.cell_score import CellStatistics
+from lymphocytosis.model.classifier import DEFAULT_PARAMS
+from lymphocytosis.model.cohort import load_cohort
+from lymphocytosis.model.evaluation import CVDesign, compare, cross_validate, repeated_folds
+from lymphocytosis.model.feature_spec import FeatureSpec
+from lymphocytosis.model.features import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn, fit_features
+from lymphocytosis.model.statistics import bag_statistics, statistic_function
 
 PCA_SPEC = FeatureSpec(embedding_stats=("mean",), embedding_pca=2)
 
@@ -59,9 +61,10 @@ def test_unknown_statistic(name):
     FeatureSpec(cell_score_stats=("mean", "top0")),
     FeatureSpec(clinical=("age", "height")),
 ])
-def test_feature_builder_validates_spec(fake_embeddings, spec):
+def test_fit_features_validates_spec(fake_embeddings, spec):
+    cohort = load_cohort(fake_embeddings)
     with pytest.raises(InputError):
-        FeatureBuilder(load_cohort(fake_embeddings), spec)
+        fit_features(cohort, spec, cohort.labelled_ids)
 
 
 def test_bag_statistics_layout_and_empty_bag():
@@ -92,32 +95,35 @@ def empty_embeddings(tmp_path_factory):
 
 def test_zero_cell_patient_gets_nan_image_features(empty_embeddings):
     cohort = load_cohort(empty_embeddings)
-    assert cohort.bags["F1"].shape == (0, 16)
+    backbone = cohort.primary.name
+    assert cohort.primary.bags["F1"].shape == (0, 16)
     spec = FeatureSpec(clinical=("age", "sex_male", "lymph_count", "bag_size"), embedding_stats=("mean", "q90"),
                        embedding_pca=2)
-    builder = FeatureBuilder(cohort, spec)
-    train = cohort.labelled_ids
-    train_table, state, train_scores = builder.fit(train)
-    test_table, test_scores = builder.transform(cohort.unlabelled_ids, state)
-    assert list(train_table.columns) == list(test_table.columns)
-    image_columns = [c for c in train_table.columns if not c.startswith("clinical:")]
-    assert image_columns == ["embedding:mean[pc0]", "embedding:mean[pc1]", "embedding:q90[pc0]", "embedding:q90[pc1]",
-                             *[f"cell_score:{s}" for s in spec.cell_score_stats]]
-    for table in (train_table, test_table):
-        for pid in table.index:
-            if pid in EMPTY:
-                assert table.loc[pid, image_columns].isna().all(), pid
-                assert table.loc[pid, "clinical:bag_size"] == 0
+    fitted, train_table = fit_features(cohort, spec, cohort.labelled_ids)
+    test_table = fitted.transform(cohort, cohort.unlabelled_ids)
+    assert train_table.columns == test_table.columns
+    image_columns = [c for c in train_table.columns if c.family != CLINICAL]
+    assert image_columns == [
+        *(FeatureColumn(EMBEDDING, backbone=backbone, statistic=s, basis="pc", index=d) for s in ("mean", "q90") for d in (0, 1)),
+        *(FeatureColumn(CELL_SCORE, backbone=backbone, statistic=s) for s in spec.cell_score_stats),
+    ]
+    image = [c.key for c in image_columns]
+    for table in (train_table.frame, test_table.frame):
+        for patient_id in table.index:
+            if patient_id in EMPTY:
+                assert table.loc[patient_id, image].isna().all(), patient_id
+                assert table.loc[patient_id, "clinical:bag_size"] == 0
             else:
-                assert np.isfinite(table.loc[pid, image_columns].to_numpy(dtype=float)).all(), pid
+                assert np.isfinite(table.loc[patient_id, image].to_numpy(dtype=float)).all(), patient_id
         clinical = [c for c in table.columns if c.startswith("clinical:")]
         assert np.isfinite(table[clinical].to_numpy(dtype=float)).all()
-    assert train_scores["F1"].shape == (0,) and test_scores["T0"].shape == (0,)
+    assert train_table.cell_scores[backbone]["F1"].shape == (0,) and test_table.cell_scores[backbone]["T0"].shape == (0,)
 
 
 def test_zero_cell_patients_cv_fit_predict_cli(empty_embeddings, tmp_path):
     args = ["--embeddings", str(empty_embeddings), "--params", "default"]
-    result = run_main(model_cli.main, ["cv", *args, "--folds", "3", "--repeats", "1", "--json", str(tmp_path / "cv.json")])
+    result = run_main(model_cli.main, ["cv", *args, "--folds", "3", "--repeats", "1", "--json", str(tmp_path / "cv.json"),
+                                       "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
     oof = {row["id"]: row["probability"] for row in json.loads((tmp_path / "cv.json").read_text())["oof"]}
     assert {"F1", "F5"} <= set(oof) and all(0 <= p <= 1 for p in oof.values())
@@ -144,12 +150,12 @@ def test_repeated_folds_partition_stratified_deterministic():
     label_of = dict(zip(ids, labels))
     for repeat in range(3):
         mine = [f for f in folds if f.repeat == repeat]
-        held_out = [pid for f in mine for pid in f.test_ids]
+        held_out = [patient_id for f in mine for patient_id in f.test_ids]
         assert sorted(held_out) == sorted(ids)  # every patient held out exactly once per repeat
         for fold in mine:
             assert not set(fold.train_ids) & set(fold.test_ids)
             assert set(fold.train_ids) | set(fold.test_ids) == set(ids)
-            counts = Counter(label_of[pid] for pid in fold.test_ids)
+            counts = Counter(label_of[patient_id] for patient_id in fold.test_ids)
             assert counts[0] in (2, 3) and counts[1] == 5  # 11/4 and 20/4: stratified
     assert folds == repeated_folds(ids, labels, 4, 3, seed=7)
     other = repeated_folds(ids, labels, 4, 3, seed=8)
@@ -200,7 +206,7 @@ def test_cell_score_and_pca_fitted_on_training_ids_only(cohort, monkeypatch):
     for fold, ids, cells in zip(folds, sums_calls, pca_cells):
         assert not set(ids) & set(fold.test_ids)
         assert sorted(ids) == sorted(fold.train_ids)
-        expected = np.concatenate([cohort.bags[pid] for pid in fold.train_ids])
+        expected = np.concatenate([cohort.primary.bags[patient_id] for patient_id in fold.train_ids])
         assert cells.shape == expected.shape and np.array_equal(cells, expected)
 
 
@@ -211,40 +217,44 @@ def test_held_out_patient_label_does_not_leak(fake_embeddings):
     folds = folds_of(original, repeats=1)
     patient = folds[0].test_ids[0]
     flipped.clinical.loc[patient, "label"] = 1 - flipped.clinical.loc[patient, "label"]
-    a = cross_validate(original, spec, params(), folds, keep_models=True)
-    b = cross_validate(flipped, spec, params(), folds, keep_models=True)
-    (_, _, table_a, scores_a), (_, _, table_b, scores_b) = a.fold_outputs[0], b.fold_outputs[0]
-    assert np.array_equal(scores_a[patient], scores_b[patient])
-    pd.testing.assert_frame_equal(table_a, table_b)
+    a = cross_validate(original, spec, params(), folds)
+    b = cross_validate(flipped, spec, params(), folds)
+    backbone = original.primary.name
+    table_a, table_b = a.folds[0].prediction.table, b.folds[0].prediction.table
+    assert np.array_equal(table_a.cell_scores[backbone][patient], table_b.cell_scores[backbone][patient])
+    pd.testing.assert_frame_equal(table_a.frame, table_b.frame)
     position = a.ids.index(patient)
     assert a.probabilities[0, position] == b.probabilities[0, position]
     # the check has teeth: where the patient trains, the flip changes the held-out patients' cell scores
     for k in (1, 2):
-        (_, _, _, sa), (_, _, _, sb) = a.fold_outputs[k], b.fold_outputs[k]
-        assert any(not np.array_equal(sa[pid], sb[pid]) for pid in folds[k].test_ids)
+        sa = a.folds[k].prediction.table.cell_scores[backbone]
+        sb = b.folds[k].prediction.table.cell_scores[backbone]
+        assert any(not np.array_equal(sa[patient_id], sb[patient_id]) for patient_id in folds[k].test_ids)
 
 
 # --- reproducibility ----------------------------------------------------------------------------------------------
 
 
-def test_cv_report_deterministic(fake_embeddings):
+def test_cv_comparison_deterministic(fake_embeddings):
     spec = FeatureSpec()
-    first, full, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=3)
-    second, _, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=3)
+    comparison = compare(load_cohort(fake_embeddings), spec, params(), CVDesign(3, 2, 3))
+    first = comparison.summary_dict()
+    second = compare(load_cohort(fake_embeddings), spec, params(), CVDesign(3, 2, 3)).summary_dict()
     assert first == second
+    full = comparison.full
     assert full.probabilities.shape == (2, 24) and np.isfinite(full.probabilities).all()
-    other, _, _ = cv_report(load_cohort(fake_embeddings), spec, params(), folds=3, repeats=2, seed=4)
+    other = compare(load_cohort(fake_embeddings), spec, params(), CVDesign(3, 2, 4)).summary_dict()
     assert [row["probability"] for row in other["oof"]] != [row["probability"] for row in first["oof"]]
 
 
 def test_cross_fitting_with_fewer_patients_than_inner_folds():
     """4 tumoral / 2 reactive patients and 5 inner folds: capped to 2 folds, each fit seeing both classes."""
-    from lymphocytosis.cell_score import CellStatistics, cross_fitted_scores
+    from lymphocytosis.model.cell_score import CellStatistics, cross_fitted_scores
 
     rng = np.random.default_rng(0)
     bags = {f"P{i}": rng.normal(size=(5, 4)).astype(np.float32) + (i < 4) for i in range(6)}
     labels = np.array([1, 1, 1, 1, 0, 0])
     for seed in range(20):
-        scores, (beta, _) = cross_fitted_scores(CellStatistics(bags), bags, list(bags), labels, 0.1, 5, seed)
-        assert set(scores) == set(bags) and np.isfinite(beta).all()
-        assert all(np.isfinite(s).all() for s in scores.values())
+        fit = cross_fitted_scores(CellStatistics(bags), bags, list(bags), labels, 0.1, 5, seed)
+        assert set(fit.scores) == set(bags) and np.isfinite(fit.weights.beta).all()
+        assert all(np.isfinite(s).all() for s in fit.scores.values())

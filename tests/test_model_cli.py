@@ -16,15 +16,13 @@ import pandas as pd
 import pytest
 
 import model as model_cli
-from conftest import (SYNTHETIC_N_TEST, SYNTHETIC_N_TRAIN, assert_one_line_error, pin_torch_threads, run_main,
-                      small_settings)
-from lymphocytosis import settings as settings_module
-from lymphocytosis.bag_features import FeatureBuilder
-from lymphocytosis.classifier import PatientClassifier, predict_boosters
-from lymphocytosis.cohort import load_cohort
+from conftest import SYNTHETIC_N_TEST, SYNTHETIC_N_TRAIN, assert_one_line_error, pin_torch_threads, run_main, small_settings
 from lymphocytosis.errors import InputError
-from lymphocytosis.model_io import load_model
-from lymphocytosis.settings import default_settings, load_settings, save_settings
+from lymphocytosis.model import tuned_params as settings_module
+from lymphocytosis.model.classifier import FittedModel
+from lymphocytosis.model.cohort import load_cohort
+from lymphocytosis.model.persistence import MODEL_FORMAT, load_model
+from lymphocytosis.model.tuned_params import Settings, load_settings, save_settings
 
 CV_KEYS = {"n_patients", "n_tumoral", "folds", "repeats", "seed", "balanced_accuracy", "roc_auc", "clinical_only", "oof",
            "settings", "embeddings"}
@@ -36,15 +34,17 @@ SMALL_DATA_PARAMS = {"min_data_in_leaf": 2, "num_iterations": 60, "n_models": 2}
 @pytest.fixture(scope="module")
 def params_file(synthetic_embeddings, tmp_path_factory) -> Path:
     """Settings for `synthetic_embeddings` as tune.py saves them: default features, trees able to split."""
-    spec, params = default_settings()
+    defaults = Settings()
     path = tmp_path_factory.mktemp("params") / "small_data_params.json"
-    save_settings(path, spec, {**params, **SMALL_DATA_PARAMS}, load_cohort(synthetic_embeddings), {"trial": 0})
+    save_settings(path, Settings(defaults.spec, {**defaults.params, **SMALL_DATA_PARAMS}), load_cohort(synthetic_embeddings),
+                  {"trial": 0})
     return path
 
 
 def run_cv(embeddings: Path, json_path: Path, params: Path, seed: int = 0, repeats: int = 2):
     result = run_main(model_cli.main, ["cv", "--embeddings", str(embeddings), "--params", str(params), "--folds", "3",
-                                       "--repeats", str(repeats), "--seed", str(seed), "--json", str(json_path)])
+                                       "--repeats", str(repeats), "--seed", str(seed), "--json", str(json_path),
+                                       "--cv-dir", str(json_path.with_suffix(""))])
     assert result.code == 0, result.stderr
     return result, json.loads(json_path.read_text())
 
@@ -59,7 +59,7 @@ def cv_runs(synthetic_embeddings, params_file, tmp_path_factory):
 
 def test_cv_json_contents(cv_runs, synthetic_embeddings, params_file):
     (result, doc), _ = cv_runs
-    assert CV_KEYS <= set(doc)
+    assert set(doc) >= CV_KEYS
     assert doc["n_patients"] == SYNTHETIC_N_TRAIN and doc["folds"] == 3 and doc["repeats"] == 2 and doc["seed"] == 0
     for summary in (doc, doc["clinical_only"]):
         for metric in ("balanced_accuracy", "roc_auc"):
@@ -117,16 +117,18 @@ def predicted(fitted, synthetic_embeddings):
 
 
 def test_fit_writes_json_and_text_only(fitted, params_file):
-    assert sorted(p.name for p in fitted.iterdir()) == ["booster_0.txt", "booster_1.txt", "model.json"]
+    names = sorted(p.name for p in fitted.iterdir())
+    assert len(names) == SMALL_DATA_PARAMS["n_models"] + 1 and names[-1] == "model.json"
+    assert all(name.startswith("booster-") and name.endswith(".txt") for name in names[:-1])
     document = json.loads((fitted / "model.json").read_text())
-    assert document["format"] == "lymphocytosis-model/1"
-    assert document["n_boosters"] == SMALL_DATA_PARAMS["n_models"]
+    assert document["format"] == MODEL_FORMAT
+    assert [b["file"] for b in document["boosters"]] and sorted(b["file"] for b in document["boosters"]) == names[:-1]
     assert document["training"]["n_patients"] == SYNTHETIC_N_TRAIN
     assert document["training"]["settings_source"] == str(params_file)
     assert document["params"]["min_data_in_leaf"] == SMALL_DATA_PARAMS["min_data_in_leaf"]
-    assert document["feature_names"][0].startswith("clinical:")
-    assert {"cell_score"} <= set(document["state"])
-    assert (fitted / "booster_0.txt").read_text().startswith("tree")
+    assert document["columns"][0]["family"] == "clinical"
+    assert set(document["features"]["cell_score"]) == {"tf_efficientnet_lite0"}
+    assert (fitted / names[0]).read_text().startswith("tree")
     for path in fitted.parent.rglob("*"):
         assert path.suffix not in {".pkl", ".pickle", ".joblib", ".npy", ".pt"}, path
 
@@ -149,18 +151,18 @@ def test_predict_outputs(predicted, synthetic_embeddings):
 
 def test_loaded_model_predicts_like_in_memory(fitted, predicted, synthetic_embeddings, params_file):
     cohort = load_cohort(synthetic_embeddings)
-    spec, params, _ = load_settings(str(params_file), cohort)
-    boosters, state, _ = PatientClassifier(cohort, spec, params).fit(cohort.labelled_ids)
-    table, _ = FeatureBuilder(cohort, spec).transform(cohort.unlabelled_ids, state)
-    in_memory = predict_boosters(boosters, table)
+    settings = load_settings(str(params_file), cohort)
+    in_memory = FittedModel.fit(cohort, cohort.labelled_ids, settings.spec, settings.params)
+    expected = in_memory.predict_proba(cohort, cohort.unlabelled_ids).probabilities
 
     saved = load_model(fitted)
-    assert saved["spec"] == spec
-    assert saved["state"] == json.loads(json.dumps(state))
-    assert saved["feature_names"] == list(table.columns)
-    loaded = predict_boosters(saved["boosters"], FeatureBuilder(cohort, saved["spec"]).transform(cohort.unlabelled_ids,
-                                                                                                 saved["state"])[0])
-    np.testing.assert_allclose(loaded, in_memory, rtol=0, atol=1e-12)
+    assert saved.spec == settings.spec and saved.params == settings.params
+    assert saved.columns == in_memory.columns
+    for name, weights in in_memory.features.cell_score.items():
+        np.testing.assert_array_equal(saved.features.cell_score[name].beta, weights.beta)
+    loaded = saved.predict_proba(cohort, cohort.unlabelled_ids).probabilities
+    np.testing.assert_allclose(loaded, expected, rtol=0, atol=1e-12)
+    in_memory = expected
     written = pd.read_csv(predicted[0])["PROBABILITY"].to_numpy()
     np.testing.assert_allclose(written, in_memory, rtol=0, atol=1e-6)
 
@@ -182,7 +184,7 @@ def test_predict_all_and_missing_model(fitted, synthetic_embeddings, tmp_path):
 @pytest.fixture(scope="module")
 def other_crop_embeddings(synthetic_root, tmp_path_factory) -> Path:
     """The same synthetic dataset extracted with --crop 48 instead of 64."""
-    from lymphocytosis.extraction import extract
+    from lymphocytosis.extract.extraction import extract
 
     pin_torch_threads()
     out = tmp_path_factory.mktemp("crop48") / "other.h5"
@@ -199,9 +201,9 @@ def test_predict_refuses_other_provenance(fitted, other_crop_embeddings, tmp_pat
 
 
 def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings, tmp_path, monkeypatch, caplog):
-    spec, params = default_settings()
+    params = Settings().params
     tuned = tmp_path / "best_params.json"
-    save_settings(tuned, spec, dict(params, num_iterations=20), load_cohort(other_crop_embeddings), {"trial": 0})
+    save_settings(tuned, Settings(params=dict(params, num_iterations=20)), load_cohort(other_crop_embeddings), {"trial": 0})
     # an explicit path: refused
     result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", str(tuned),
                                        "--model-dir", str(tmp_path / "m1")])
@@ -222,9 +224,9 @@ def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings,
 
 
 def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypatch):
-    spec, params = default_settings()
+    params = Settings().params
     tuned = tmp_path / "best_params.json"
-    save_settings(tuned, spec, dict(params, num_iterations=20), load_cohort(synthetic_embeddings), {"trial": 0})
+    save_settings(tuned, Settings(params=dict(params, num_iterations=20)), load_cohort(synthetic_embeddings), {"trial": 0})
     monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
     result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", "auto",
                                        "--model-dir", str(tmp_path / "m")])
@@ -240,14 +242,13 @@ def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypa
 
 def test_params_of_other_patients_are_refused(synthetic_embeddings, tmp_path, monkeypatch):
     """Same embeddings provenance, other labelled patients: tuned settings do not carry over silently."""
-    spec, params = default_settings()
     cohort = load_cohort(synthetic_embeddings)
     tuned = tmp_path / "best_params.json"
-    save_settings(tuned, spec, dict(params, num_iterations=20), cohort, {"trial": 0})
+    save_settings(tuned, Settings(params=dict(Settings().params, num_iterations=20)), cohort, {"trial": 0})
     document = json.loads(tuned.read_text())
     document["dataset_fingerprint"] = "0" * 12
     tuned.write_text(json.dumps(document))
     with pytest.raises(InputError, match="other labelled patients"):
         load_settings(str(tuned), cohort)
     monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
-    assert load_settings("auto", cohort)[2] == "defaults"
+    assert load_settings("auto", cohort).source == "defaults"

@@ -9,9 +9,9 @@ without any CV: cross-validation is the slow part, so it runs twice in all.
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -21,17 +21,17 @@ from PIL import Image
 
 import model as model_cli
 from conftest import SYNTHETIC_N_TRAIN, assert_one_line_error, run_main
-from lymphocytosis.cohort import load_cohort
 from lymphocytosis.errors import InputError
-from lymphocytosis.report import (build_report, feature_family, prepare_out_dir, readable_name, select_patients,
-                                  statistic_name)
-from lymphocytosis.settings import default_settings
+from lymphocytosis.model.cohort import load_cohort
+from lymphocytosis.model.evaluation import CVDesign, compare
+from lymphocytosis.model.explanations import explain
+from lymphocytosis.model.features import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn
+from lymphocytosis.model.results import load_cv, save_cv
+from lymphocytosis.model.tuned_params import Settings
+from lymphocytosis.report.build import build_report, prepare_out_dir, select_patients
+from lymphocytosis.report.naming import feature_family, readable_name, statistic_name
 
 SECTIONS = ("performance", "feature-importance", "patients", "provenance")
-
-
-def report_args(out_dir: Path, patients: str = "all") -> argparse.Namespace:
-    return argparse.Namespace(out_dir=out_dir, patients=patients, folds=3, repeats=2, seed=0, embeddings=None, root=None)
 
 
 class References(HTMLParser):
@@ -72,12 +72,14 @@ def report(cohort, synthetic_root, missing_patient, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("report")
     root = base / "dlmi"
     shutil.copytree(synthetic_root, root)
-    for filename in cohort.filenames[missing_patient]:
+    for filename in cohort.primary.filenames[missing_patient]:
         (root / "trainset" / missing_patient / filename).unlink()
-    moved = load_cohort(cohort.embeddings_path, root)
-    spec, params = default_settings()
+    moved = load_cohort(cohort.primary.path, root)
+    settings = Settings()
+    comparison = compare(moved, settings.spec, settings.params, CVDesign(3, 2, 0), keep_models=True)
+    saved = load_cv(save_cv(base / "cv", comparison, explain(comparison.full), settings, moved, 1.0))
     out = base / "report"
-    assert build_report(moved, spec, params, "defaults", report_args(out)) == out
+    assert build_report(saved, moved, prepare_out_dir(out), moved.labelled_ids) == out
     return out
 
 
@@ -100,10 +102,10 @@ def test_index_has_every_section_and_resolving_relative_links(report, cohort):
             assert parsed.fragment in references.ids, f"anchor {link} has no target"
     assert any(p.suffix == ".png" for p in local) and any(p.suffix == ".jpg" for p in local)
     # every labelled patient has its card; provenance names the embeddings and the weights
-    for pid in cohort.labelled_ids:
-        assert f"patient-{pid}" in references.ids
-    assert cohort.provenance["weights_sha256"] in page
-    assert str(cohort.embeddings_path.resolve()) in page
+    for patient_id in cohort.labelled_ids:
+        assert f"patient-{patient_id}" in references.ids
+    assert cohort.primary.provenance["weights_sha256"] in page
+    assert str(cohort.primary.path.resolve()) in page
     assert "Traceback" not in page and "nan ±" not in page
 
 
@@ -127,24 +129,63 @@ def test_summary_markdown_has_metrics_features_and_provenance(report, cohort):
     text = (report / "summary.md").read_text(encoding="utf-8")
     for heading in ("## Performance", "## Feature importance", "## Provenance"):
         assert heading in text
-    assert re.search(r"\| images \+ clinical \| \d\.\d{3} ± \d\.\d{3} \| \d\.\d{3} ± \d\.\d{3} \|", text)
-    assert "clinical only" in text and cohort.provenance["model"] in text
-    for target in re.findall(r"\]\(([^)]+)\)", text):
+    assert re.search(r"\*\*balanced accuracy \(images \+ clinical\)\*\*: \d\.\d{3} ± \d\.\d{3} \(clinical only: "
+                     r"\d\.\d{3} ± \d\.\d{3}", text)
+    assert cohort.primary.provenance["model"] in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
         assert (report / target).is_file(), target
     csv = (report / "patients.csv").read_text().splitlines()
     assert csv[0].startswith("ID,label,probability") and len(csv) == SYNTHETIC_N_TRAIN + 1
 
 
 def test_readable_names_and_families():
-    assert readable_name("clinical:lymph_count") == "lymphocyte count"
-    assert readable_name("cell_score:q90") == "cell score, 90th percentile"
-    assert readable_name("cell_score:top10") == "cell score, mean of top 10%"
-    assert readable_name("embedding:mean[dim12]") == "embedding dim 12, mean"
-    assert readable_name("embedding:max[pc3]") == "embedding PC 3, maximum"
+    lite0 = "tf_efficientnet_lite0"
+    assert readable_name(FeatureColumn(CLINICAL, attribute="lymph_count")) == "lymphocyte count"
+    assert readable_name(FeatureColumn(CELL_SCORE, backbone=lite0, statistic="q90")) == "cell score, 90th percentile"
+    assert readable_name(FeatureColumn(CELL_SCORE, backbone=lite0, statistic="top10")) == "cell score, mean of top 10%"
+    assert readable_name(FeatureColumn(CELL_SCORE, backbone=lite0, statistic="q90"), several_backbones=True) == \
+        f"cell score, 90th percentile [{lite0}]"
+    assert readable_name(FeatureColumn(EMBEDDING, backbone=lite0, statistic="mean", basis="dim", index=12)) == \
+        "embedding dim 12, mean"
+    assert readable_name(FeatureColumn(EMBEDDING, backbone=lite0, statistic="max", basis="pc", index=3)) == \
+        "embedding PC 3, maximum"
     assert statistic_name("q50") == "median" and statistic_name("q1") == "1st percentile"
-    assert feature_family("embedding:mean[dim12]") == "embedding:mean"
-    assert feature_family("clinical:age") == "clinical:age"
-    assert feature_family("cell_score:q90") == "cell_score:q90"
+    dims = [FeatureColumn(EMBEDDING, backbone=lite0, statistic="mean", basis="dim", index=d) for d in (0, 12)]
+    assert feature_family(dims[0]) == feature_family(dims[1])  # embedding statistics pool over dimensions
+    other = FeatureColumn(EMBEDDING, backbone="dinobloom-s", statistic="mean", basis="dim", index=0)
+    assert feature_family(other) != feature_family(dims[0])  # ... within one backbone
+    age, q90 = FeatureColumn(CLINICAL, attribute="age"), FeatureColumn(CELL_SCORE, backbone=lite0, statistic="q90")
+    assert len({feature_family(age), feature_family(q90), feature_family(dims[0])}) == 3
+
+
+class VisibleText(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+        self.skip = False
+
+    def handle_starttag(self, tag, attrs):
+        self.skip = tag in ("style", "script")
+
+    def handle_endtag(self, tag):
+        self.skip = False
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.parts.append(data)
+
+
+NUMBER = re.compile(r"[-+]?\d+\.\d+%?")
+
+
+def test_html_and_markdown_state_the_same_numbers(report):
+    """Both files render one document: every decimal number of the page is in the Markdown, as often."""
+    parser = VisibleText()
+    parser.feed((report / "index.html").read_text(encoding="utf-8"))
+    html_numbers = Counter(NUMBER.findall(" ".join(parser.parts)))
+    markdown_numbers = Counter(NUMBER.findall((report / "summary.md").read_text(encoding="utf-8")))
+    assert sum(html_numbers.values()) > 50  # metrics, probabilities, SHAP values, cell scores: not an empty check
+    assert html_numbers == markdown_numbers
 
 
 def test_missing_images_become_a_note(report, missing_patient):
@@ -173,13 +214,13 @@ def test_out_dir_holding_other_files_is_refused_and_an_old_report_is_cleaned(tmp
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="notes.txt"):
-        prepare_out_dir(argparse.Namespace(out_dir=other))
+        prepare_out_dir(other)
     assert (other / "notes.txt").read_text() == "mine"
     old = tmp_path / "old"
     (old / "cells" / "P1").mkdir(parents=True)
     (old / "cells" / "P1" / "top1.jpg").write_bytes(b"x")
     (old / "index.html").write_text("old")
-    assert prepare_out_dir(argparse.Namespace(out_dir=old)) == old
+    assert prepare_out_dir(old) == old
     assert not (old / "cells").exists()
 
 
@@ -191,8 +232,15 @@ def test_cli_report_and_patient_errors(synthetic_embeddings, cohort, tmp_path):
     assert_one_line_error(result, unlabelled, "no label")
     result = run_main(model_cli.main, ["report", "--embeddings", str(synthetic_embeddings), "--params", "default",
                                        "--folds", "3", "--repeats", "1", "--patients", "none",
-                                       "--out-dir", str(tmp_path / "none")])
+                                       "--out-dir", str(tmp_path / "none"), "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
     assert f"report: {tmp_path / 'none'}" in result.stdout
     page = (tmp_path / "none" / "index.html").read_text(encoding="utf-8")
     assert "--patients none" in page and not (tmp_path / "none" / "cells").exists()
+    # a second report with the same settings reads the saved cross-validation instead of running it again
+    saved = (tmp_path / "cv" / "cv.json").stat().st_mtime_ns
+    result = run_main(model_cli.main, ["report", "--embeddings", str(synthetic_embeddings), "--params", "default",
+                                       "--folds", "3", "--repeats", "1", "--patients", "none",
+                                       "--out-dir", str(tmp_path / "again"), "--cv-dir", str(tmp_path / "cv")])
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "cv" / "cv.json").stat().st_mtime_ns == saved and (tmp_path / "again" / "index.html").is_file()

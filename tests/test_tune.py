@@ -16,11 +16,10 @@ import pytest
 import model as model_cli
 import tune as tune_cli
 from conftest import assert_one_line_error, run_main
-from lymphocytosis import tuning
-from lymphocytosis.bag_features import FeatureSpec
-from lymphocytosis.cohort import load_cohort
-from lymphocytosis.embedding_store import identity
-from lymphocytosis.evaluation import repeated_folds
+from lymphocytosis.model import tuning
+from lymphocytosis.model.cohort import load_cohort
+from lymphocytosis.model.evaluation import repeated_folds
+from lymphocytosis.model.feature_spec import FeatureSpec
 
 CV_DESIGN = ["--folds", "3", "--repeats", "1", "--seed", "0"]
 
@@ -67,15 +66,16 @@ def test_study_resumes_and_best_params_are_used(fake_embeddings, cohort, tmp_pat
     saved = json.loads(best.read_text())
     assert saved["study"] == name and saved["trial"] == study.best_trial.number
     assert saved["cv_value_optimistic"] == study.best_value
-    assert saved["embeddings_provenance"] == identity(cohort.provenance)
+    assert saved["embeddings_provenance"] == cohort.provenance
     assert saved["dataset_fingerprint"] == cohort.fingerprint
-    spec, params = tuning.settings_from_trial(study.best_trial)
+    settings = tuning.settings_from_trial(study.best_trial)
+    spec, params = settings.spec, settings.params
     assert FeatureSpec.from_dict(saved["feature_spec"]) == spec and saved["params"] == params
     assert saved["params"]["learning_rate"] == study.best_trial.params["learning_rate"]
 
     cv_json = tmp_path / "cv.json"
     result = run_main(model_cli.main, ["cv", "--embeddings", str(fake_embeddings), "--params", str(best), *CV_DESIGN,
-                                       "--json", str(cv_json)])
+                                       "--json", str(cv_json), "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
     used = json.loads(cv_json.read_text())["settings"]
     assert used["source"] == str(best)

@@ -12,25 +12,20 @@ classify ImageNet photographs with higher confidence than with `efficientnet_lit
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
-import timm.data
 import torch
-from PIL import Image
-from torchvision import transforms
 
-from .errors import InputError
+from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "tf_efficientnet_lite0"
 EMBEDDED_WEIGHTS = "embedded"
 HUB_WEIGHTS = "hub"
-CHALLENGE_IMAGE_SIZE = 224  # every challenge image is 224x224; other sizes are resized to it first
 
 
 def embedded_weights_file() -> Path:
@@ -97,92 +92,6 @@ def map_checkpoint_keys(checkpoint: dict[str, torch.Tensor], target: dict[str, t
         if src != dst:
             raise InputError(f"{source}: tensor {src_key} {src} does not match model's {dst_key} {dst}")
     return {dst_key: checkpoint[src_key] for src_key, dst_key in pairs}
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Everything that turns an image file into the model's input; recorded in the embeddings file."""
-
-    image_size: int  # images of another size are first resized to this (the challenge's 224)
-    crop: int  # centre crop, in pixels of the image_size image (cells are centred)
-    input_size: int  # the crop is resized to this before the model
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-
-def resolve_preprocessing(model: torch.nn.Module, crop: int, input_size: int | None) -> Preprocessing:
-    """timm's data config for the model (normalisation, interpolation) with our explicit crop and size."""
-    config = timm.data.resolve_model_data_config(model)
-    if not 16 <= crop <= CHALLENGE_IMAGE_SIZE:
-        raise InputError(f"--crop {crop}: must be between 16 and {CHALLENGE_IMAGE_SIZE} pixels")
-    size = input_size or crop
-    return Preprocessing(
-        image_size=CHALLENGE_IMAGE_SIZE,
-        crop=crop,
-        input_size=size,
-        interpolation=str(config.get("interpolation", "bicubic")),
-        mean=tuple(float(v) for v in config["mean"]),
-        std=tuple(float(v) for v in config["std"]),
-    )
-
-
-def build_transform(prep: Preprocessing):
-    """PIL image -> normalised tensor. The tail is timm's own `create_transform` (resize + normalise)."""
-    timm_tail = timm.data.create_transform(
-        input_size=(3, prep.input_size, prep.input_size),
-        interpolation=prep.interpolation,
-        mean=prep.mean,
-        std=prep.std,
-        crop_pct=1.0,
-        crop_mode="center",
-    )
-
-    def to_canonical(image: Image.Image) -> Image.Image:
-        image = image.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB
-        if image.size != (prep.image_size, prep.image_size):
-            image = image.resize((prep.image_size, prep.image_size), Image.Resampling.BICUBIC)
-        return image
-
-    tail = list(timm_tail.transforms)
-    if prep.input_size == prep.crop:
-        # Resizing 112 px to 112 px is the identity but costs half the per-image CPU time (measured 0.5 of
-        # 0.9 ms): keep only timm's tensor conversion and normalisation. Output identical.
-        tail = [t for t in tail if not isinstance(t, (transforms.Resize, transforms.CenterCrop))]
-    return transforms.Compose([transforms.Lambda(to_canonical), transforms.CenterCrop(prep.crop), *tail])
-
-
-def fold_batchnorm(model: torch.nn.Module) -> int:
-    """Fold every eval-mode BatchNorm that directly follows a convolution into that convolution's weights.
-
-    Same function (to ~1e-6), one memory pass fewer per layer: about 1.2x faster on CPU. timm's
-    BatchNormAct2d keeps its activation. Only for frozen models: the folded model must never be trained."""
-    from timm.layers import BatchNormAct2d
-
-    folded = 0
-    for parent in list(model.modules()):
-        names = list(parent._modules)
-        for conv_name, bn_name in zip(names, names[1:]):
-            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-            if not (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)) or bn.training:
-                continue
-            if not bn.track_running_stats or bn.running_var is None or conv.out_channels != bn.num_features:
-                continue
-            with torch.no_grad():
-                scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
-                shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
-                conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-                bias = shift if conv.bias is None else conv.bias * scale + shift
-                conv.bias = torch.nn.Parameter(bias, requires_grad=False)
-            if isinstance(bn, BatchNormAct2d):
-                parent._modules[bn_name] = torch.nn.Sequential(bn.drop, bn.act)
-            else:
-                parent._modules[bn_name] = torch.nn.Identity()
-            folded += 1
-    return folded
 
 
 @dataclass(frozen=True)

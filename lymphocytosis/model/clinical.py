@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .challenge_layout import read_patient_csv, split_csv_paths
-from .errors import InputError
+from ..errors import InputError
+from ..extract.layout import read_patient_csv, read_split_tables
 
 REFERENCE_DATE = dt.date(2020, 1, 1)
 CLINICAL_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
@@ -74,18 +74,20 @@ def _parse_row(row: pd.Series, where: str) -> dict:
     }
 
 
-def read_clinical_csv(csv_path: Path, split: str) -> pd.DataFrame:
-    table = read_patient_csv(csv_path, CLINICAL_COLUMNS)
+def clinical_frame(csv_path: Path, split: str, table: pd.DataFrame) -> pd.DataFrame:
+    """One split's parsed rows, indexed by patient ID."""
     records = [_parse_row(row, f"{csv_path} row {index}") for index, row in table.iterrows()]
     frame = pd.DataFrame.from_records(records, columns=["ID", "label", *CLINICAL_FEATURES])
     frame["split"] = split
     return frame.set_index("ID")
 
 
+def read_clinical_csv(csv_path: Path, split: str) -> pd.DataFrame:
+    """One split's CSV, read and parsed."""
+    return clinical_frame(csv_path, split, read_patient_csv(csv_path, CLINICAL_COLUMNS))
+
+
 def read_clinical(root: Path) -> pd.DataFrame:
     """Every patient of the dataset: label (-1 = unknown), split and the clinical features, indexed by ID."""
-    table = pd.concat([read_clinical_csv(path, split) for split, path in split_csv_paths(root).items()])
-    duplicated = table.index[table.index.duplicated()]
-    if len(duplicated):
-        raise InputError(f"{root}: patient {duplicated[0]} is listed in more than one split")
-    return table
+    tables = read_split_tables(root, CLINICAL_COLUMNS)
+    return pd.concat([clinical_frame(csv_path, split, table) for split, (csv_path, table) in tables.items()])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 SPLIT_CSVS = {"trainset": "trainset_true.csv", "testset": "testset_data.csv"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
@@ -97,9 +97,9 @@ def split_csv_paths(root: Path) -> dict[str, Path]:
     return found
 
 
-def discover_patients(root: Path, required_columns: tuple[str, ...] = ("ID",)) -> list[PatientEntry]:
-    """All patients of all splits, in CSV order; an ID listed in two splits is an error."""
-    patients: list[PatientEntry] = []
+def read_split_tables(root: Path, required_columns: tuple[str, ...] = ("ID",)) -> dict[str, tuple[Path, pd.DataFrame]]:
+    """Each split's CSV path and table (see `read_patient_csv`); an ID listed in two splits is an error."""
+    tables: dict[str, tuple[Path, pd.DataFrame]] = {}
     seen: dict[str, Path] = {}
     for split, csv_path in split_csv_paths(root).items():
         table = read_patient_csv(csv_path, required_columns)
@@ -107,8 +107,17 @@ def discover_patients(root: Path, required_columns: tuple[str, ...] = ("ID",)) -
             if patient_id in seen:
                 raise InputError(f"{csv_path} row {row}: patient {patient_id} is also listed in {seen[patient_id]}")
             seen[patient_id] = csv_path
-            patients.append(PatientEntry(patient_id, split, Path(root) / split / patient_id, csv_path, int(row)))
-    return patients
+        tables[split] = (csv_path, table)
+    return tables
+
+
+def discover_patients(root: Path) -> list[PatientEntry]:
+    """All patients of all splits, in CSV order."""
+    return [
+        PatientEntry(patient_id, split, Path(root) / split / patient_id, csv_path, int(row))
+        for split, (csv_path, table) in read_split_tables(root).items()
+        for row, patient_id in table["ID"].items()
+    ]
 
 
 def list_cell_images(folder: Path) -> list[Path]:

@@ -13,12 +13,39 @@ so the scores the downstream classifier learns from look like those it will see 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CellScoreWeights:
+    """A fitted ridge: a cell's score is `embedding @ beta + intercept` (about 0 reactive-like, 1 tumoral-like)."""
+
+    beta: np.ndarray  # (D,)
+    intercept: float
+
+    def score(self, bag: np.ndarray) -> np.ndarray:
+        return bag @ self.beta + self.intercept
+
+    def to_dict(self) -> dict:
+        return {"beta": self.beta.tolist(), "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CellScoreWeights:
+        return cls(np.asarray(data["beta"], dtype=np.float64), float(data["intercept"]))
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """Training patients' out-of-inner-fold cell scores, and the ridge fitted on all of them (for new patients)."""
+
+    scores: dict[str, np.ndarray]
+    weights: CellScoreWeights
 
 
 class CellStatistics:
@@ -28,14 +55,14 @@ class CellStatistics:
 
     def __init__(self, bags: dict[str, np.ndarray]):
         self.ids = list(bags)
-        self.index = {pid: i for i, pid in enumerate(self.ids)}
+        self.index = {patient_id: i for i, patient_id in enumerate(self.ids)}
         self.dim = next(iter(bags.values())).shape[1]
-        self.n = np.array([len(bags[pid]) for pid in self.ids], dtype=np.float64)
+        self.n = np.array([len(bags[patient_id]) for patient_id in self.ids], dtype=np.float64)
         self.sums = np.zeros((len(self.ids), self.dim))
         self.lower = np.tril_indices(self.dim)
         self.grams = np.zeros((len(self.ids), len(self.lower[0])), dtype=np.float32)
-        for i, pid in enumerate(self.ids):
-            x = bags[pid].astype(np.float32)
+        for i, patient_id in enumerate(self.ids):
+            x = bags[patient_id].astype(np.float32)
             if len(x):
                 self.sums[i] = x.sum(0, dtype=np.float64)
                 self.grams[i] = (x.T @ x)[self.lower]
@@ -46,8 +73,8 @@ class CellStatistics:
 
         One pass over the Gram matrices serves every fit on a union of groups (cross-fitting's 6 fits)."""
         weights = np.zeros((n_groups * 2, len(self.ids)))
-        for pid, label, group in zip(ids, labels, groups):
-            row = self.index[pid]
+        for patient_id, label, group in zip(ids, labels, groups):
+            row = self.index[patient_id]
             if self.n[row] > 0:
                 weights[2 * group + int(label), row] = 1.0 / self.n[row]
         counts = (weights > 0).sum(1).astype(np.float64).reshape(n_groups, 2)
@@ -55,7 +82,7 @@ class CellStatistics:
         m2 = (weights.astype(np.float32) @ self.grams).reshape(n_groups, 2, -1)
         return counts, m1, m2
 
-    def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> CellScoreWeights:
         """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
@@ -73,7 +100,7 @@ class CellStatistics:
         factor = linalg.cho_factor(cov, lower=True, overwrite_a=True)
         solution = linalg.cho_solve(factor, (cov_xy / scale).astype(np.float32))
         beta = solution.astype(np.float64) / scale
-        return beta, float(0.5 - mean @ beta)
+        return CellScoreWeights(beta, float(0.5 - mean @ beta))
 
 
 def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
@@ -89,15 +116,8 @@ def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarra
 
 
 @threadpool_limits.wrap(limits=1, user_api="blas")
-def cross_fitted_scores(
-    stats: CellStatistics,
-    bags: dict[str, np.ndarray],
-    train_ids: list[str],
-    train_labels: np.ndarray,
-    alpha: float,
-    inner_folds: int,
-    seed: int,
-) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, float]]:
+def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], train_ids: list[str],
+                        train_labels: np.ndarray, alpha: float, inner_folds: int, seed: int) -> CrossFit:
     """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
 
     One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
@@ -110,12 +130,12 @@ def cross_fitted_scores(
     groups = stratified_groups(train_labels, inner_folds, seed) if inner_folds >= 2 else np.zeros(len(train_ids), int)
     counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, max(inner_folds, 1))
     total = counts.sum(0), m1.sum(0), m2.sum(0)
-    beta, intercept = stats.solve(*total, alpha)
+    weights = stats.solve(*total, alpha)
     if inner_folds < 2:
-        return {pid: bags[pid] @ beta + intercept for pid in train_ids}, (beta, intercept)
+        return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in train_ids}, weights)
     scores = {}
     for g in range(inner_folds):
-        beta_g, intercept_g = stats.solve(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], alpha)
-        for pid in np.asarray(train_ids)[groups == g]:
-            scores[pid] = bags[pid] @ beta_g + intercept_g
-    return scores, (beta, intercept)
+        inner = stats.solve(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], alpha)
+        for patient_id in np.asarray(train_ids)[groups == g]:
+            scores[patient_id] = inner.score(bags[patient_id])
+    return CrossFit(scores, weights)

@@ -1,0 +1,65 @@
+"""Which patient-level features a model uses: a small frozen record, saved with every model and study.
+
+Two kinds of image features, both optional:
+- statistics (mean, max, quantiles, ...) of every embedding dimension, optionally after a PCA fitted on the
+  training cells -- bag statistics taken literally; with ~1280 dimensions and ~100 training patients these
+  drown the clinical columns, so they are off by default;
+- statistics of a learned per-cell score (see cell_score.py), which carry the images' signal in a handful of
+  columns. This is the default.
+With several embeddings files, each file gets its own columns of each kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import InputError
+from .statistics import statistic_function
+
+CLINICAL_CHOICES = ("age", "sex_male", "lymph_count", "log_lymph_count", "bag_size")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    clinical: tuple[str, ...] = ("age", "sex_male", "lymph_count")
+    embedding_stats: tuple[str, ...] = ()  # e.g. ("mean", "max", "q25", "q75")
+    embedding_pca: int = 0  # 0: raw dimensions; k: the first k principal components of training cells
+    cell_score: bool = True
+    # Defaults chosen by 10x5-fold CV on the 120 development patients (README, "Accuracy"): three statistics
+    # beat eight (fewer noisy columns for ~100 training patients); alpha 0.1 beat 0.03 and 1.
+    cell_score_stats: tuple[str, ...] = ("mean", "q50", "q90")
+    cell_score_alpha: float = 0.1  # ridge penalty on standardised embeddings
+    inner_folds: int = 5  # cross-fitting of training patients' cell scores
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureSpec:
+        if not isinstance(data, dict):
+            raise InputError(f"feature specification: expected an object, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"feature specification: unknown key(s) {', '.join(sorted(unknown))}")
+        spec = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        spec.validate()
+        return spec
+
+    def clinical_only(self) -> FeatureSpec:
+        return FeatureSpec(clinical=tuple(c for c in self.clinical if c != "bag_size"), embedding_stats=(),
+                           cell_score=False, seed=self.seed)
+
+    def validate(self) -> None:
+        for name in self.clinical:
+            if name not in CLINICAL_CHOICES:
+                raise InputError(f"feature specification: unknown clinical feature {name!r} ({', '.join(CLINICAL_CHOICES)})")
+        for name in (*self.embedding_stats, *self.cell_score_stats):
+            statistic_function(name)
+        if not (isinstance(self.cell_score_alpha, (int, float)) and self.cell_score_alpha > 0):
+            raise InputError(f"feature specification: cell_score_alpha must be a positive number, not {self.cell_score_alpha!r}")
+        for name in ("embedding_pca", "inner_folds"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 0):
+                raise InputError(f"feature specification: {name} must be a non-negative integer, not {value!r}")
