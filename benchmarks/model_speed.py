@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,15 +21,18 @@ import optuna
 
 from lymphocytosis.model import tuning
 from lymphocytosis.model.cohort import load_cohort
-from lymphocytosis.model.evaluation import cross_validate, repeated_folds
+from lymphocytosis.model.evaluation import CVDesign, compare, cross_validate, repeated_folds
+from lymphocytosis.model.explanations import explain
+from lymphocytosis.model.results import load_cv, save_cv
 from lymphocytosis.model.tuned_params import Settings
+from lymphocytosis.report.build import build_report
 
 
 def timed(label, function):
     started = time.perf_counter()
     result = function()
     seconds = time.perf_counter() - started
-    print(f"| {label:<52} | {seconds:8.2f} s |", flush=True)
+    print(f"| {label:<58} | {seconds:8.2f} s |", flush=True)
     return result, seconds
 
 
@@ -40,8 +44,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2, help="CV repeats per trial, as tune.py's default")
     args = parser.parse_args()
 
-    print("| step                                                 |     time |")
-    print("|------------------------------------------------------|----------|")
+    print(f"| {'step':<58} |       time |")
+    print(f"|{'-' * 60}|------------|")
     cohort, _ = timed("load embeddings + CSVs", lambda: load_cohort(args.embeddings))
     ids = cohort.labelled_ids
     spec, params = Settings().spec, Settings().params
@@ -49,6 +53,14 @@ def main():
     timed("5-fold CV, default config (first: + cell statistics)", lambda: cross_validate(cohort, spec, params, five))
     other = repeated_folds(ids, cohort.labels(ids), 5, 1, 1)
     timed("5-fold CV, default config (new folds)", lambda: cross_validate(cohort, spec, params, other))
+    with tempfile.TemporaryDirectory() as tmp:
+        def cv_and_save():
+            comparison = compare(cohort, spec, params, CVDesign(5, 10, 0), keep_models=True)
+            return save_cv(Path(tmp) / "cv", comparison, explain(comparison.full), Settings(), cohort, 0.0)
+
+        directory, _ = timed("model.py cv: 10 x 5-fold CV of both models, results saved", cv_and_save)
+        timed("model.py report from the saved results, every patient",
+              lambda: build_report(load_cv(directory), cohort, Path(tmp) / "report", cohort.labelled_ids))
     folds = repeated_folds(ids, cohort.labels(ids), 5, args.repeats, 0)
     study = tuning.create_study("benchmark", optuna.storages.InMemoryStorage(), 0)
     timed(f"study: {args.trials} trials x {args.repeats} repeats x 5 folds",

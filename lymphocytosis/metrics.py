@@ -15,6 +15,11 @@ THRESHOLD = 0.5
 METRICS = ("balanced_accuracy", "roc_auc")
 
 
+def plus_minus(mean: float, std: float, digits: int = 3, unit: str = "") -> str:
+    """How every "mean ± spread" of the tool is written."""
+    return f"{mean:.{digits}f}{unit} ± {std:.{digits}f}{unit}"
+
+
 def decide(probabilities) -> np.ndarray:
     """1 (tumoral) where the probability reaches THRESHOLD, else 0 (reactive)."""
     return (np.asarray(probabilities) >= THRESHOLD).astype(int)
@@ -50,7 +55,7 @@ class Spread:
         return cls(float(np.mean(values)), float(np.std(values)))
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.std:.3f}"
+        return plus_minus(self.mean, self.std)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -108,23 +108,22 @@ def command_cv(args, cohort, settings):
 
 def command_fit(args, cohort, settings):
     from ..model.classifier import FittedModel
-    from ..model.persistence import save_model
 
     ids = cohort.labelled_ids
     training = {"n_patients": len(ids), "n_tumoral": int(cohort.labels(ids).sum()), "settings_source": settings.source,
                 "dataset_root": str(cohort.dataset_root), "embeddings_path": [str(s.path) for s in cohort.sets]}
-    path = save_model(FittedModel.fit(cohort, ids, settings.spec, settings.params, training), args.model_dir)
-    print(f"saved model trained on {len(ids)} patients ({settings.source}) to {path.parent}")
+    FittedModel.fit(cohort, ids, settings.spec, settings.params, training).save(args.model_dir)
+    print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
 def command_predict(args, cohort):
     import pandas as pd
 
     from ..files import atomic_output
-    from ..model.persistence import load_model
+    from ..model.classifier import FittedModel
     from ..provenance import require_same_sets
 
-    model = load_model(args.model_dir)
+    model = FittedModel.load(args.model_dir)
     require_same_sets(model.provenance, cohort.provenance,
                       f"{cohort.primary.path}: embeddings of another provenance than the model was trained on",
                       "re-extract with the model's settings (model's first)")

@@ -97,6 +97,17 @@ class FittedModel:
         boosters = train_boosters(table, cohort.labels(train_ids), params)
         return cls(spec, dict(params), features, table.columns, boosters, cohort.provenance, training or {})
 
+    def save(self, directory) -> None:
+        from .persistence import save_model  # persistence builds FittedModels: imported when used
+
+        save_model(self, directory)
+
+    @classmethod
+    def load(cls, directory) -> FittedModel:
+        from .persistence import load_model
+
+        return load_model(directory)
+
     def features_of(self, cohort: Cohort, ids) -> FeatureTable:
         return self.features.transform(cohort, ids)
 

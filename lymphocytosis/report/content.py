@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..metrics import THRESHOLD, decide
+from ..metrics import THRESHOLD, decide, plus_minus
 from ..model.cohort import Cohort
 from ..model.results import SavedCV
 from .document import (
@@ -82,7 +82,7 @@ def performance(saved: SavedCV, figures: dict, shown: set[str]) -> Section:
     matrix = confusion(full.labels, mean)
     patients = Table(["patient", "true class", "P(tumoral) ± std", "clinical only", ""], [
         [patient_link(full.ids[i], shown), CLASS_NAMES[int(full.labels[i])],
-         f"{mean[i]:.2f} ± {full.probabilities[:, i].std():.2f}", f"{clinical.mean_probability[i]:.2f}",
+         plus_minus(mean[i], full.probabilities[:, i].std(), 2), f"{clinical.mean_probability[i]:.2f}",
          Mark("correct", "ok") if decide(mean[i]) == full.labels[i] else Mark("wrong", "bad")] for i in order],
         numeric=(2, 3), scroll=True)
     repeats = saved.comparison.design.repeats
@@ -117,7 +117,7 @@ def performance(saved: SavedCV, figures: dict, shown: set[str]) -> Section:
 
 def shap_table(frame: pd.DataFrame, first: str) -> Table:
     return Table([first, "features", "mean |SHAP|"],
-                 [[r.name, str(r.n_features), f"{r.mean_abs_shap:.3f} ± {r.std:.3f}"] for r in frame.itertuples()],
+                 [[r.name, str(r.n_features), plus_minus(r.mean_abs_shap, r.std)] for r in frame.itertuples()],
                  numeric=(1, 2))
 
 
@@ -141,8 +141,8 @@ def feature_importance_section(importance: Importance, figures: dict) -> Section
         ]),
         Columns([tables, [Heading(f"Top {len(top)} features"), Table(
             ["feature", "column", "mean |SHAP|", "share of gain"],
-            [[r.name, Code(r.column), f"{r.mean_abs_shap:.3f} ± {r.shap_std:.3f}",
-              f"{100 * r.gain_share:.1f}% ± {100 * r.gain_std:.1f}%"] for r in top.itertuples()], numeric=(2, 3))]]),
+            [[r.name, Code(r.column), plus_minus(r.mean_abs_shap, r.shap_std),
+              plus_minus(100 * r.gain_share, 100 * r.gain_std, 1, "%")] for r in top.itertuples()], numeric=(2, 3))]]),
     ])
 
 
@@ -157,7 +157,7 @@ def patient_panel(view: PatientView, scale: float, cell_note: str) -> Panel:
                  for title, items in (("most tumoral-looking (highest cell score)", view.cells.top),
                                       ("least tumoral-looking (lowest)", view.cells.bottom))]
     return Panel(f"patient-{view.patient_id}", f"{view.patient_id}: {CLASS_NAMES[view.label]} (label {view.label}), "
-                 f"P(tumoral) = {view.probability:.2f} ± {view.spread:.2f}", [
+                 f"P(tumoral) = {plus_minus(view.probability, view.spread, 2)}", [
                      Paragraph([verdict]),
                      Paragraph([f"{view.clinical}, {view.n_cells} cells; clinical-only model P(tumoral) = "
                                 f"{view.clinical_probability:.2f}. SHAP in log-odds from base {view.base:+.2f}, averaged "

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..metrics import THRESHOLD, decide
+from ..metrics import THRESHOLD, decide, plus_minus
 from ..model.evaluation import CVResult
 from ..model.explanations import Explanations
 from .naming import CLASS_NAMES
@@ -41,7 +41,7 @@ def figure_metrics(full: CVResult, clinical: CVResult, path: Path) -> str:
             points = np.array([getattr(r, metric) for r in result.per_repeat])
             ax.scatter(x + rng.uniform(-0.12, 0.12, len(points)), points, s=18, color=colour, alpha=0.6, zorder=2)
             ax.errorbar(x + 0.28, np.nanmean(points), yerr=np.nanstd(points), fmt="o", color="black", capsize=4, zorder=3)
-            ax.annotate(f"{np.nanmean(points):.3f}\n± {np.nanstd(points):.3f}", (x + 0.34, np.nanmean(points)),
+            ax.annotate(plus_minus(np.nanmean(points), np.nanstd(points)).replace(" ±", "\n±"), (x + 0.34, np.nanmean(points)),
                         fontsize=8, va="center")
         ax.set_xticks([0, 1], ["images +\nclinical", "clinical\nonly"])
         ax.set_xlim(-0.5, 1.9)
