@@ -232,16 +232,15 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
     age and lymphocyte count; every cell row is distinct."""
     import numpy as np
 
-    from lymphocytosis.extract.parts import PartsFolder
+    from lymphocytosis.extract.layout import discover_patients
+    from lymphocytosis.extract.parts import assemble
     from lymphocytosis.extract.store import PatientBag
 
     base = Path(base)
     root = base / "dlmi"
     rng = np.random.default_rng(seed)
     provenance = {**FAKE_PROVENANCE, **(provenance or {})}
-    out = base / "embeddings.h5"
-    parts = PartsFolder(out, provenance, dim, dataset={"root": str(root), "patients_sha256": "fake"})
-    ids = []
+    bags = {}
     for split, csv_name, prefix, count in (("trainset", "trainset_true.csv", "F", n_train),
                                             ("testset", "testset_data.csv", "T", n_test)):
         lines = [CSV_HEADER]
@@ -256,12 +255,14 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
             n_cells = 0 if patient_id in empty else int(rng.integers(cells[0], cells[1] + 1))
             x = rng.normal(0.0, 1.0, (n_cells, dim)).astype(np.float32)
             x[:, :3] += 0.8 * tumoral
-            parts.write(PatientBag(patient_id, split, x, [f"{k:06d}.jpg" for k in range(n_cells)], [],
-                                   "no images" if n_cells == 0 else ""))
-            ids.append(patient_id)
+            bags[patient_id] = PatientBag(patient_id, split, x, [f"{k:06d}.jpg" for k in range(n_cells)], [],
+                                          "no images" if n_cells == 0 else "", listing_sha256="0" * 64)
         (root / split).mkdir(parents=True, exist_ok=True)
         (root / split / csv_name).write_text("\n".join(lines) + "\n")
-    parts.assemble(out, ids, {"dataset_root": str(root.resolve()), "tool_version": "tests"})
+    for entry in discover_patients(root):  # the CSV rows as extract.py records them
+        bags[entry.patient_id].row_sha256 = entry.row_sha256
+    out = base / "embeddings.h5"
+    assemble(out, list(bags), bags.__getitem__, dim, provenance, {"dataset_root": str(root.resolve()), "tool_version": "tests"})
     return out
 
 

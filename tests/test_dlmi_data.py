@@ -1,10 +1,12 @@
 """Checks against the real DLMI challenge data, when it sits beside the repository (../shared/data/dlmi).
 
 Skipped elsewhere (CI, a fresh clone). Nothing is copied into the repo: the embedding check reads a few
-images through symbolic links from a temporary folder.
+images after copying them to a temporary folder.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -37,7 +39,8 @@ def test_layout_reader_finds_120_train_and_10_test_patients(patients):
 
 
 def test_first_two_patients_embed(tmp_path, patients):
-    """5 images of each of the first two trainset patients, through symlinks, at the default crop (112)."""
+    """5 images of each of the first two trainset patients, copied to a temporary folder (links pointing outside a
+    dataset are refused), at the default crop (112)."""
     chosen = [p for p in patients if p.split == "trainset"][:2]
     csv_lines = chosen[0].csv_path.read_text().splitlines()
     root = tmp_path / "dlmi_subset"
@@ -49,7 +52,7 @@ def test_first_two_patients_embed(tmp_path, patients):
         folder.mkdir()
         images = list_cell_images(patient.folder)[:5]
         for image in images:
-            (folder / image.name).symlink_to(image)
+            shutil.copyfile(image, folder / image.name)
         expected[patient.patient_id] = [p.name for p in images]
     (split_dir / SPLIT_CSVS["trainset"]).write_text(
         "\n".join([csv_lines[0]] + [csv_lines[p.row - 1] for p in chosen]) + "\n")

@@ -43,7 +43,8 @@ from conftest import (
 from lymphocytosis.errors import InputError
 from lymphocytosis.extract.backbones import load_backbone
 from lymphocytosis.extract.embedder import dihedral_views, resolve_device
-from lymphocytosis.extract.extraction import build_provenance, dataset_identity, extract
+from lymphocytosis.extract.extraction import build_provenance, extract
+from lymphocytosis.extract.images import scan_folder
 from lymphocytosis.extract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.parts import PartsFolder
 from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
@@ -167,7 +168,7 @@ def test_cli_invalid_patient_id(tmp_path, tiny_root):
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        (["--crop", "8"], "--crop 8"),
+        (["--crop", "8"], "argument --crop: 8 is out of range"),
         (["--batch-size", "0"], "--batch-size"),
         (["--device", "tpu"], "--device tpu"),
         (["--weights", "/no/such/weights.pth"], "weights file not found"),
@@ -346,20 +347,20 @@ def test_parts_folder_ignores_temporary_files(tmp_path):
     provenance = {"model": "m", "weights_source": "s", "weights_sha256": "x", "preprocessing": "{}", "tta": "none",
                   "precision": "fp32", "dtype": "float32"}
     out = tmp_path / "e.h5"
-    dataset = {"root": "/data/a", "patients_sha256": "0" * 64}
-    parts = PartsFolder(out, provenance, dim=4, dataset=dataset)
-    parts.write(PatientBag("P0", "trainset", np.ones((2, 4)), ["a.jpg", "b.jpg"]))
-    (parts.path / "P1.h5.tmp").write_bytes(b"half")
-    assert parts.has("P0") and not parts.has("P1")
-    assert sorted(p.name for p in parts.path.iterdir()) == ["P0.h5", "P1.h5.tmp", "settings.json"]
+    listing = "a" * 64
+    parts = PartsFolder(out, provenance, dim=4, root=Path("/data/a"))
+    parts.write(PatientBag("P0", "trainset", np.ones((2, 4)), ["a.jpg", "b.jpg"], listing_sha256=listing, row_sha256="b" * 64))
+    (parts.path / ".P1.h5.x1y2.tmp").write_bytes(b"half")  # a writer killed mid-way
+    (parts.path / "P2.h5").write_bytes(b"damaged")  # not a part: made again, never read as one
+    assert parts.listing("P0") == listing and parts.listing("P1") is None and parts.listing("P2") is None
     assert parts.read("P0").filenames == ["a.jpg", "b.jpg"]
     # reopening with the same settings keeps the parts; other settings are refused
-    assert PartsFolder(out, provenance, dim=4, dataset=dataset).has("P0")
+    assert PartsFolder(out, provenance, dim=4, root=Path("/data/a")).listing("P0") == listing
     with pytest.raises(InputError, match="--overwrite"):
-        PartsFolder(out, {**provenance, "tta": "dihedral8"}, dim=4, dataset=dataset)
+        PartsFolder(out, {**provenance, "tta": "dihedral8"}, dim=4, root=Path("/data/a"))
     # parts are named by patient ID: those of another dataset are refused, never reused
     with pytest.raises(InputError, match="another dataset"):
-        PartsFolder(out, provenance, dim=4, dataset={**dataset, "root": "/data/b"})
+        PartsFolder(out, provenance, dim=4, root=Path("/data/b"))
 
 
 # ---------------------------------------------------------------------------------------------------- lock
@@ -415,21 +416,23 @@ def test_complete_file_of_another_dataset_is_refused(tmp_path, tiny_root, synthe
     out = tmp_path / "copy.h5"
     shutil.copyfile(synthetic_embeddings, out)
     result = run_main(extract_cli.main, cli(tiny_root, out))
-    assert_one_line_error(result, "holds 15 patients", "not the 3", "--overwrite")
+    assert_one_line_error(result, str(out), "was made from another dataset", "--overwrite")
 
 
 def test_not_an_embeddings_file_is_refused(tmp_path, tiny_root):
     out = tmp_path / "e.h5"
     out.write_bytes(b"not hdf5")
-    assert_one_line_error(run_main(extract_cli.main, cli(tiny_root, out)), "not a readable HDF5 file")
+    line = assert_one_line_error(run_main(extract_cli.main, cli(tiny_root, out)), str(out), "not an embeddings file")
+    assert "refusing to replace it" in line
+    assert_one_line_error(run_main(extract_cli.main, cli(tiny_root, out, "--overwrite")), "not an embeddings file")
+    assert out.read_bytes() == b"not hdf5"  # --overwrite replaces only this tool's embeddings files
 
 
 def test_interrupted_parts_of_other_settings_are_refused_then_overwritten(tmp_path, tiny_root):
     out = tmp_path / "e.h5"
     model, weights = load_backbone("tf_efficientnet_lite0", None)
     other = build_provenance(small_settings(crop=96), weights, resolve_preprocessing(model, 96, None))
-    dataset = dataset_identity(tiny_root, discover_patients(tiny_root))
-    PartsFolder(out, other, dim=DIM, dataset=dataset).write(PatientBag("T0", "trainset", np.zeros((3, DIM)), ["a", "b", "c"]))
+    PartsFolder(out, other, dim=DIM, root=tiny_root).write(PatientBag("T0", "trainset", np.zeros((3, DIM)), ["a", "b", "c"]))
 
     result = run_main(extract_cli.main, cli(tiny_root, out))
     line = assert_one_line_error(result, "interrupted extraction with other settings", "--overwrite")
@@ -449,12 +452,15 @@ def test_interrupted_parts_of_same_settings_are_reused(tmp_path, tiny_root):
     model, weights = load_backbone("tf_efficientnet_lite0", None)
     same = build_provenance(small_settings(), weights, resolve_preprocessing(model, 64, None))
     marker = np.full((1, DIM), 7.0)
-    dataset = dataset_identity(tiny_root, discover_patients(tiny_root))
-    PartsFolder(out, same, dim=DIM, dataset=dataset).write(PatientBag("T0", "trainset", marker, ["kept.jpg"]))
+    fingerprint = scan_folder(tiny_root / "trainset" / "T0", tiny_root).fingerprint
+    parts = PartsFolder(out, same, dim=DIM, root=tiny_root)
+    parts.write(PatientBag("T0", "trainset", marker, ["kept.jpg"], listing_sha256=fingerprint, row_sha256="0" * 64))
+    parts.write(PatientBag("T1", "trainset", marker, ["stale.jpg"], listing_sha256="f" * 64, row_sha256="0" * 64))
     assert run_main(extract_cli.main, cli(tiny_root, out)).code == 0
     bags = bags_of(out)
     assert bags["T0"].filenames == ["kept.jpg"] and np.array_equal(bags["T0"].embeddings, marker)
-    assert len(bags["T1"].filenames) == 3
+    # T1's part was made from another listing of its folder: embedded again, not reused
+    assert len(bags["T1"].filenames) == 3 and len(bags["U0"].filenames) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------- TTA
@@ -480,12 +486,14 @@ def test_dihedral_views_are_the_8_symmetries():
 
 def test_tta_embeddings(tmp_path, synthetic_cell_images):
     cell = Image.open(synthetic_cell_images[4]).convert("RGB")
-    constant = Image.new("RGB", (224, 224), (200, 170, 210))
+    distance = np.abs(np.arange(224) - 111.5)  # a pattern that every flip and 90-degree rotation leaves unchanged
+    rings = (np.add.outer(distance, distance) % 40 < 20)[:, :, None] * np.array([60, 40, 50]) + np.array([150, 120, 160])
+    symmetric = Image.fromarray(rings.astype(np.uint8))
     root = write_dataset(tmp_path / "tta", {"trainset": {"P": [
         ("a_cell.png", cell),
         ("b_rot90.png", cell.transpose(Image.Transpose.ROTATE_90)),
         ("c_flip.png", cell.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
-        ("d_constant.png", constant),
+        ("d_symmetric.png", symmetric),
     ]}})
     extract(root, tmp_path / "plain.h5", small_settings())
     extract(root, tmp_path / "tta.h5", small_settings(tta=True))
@@ -502,7 +510,7 @@ def test_tta_embeddings(tmp_path, synthetic_cell_images):
     assert close(tta["a_cell.png"], tta["b_rot90.png"])
     assert close(tta["a_cell.png"], tta["c_flip.png"])
     # an image that all 8 symmetries leave unchanged embeds the same with or without TTA
-    assert close(tta["d_constant.png"], plain["d_constant.png"])
+    assert close(tta["d_symmetric.png"], plain["d_symmetric.png"])
 
 
 # ---------------------------------------------------------------------------------------------------------- GPU

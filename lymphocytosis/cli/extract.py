@@ -13,11 +13,13 @@ from pathlib import Path
 
 from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
 from ..defaults import DEFAULT_EMBEDDINGS as DEFAULT_OUT
-from .common import cli_main
+from .common import Parser, cli_main, int_in
+
+PROG = "extract.py"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("DATA", "data/synthetic")),
                         help="dataset in the challenge layout (default: $DATA or data/synthetic)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"HDF5 to write (default: {DEFAULT_OUT})")
@@ -25,17 +27,19 @@ def parse_args(argv=None):
     parser.add_argument("--weights", default=None,
                         help="FILE (local checkpoint), 'hub' (timm's pretrained weights; uses the network) or "
                              "'embedded' (default for the default model; offline)")
-    parser.add_argument("--crop", type=int, default=112,
+    parser.add_argument("--crop", type=int_in(16, 224), default=112,
                         help="centre crop in pixels of the 224 px image; cells are centred (default: 112)")
-    parser.add_argument("--input-size", type=int, default=None, help="resize the crop to this (default: the crop size)")
+    parser.add_argument("--input-size", type=int_in(16, 1024), default=None,
+                        help="resize the crop to this (default: the crop size)")
     parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
                         help="pooled final features, or also the pooled output of every intermediate stage")
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees per cell")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (GPU; CPUs with AMX)")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass, within a patient (default: 128)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=128,
+                        help="images per forward pass, within a patient (default: 128)")
+    parser.add_argument("--workers", type=int_in(0, 256), default=None,
                         help="DataLoader processes decoding images (default: 0 on CPU, where decoding beside the "
                              "model's threads was measured slower; up to 8 on CUDA)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file or interrupted run")

@@ -18,26 +18,29 @@ from pathlib import Path
 from ..defaults import DEFAULT_EMBEDDINGS, DEFAULT_MODEL_DIR
 from ..errors import InputError
 from ..files import atomic_write_json
-from .common import cli_main
+from .common import Parser, cli_main, int_in
+
+PROG = "model.py"
+
 
 log = logging.getLogger("model")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--embeddings", type=Path, default=DEFAULT_EMBEDDINGS,
                         help=f"HDF5 from extract.py (default: {DEFAULT_EMBEDDINGS})")
     common.add_argument("--root", type=Path, default=None,
                         help="dataset root for the CSVs (default: the one recorded in the embeddings)")
-    tuned = argparse.ArgumentParser(add_help=False)
+    tuned = Parser(add_help=False)
     tuned.add_argument("--params", default="auto",
                        help="'auto' (tune.py's saved best for these embeddings if any, else defaults), 'default', or a JSON path")
-    cv_options = argparse.ArgumentParser(add_help=False)
-    cv_options.add_argument("--folds", type=int, default=5)
-    cv_options.add_argument("--repeats", type=int, default=10)
-    cv_options.add_argument("--seed", type=int, default=0)
+    cv_options = Parser(add_help=False)
+    cv_options.add_argument("--folds", type=int_in(2, 100), default=5)
+    cv_options.add_argument("--repeats", type=int_in(1, 1000), default=10)
+    cv_options.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
     cv_options.add_argument("--cv-dir", type=Path, default=None,
                             help="saved cross-validation results (default: cv/ beside the embeddings)")
 

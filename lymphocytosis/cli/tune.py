@@ -17,27 +17,31 @@ from pathlib import Path
 from ..defaults import DEFAULT_BEST_PARAMS, DEFAULT_EMBEDDINGS, DEFAULT_STORAGE
 from ..errors import InputError
 from ..files import atomic_write_json
-from .common import cli_main
+from .common import Parser, cli_main, int_in, positive_float
+
+PROG = "tune.py"
+
 
 log = logging.getLogger("tune")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embeddings", type=Path, default=DEFAULT_EMBEDDINGS)
     parser.add_argument("--root", type=Path, default=None, help="dataset root (default: recorded in the embeddings)")
-    parser.add_argument("--trials", type=int, default=100, help="total finished trials wanted in the study (default: 100)")
-    parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
+                        help="total finished trials wanted in the study (default: 100)")
+    parser.add_argument("--timeout", type=positive_float, default=None, help="stop starting new trials after this many seconds")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default: {DEFAULT_STORAGE})")
     parser.add_argument("--study-name", default=None, help="default: derived from the embeddings' provenance and CV design")
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2, help="CV repeats per trial (default: 2)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folds", type=int_in(2, 100), default=5)
+    parser.add_argument("--repeats", type=int_in(1, 1000), default=2, help="CV repeats per trial (default: 2)")
+    parser.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
     parser.add_argument("--best-params", type=Path, default=DEFAULT_BEST_PARAMS,
                         help=f"where model.py finds them (default: {DEFAULT_BEST_PARAMS})")
     parser.add_argument("--nested", action="store_true", help="outer CV around the whole tuning (reports, saves nothing)")
-    parser.add_argument("--outer-folds", type=int, default=5)
-    parser.add_argument("--outer-repeats", type=int, default=1)
+    parser.add_argument("--outer-folds", type=int_in(2, 100), default=5)
+    parser.add_argument("--outer-repeats", type=int_in(1, 1000), default=1)
     parser.add_argument("--json", type=Path, default=None, help="with --nested: write the results here")
     return parser.parse_args(argv)
 

@@ -8,29 +8,26 @@ and resumed run produces exactly the embeddings of an uninterrupted one.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
-import shutil
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import timm
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .. import __version__
 from ..errors import InputError
-from ..provenance import require_same
 from .backbones import load_backbone
 from .embedder import Embedder, resolve_device
-from .layout import PatientEntry, discover_patients, list_cell_images
-from .parts import PartsFolder, exclusive_lock, parts_path
+from .images import DECODE_ERRORS, FolderScan, decode_failure, load_rgb, scan_folder
+from .layout import PatientEntry, discover_patients
+from .parts import PartsFolder, assemble, exclusive_lock
 from .preprocessing import Preprocessing, build_transform, resolve_preprocessing
-from .store import PatientBag, patient_ids, read_provenance
+from .store import PatientBag
+from .update import check_output, plan_update, previous_extraction
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +68,7 @@ class ExtractionSummary:
 
 @dataclass
 class DecodedPatient:
-    """One patient's images as a batch tensor, in file-name order, and the files that could not be decoded."""
+    """One patient's images as a batch tensor, in file-name order, and the files that could not be used."""
 
     index: int
     images: torch.Tensor  # (n, 3, H, W)
@@ -83,40 +80,29 @@ class DecodedPatient:
 
 
 class PatientImages(torch.utils.data.Dataset):
-    """Decodes one patient's images; unreadable files are reported, not raised."""
+    """Decodes one patient's images (those its folder scan allows); unusable files are reported, not raised."""
 
-    def __init__(self, patients: list[PatientEntry], prep: Preprocessing):
-        self.patients = patients
+    def __init__(self, scans: list[FolderScan], prep: Preprocessing):
+        self.scans = scans
         self.prep = prep
         self.transform = None  # built lazily in each worker
 
     def __len__(self):
-        return len(self.patients)
+        return len(self.scans)
 
     def __getitem__(self, index) -> DecodedPatient:
         if self.transform is None:
             self.transform = build_transform(self.prep)
-        tensors, names, skipped = [], [], []
-        for path in list_cell_images(self.patients[index].folder):
+        tensors, names, skipped = [], [], list(self.scans[index].skipped)
+        for path in self.scans[index].images:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    with Image.open(path) as image:
-                        image.load()
-                        tensors.append(self.transform(image))
+                tensors.append(self.transform(load_rgb(path)))
                 names.append(path.name)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombWarning,
-                    Image.DecompressionBombError) as exc:
-                skipped.append({"file": path.name, "reason": f"{type(exc).__name__}: {exc}"[:300]})
+            except DECODE_ERRORS as exc:
+                skipped.append(decode_failure(path, exc))
         size = self.prep.input_size
         batch = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size)
         return DecodedPatient(index, batch, names, skipped)
-
-
-def dataset_identity(root: Path, patients: list[PatientEntry]) -> dict:
-    """What an extraction is of: its root and the list of patients (split/ID), hashed."""
-    listing = "\n".join(f"{p.split}/{p.patient_id}" for p in patients)
-    return {"root": str(Path(root).resolve()), "patients_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
 def build_provenance(settings: ExtractSettings, weights, prep: Preprocessing) -> dict:
@@ -132,85 +118,74 @@ def build_provenance(settings: ExtractSettings, weights, prep: Preprocessing) ->
     }
 
 
-def existing_output(out: Path, provenance: dict, patients: list[PatientEntry], root: Path) -> ExtractionSummary:
-    """`out` exists and is not to be overwritten: complete with these settings, or refused."""
-    existing = read_provenance(out)
-    require_same(existing, provenance, f"{out}: exists with other settings",
-                 "pass --overwrite to replace it, or choose another --out")
-    held = patient_ids(out)
-    if held != {p.patient_id for p in patients}:
-        raise InputError(f"{out}: holds {len(held)} patients, not the {len(patients)} that {root} lists; "
-                         "pass --overwrite to re-extract, or choose another --out")
-    log.info("%s: already complete with these settings (%d patients); nothing to do", out, len(patients))
-    return ExtractionSummary(out, len(patients), int(existing.get("n_images", 0)), int(existing.get("n_skipped", 0)),
-                             already_complete=True)
-
-
 def default_workers(device: torch.device) -> int:
     """0 on CPU (decoding beside the model's threads was measured slower there), up to 8 on CUDA."""
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def patient_note(patient: PatientEntry, decoded: DecodedPatient) -> str:
-    """Why a patient has 0 cells, logged, and each skipped image, logged."""
-    note = ""
-    if not patient.folder.is_dir():
-        note = "folder missing"
-    elif not decoded.names and not decoded.skipped:
-        note = "no images"
+def log_patient(patient: PatientEntry, note: str, skipped: list[dict]) -> None:
     if note:
         log.warning("patient %s: %s (%s); recorded with 0 cells", patient.patient_id, note, patient.folder)
-    for item in decoded.skipped:
-        log.warning("patient %s: skipped unreadable image %s (%s)", patient.patient_id, patient.folder / item["file"],
-                    item["reason"])
-    return note
+    for item in skipped:
+        log.warning("patient %s: skipped image %s (%s)", patient.patient_id, patient.folder / item["file"], item["reason"])
 
 
-def embed_patients(todo: list[PatientEntry], prep: Preprocessing, embedder: Embedder, parts: PartsFolder,
-                   workers: int) -> int:
+def embed_patients(todo: list[PatientEntry], scans: dict[str, FolderScan], prep: Preprocessing, embedder: Embedder,
+                   parts: PartsFolder, workers: int) -> int:
     """Embed and write each patient of `todo` as a part; returns the number of images embedded."""
     loader = torch.utils.data.DataLoader(
-        PatientImages(todo, prep), batch_size=None, shuffle=False, num_workers=workers,
+        PatientImages([scans[p.patient_id] for p in todo], prep), batch_size=None, shuffle=False, num_workers=workers,
         pin_memory=embedder.device.type == "cuda", prefetch_factor=2 if workers else None, persistent_workers=False,
     )
-    total = sum(len(list_cell_images(p.folder)) for p in todo)
+    total = sum(len(scans[p.patient_id].images) for p in todo)
     with tqdm(total=total, unit="img", desc="embedding", dynamic_ncols=True, mininterval=1.0) as bar:
         for decoded in loader:
-            patient = todo[decoded.index]
-            note = patient_note(patient, decoded)
+            patient, scan = todo[decoded.index], scans[todo[decoded.index].patient_id]
+            note = scan.note or ("no usable images" if not decoded.names else "")
+            log_patient(patient, note, decoded.skipped)
             embeddings = embedder(decoded.images, patient.patient_id)
-            parts.write(PatientBag(patient.patient_id, patient.split, embeddings, decoded.names, decoded.skipped, note))
-            bar.update(len(decoded.names) + len(decoded.skipped))
+            parts.write(PatientBag(patient.patient_id, patient.split, embeddings, decoded.names, decoded.skipped, note,
+                                   scan.fingerprint, patient.row_sha256))
+            bar.update(len(scan.images))
     return total
 
 
 def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False) -> ExtractionSummary:
-    """Embed every patient of the dataset at `root` into `out`."""
+    """Embed every patient of the dataset at `root` into `out` (only those whose images changed, when `out`
+    holds an earlier extraction with the same settings)."""
     root, out = Path(root), Path(out)
     settings.validate()
     patients = discover_patients(root)
+    check_output(out, patients)
     device = resolve_device(settings.device)
     model, weights = load_backbone(settings.model, settings.weights)
     prep = resolve_preprocessing(model, settings.crop, settings.input_size)
     provenance = build_provenance(settings, weights, prep)
     with exclusive_lock(out):
-        if out.exists() and not overwrite:
-            return existing_output(out, provenance, patients, root)
-        if overwrite:  # before PartsFolder(), which refuses an interrupted run of other settings
-            shutil.rmtree(parts_path(out), ignore_errors=True)
+        previous = previous_extraction(out, provenance, root, overwrite)
+        scans = {p.patient_id: scan_folder(p.folder, root) for p in patients}
+        plan = plan_update(patients, scans, previous)
+        if plan.nothing_to_do:
+            log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do",
+                     out, len(patients))
+            return ExtractionSummary(out, len(patients), previous.n_images, previous.n_skipped, already_complete=True)
+        plan.log(out)
         embedder = Embedder(model, device, settings.precision, settings.tta, settings.batch_size, settings.features)
-        parts = PartsFolder(out, provenance, dim=embedder.dim, dataset=dataset_identity(root, patients))
-        todo = [p for p in patients if not parts.has(p.patient_id)]
-        if len(todo) < len(patients):
-            log.info("resuming: %d of %d patients already done in %s", len(patients) - len(todo), len(patients), parts.path)
+        parts = PartsFolder(out, provenance, embedder.dim, root, discard_other=overwrite)
+        todo = [p for p in plan.to_embed if parts.listing(p.patient_id) != scans[p.patient_id].fingerprint]
+        if len(todo) < len(plan.to_embed):
+            log.info("resuming: %d of %d patients already done in %s", len(plan.to_embed) - len(todo),
+                     len(plan.to_embed), parts.path)
         started = time.perf_counter()
-        n_images = embed_patients(todo, prep, embedder, parts, settings.workers if settings.workers is not None
-                                  else default_workers(device))
+        workers = settings.workers if settings.workers is not None else default_workers(device)
+        n_images = embed_patients(todo, scans, prep, embedder, parts, workers)
         seconds = time.perf_counter() - started
         file_attrs = {"dataset_root": str(root.resolve()), "timm_version": timm.__version__,
                       "torch_version": torch.__version__, "tool_version": __version__, "device": device.type,
                       "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        totals = parts.assemble(out, [p.patient_id for p in patients], file_attrs)
+        totals = assemble(out, [p.patient_id for p in patients], plan.bag_source(parts), embedder.dim, provenance,
+                          file_attrs)
+        parts.remove()
     rate = n_images / seconds if seconds > 0 else float("nan")
     log.info("wrote %s: %d patients, %d images, %d skipped; embedded %d images in %.1fs (%.1f img/s)",
              out, totals["n_patients"], totals["n_images"], totals["n_skipped"], n_images, seconds, rate)

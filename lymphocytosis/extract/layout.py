@@ -10,6 +10,8 @@ CSV row without a folder is a patient with 0 cells. IDs become folder and HDF5 n
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,14 @@ class PatientEntry:
     folder: Path
     csv_path: Path
     row: int
+    row_sha256: str = ""  # the CSV row's fingerprint (see row_fingerprint)
+
+
+def row_fingerprint(row: pd.Series) -> str:
+    """SHA-256 of a CSV row's values by column name: recorded at extraction, so stage 2 can refuse clinical
+    values that are not the ones the embeddings were made beside (another dataset, an edited CSV)."""
+    values = {str(column): str(value) for column, value in row.items()}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def validate_patient_id(patient_id: str, where: str) -> str:
@@ -56,6 +66,10 @@ def read_patient_csv(csv_path: Path, required_columns: tuple[str, ...]) -> pd.Da
     if not rows:
         raise InputError(f"{csv_path}: not a readable CSV (empty file; expected a header line)")
     header, body = [cell.strip().upper() for cell in rows[0]], []
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated or "" in header:
+        problem = f"column {repeated[0]} appears more than once" if repeated else "a column has no name"
+        raise InputError(f"{csv_path}: header line: {problem} ({', '.join(header)})")
     missing = [c for c in required_columns if c not in header]
     if missing:
         raise InputError(f"{csv_path}: missing column(s) {', '.join(missing)} (found: {', '.join(header)})")
@@ -114,9 +128,9 @@ def read_split_tables(root: Path, required_columns: tuple[str, ...] = ("ID",)) -
 def discover_patients(root: Path) -> list[PatientEntry]:
     """All patients of all splits, in CSV order."""
     return [
-        PatientEntry(patient_id, split, Path(root) / split / patient_id, csv_path, int(row))
+        PatientEntry(values["ID"], split, Path(root) / split / values["ID"], csv_path, int(row), row_fingerprint(values))
         for split, (csv_path, table) in read_split_tables(root).items()
-        for row, patient_id in table["ID"].items()
+        for row, values in table.iterrows()
     ]
 
 
