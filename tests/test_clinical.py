@@ -49,12 +49,12 @@ def test_csv_quirks_parsed(tmp_path):
     csv = write_csv(tmp_path / "trainset_true.csv", [
         "P1,1,M,11/3/1933,12.5",
         "P2,0,f,28-04-1943,3",
-        " P3 , -1 , m , 1950-06-30 , 1.0 ",  # whitespace around every value
+        " P3 , 0 , m , 1950-06-30 , 1.0 ",  # whitespace around every value
         "P4,1.0,F,1/1/2000,100",
     ], header="ID, LABEL ,GENDER,DOB,LYMPH_COUNT")  # and around the header
     table = read_clinical_csv(csv, "trainset")
     assert list(table.index) == ["P1", "P2", "P3", "P4"]
-    assert list(table["label"]) == [1, 0, -1, 1]
+    assert list(table["label"]) == [1, 0, 0, 1]
     assert list(table["sex_male"]) == [1.0, 0.0, 1.0, 0.0]
     assert set(table["split"]) == {"trainset"}
     assert table.loc["P1", "age"] == pytest.approx((REFERENCE_DATE - dt.date(1933, 11, 3)).days / 365.25)

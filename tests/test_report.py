@@ -209,7 +209,7 @@ def test_patient_selection(cohort):
         select_patients(cohort, unlabelled[0])
 
 
-def test_out_dir_holding_other_files_is_refused_and_an_old_report_is_cleaned(tmp_path):
+def test_out_dir_holding_other_files_is_refused_and_an_old_report_is_replaced_whole(tmp_path, report, cohort):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -217,11 +217,15 @@ def test_out_dir_holding_other_files_is_refused_and_an_old_report_is_cleaned(tmp
         prepare_out_dir(other)
     assert (other / "notes.txt").read_text() == "mine"
     old = tmp_path / "old"
-    (old / "cells" / "P1").mkdir(parents=True)
-    (old / "cells" / "P1" / "top1.jpg").write_bytes(b"x")
-    (old / "index.html").write_text("old")
+    shutil.copytree(report, old)
+    (old / "cells" / "STALE").mkdir(parents=True)
+    (old / "cells" / "STALE" / "top1.jpg").write_bytes(b"x")
     assert prepare_out_dir(old) == old
-    assert not (old / "cells").exists()
+    saved = load_cv(report.parent / "cv")
+    moved = load_cohort(cohort.primary.path, report.parent / "dlmi")
+    build_report(saved, moved, old, moved.labelled_ids[:1])
+    assert not (old / "cells" / "STALE").exists() and (old / "index.html").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
 def test_cli_report_and_patient_errors(synthetic_embeddings, cohort, tmp_path):

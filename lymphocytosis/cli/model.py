@@ -79,6 +79,17 @@ def cv_dir_for(args) -> Path:
     return args.cv_dir or Path(args.embeddings).parent / "cv"
 
 
+def warn_if_cannot_separate(comparison) -> None:
+    """A fold model that gives every patient the same probability decides nothing; say so, and why if known."""
+    from ..model.params import too_few_patients
+
+    stuck = [f for f in comparison.full.folds if f.model is not None and not f.model.separates]
+    if stuck:
+        reason = too_few_patients(len(stuck[0].fold.train_ids), stuck[0].model.params)
+        log.warning("in %d of %d folds the model gave every patient the same probability: it cannot separate the "
+                    "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
+
+
 def run_cv(args, cohort, settings):
     """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
     from ..model.evaluation import CVDesign, compare
@@ -88,6 +99,7 @@ def run_cv(args, cohort, settings):
     started = time.perf_counter()
     comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
                          keep_models=True)
+    warn_if_cannot_separate(comparison)
     directory = save_cv(cv_dir_for(args), comparison, explain(comparison.full), settings, cohort,
                         time.perf_counter() - started)
     log.info("wrote cross-validation results to %s", directory)
@@ -95,6 +107,9 @@ def run_cv(args, cohort, settings):
 
 
 def command_cv(args, cohort, settings):
+    from ..model.results import check_results_dir
+
+    check_results_dir(cv_dir_for(args))
     saved = run_cv(args, cohort, settings)
     print(format_cv_table(saved.comparison))
     if settings.tuned:
@@ -111,15 +126,27 @@ def command_cv(args, cohort, settings):
 
 def command_fit(args, cohort, settings):
     from ..model.classifier import FittedModel
+    from ..model.persistence import check_model_dir
 
+    check_model_dir(args.model_dir)
     ids = cohort.labelled_ids
     training = {"n_patients": len(ids), "n_tumoral": int(cohort.labels(ids).sum()), "settings_source": settings.source,
                 "dataset_root": str(cohort.dataset_root), "embeddings_path": [str(s.path) for s in cohort.sets]}
-    FittedModel.fit(cohort, ids, settings.spec, settings.params, training).save(args.model_dir)
+    from ..model.params import too_few_patients
+
+    if not ids:
+        raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
+    model = FittedModel.fit(cohort, ids, settings.spec, settings.params, training)
+    if not model.separates:
+        reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
+        raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
+                         f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.save(args.model_dir)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
 def command_predict(args, cohort):
+    import numpy as np
     import pandas as pd
 
     from ..files import atomic_output
@@ -134,6 +161,9 @@ def command_predict(args, cohort):
     if not ids:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
     prediction = model.predict_proba(cohort, ids)
+    if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
+        log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
+                    prediction.probabilities[0])
     out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
@@ -144,11 +174,12 @@ def command_predict(args, cohort):
 
 def command_report(args, cohort, settings):
     from ..model.evaluation import CVDesign
-    from ..model.results import load_cv
+    from ..model.results import check_results_dir, load_cv
     from ..report.build import build_report, prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
     out_dir = prepare_out_dir(args.out_dir)
+    check_results_dir(cv_dir_for(args))
     design = CVDesign(args.folds, args.repeats, args.seed)
     directory = cv_dir_for(args)
     saved = load_cv(directory) if (directory / "cv.json").is_file() else None
@@ -158,13 +189,39 @@ def command_report(args, cohort, settings):
     print(f"report: {build_report(saved, cohort, out_dir, patients)}")
 
 
+def inputs_of(args, cohort) -> list[Path]:
+    """Every file this run reads: no output may be one of them."""
+    from ..extract.layout import split_csv_paths
+
+    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    if getattr(args, "params", "auto") not in ("auto", "default"):
+        inputs.append(Path(args.params))
+    if args.command == "predict" and Path(args.model_dir).is_dir():
+        inputs += sorted(Path(args.model_dir).iterdir())
+    return inputs
+
+
+def outputs_of(args) -> dict:
+    if args.command == "cv":
+        return {"--json": args.json, "--cv-dir": cv_dir_for(args)}
+    if args.command == "fit":
+        return {"--model-dir": args.model_dir}
+    if args.command == "predict":
+        if Path(args.out).resolve() == Path(args.submission).resolve():
+            raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
+        return {"--out": args.out, "--submission": args.submission}
+    return {"--out-dir": args.out_dir, "--cv-dir": cv_dir_for(args)}
+
+
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.tuned_params import load_settings
 
     cohort = load_cohort(args.embeddings, args.root)
+    refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
     if args.command == "predict":
         command_predict(args, cohort)
         return 0

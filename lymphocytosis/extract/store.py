@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, in_file
 from ..provenance import PROVENANCE_KEYS
 from .layout import SPLIT_CSVS, validate_patient_id
 
@@ -158,7 +158,7 @@ def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
             for patient_id, group in handle["patients"].items():
                 bags[patient_id] = read_bag(group, patient_id)
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise in_file(path, exc) from None
     except (*HDF5_ERRORS, json.JSONDecodeError) as exc:
         where = f"patient {patient_id}: " if patient_id else ""
         raise InputError(f"{path}: {where}damaged embeddings ({str(exc).splitlines()[0]}); re-extract it") from None

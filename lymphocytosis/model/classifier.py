@@ -1,9 +1,8 @@
 """The patient classifier: learned features + a small seed ensemble of LightGBM boosters, sized for ~150 patients.
 
-LightGBM's defaults (min_data_in_leaf=20, min_data_in_bin=3, 31 leaves) are for large data: with ~100
-training patients they allow about 5 leaves in total. Here trees are small and regularised, every random
-choice is seeded and `deterministic=True`. Classes are weighted to equal total weight, so the decision
-threshold of `metrics.decide` targets balanced accuracy (the challenge metric) rather than accuracy.
+Trees are small and regularised (params.py), every random choice is seeded and `deterministic=True`. Classes
+are weighted to equal total weight, so the decision threshold of `metrics.decide` targets balanced accuracy
+(the challenge metric) rather than accuracy.
 """
 
 from __future__ import annotations
@@ -13,28 +12,12 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 
+from ..errors import InputError
 from ..metrics import decide
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
 from .features import FeatureColumn, FeatureTable, FittedFeatures, fit_features
-
-DEFAULT_PARAMS = {
-    "objective": "binary",
-    "learning_rate": 0.05,
-    "num_iterations": 150,
-    "num_leaves": 4,
-    "max_depth": 3,
-    "min_data_in_leaf": 8,
-    "min_data_in_bin": 1,
-    "min_sum_hessian_in_leaf": 1e-3,
-    "max_bin": 63,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "n_models": 5,  # seed ensemble: average of 5 boosters with different bagging seeds (steadier than one)
-}
-FIXED_PARAMS = {"deterministic": True, "force_col_wise": True, "num_threads": 1, "verbosity": -1, "seed": 0}
+from .params import DEFAULT_PARAMS, FIXED_PARAMS, validate_params
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -91,11 +74,28 @@ class FittedModel:
 
     @classmethod
     def fit(cls, cohort: Cohort, train_ids, spec: FeatureSpec, params: dict, training: dict | None = None) -> FittedModel:
-        """Fit features and boosters on `train_ids` only."""
+        """Fit features and boosters on `train_ids` only; `training` records, among what the caller adds, the
+        range of the probabilities it gives its own training patients (a single value: it cannot separate)."""
         train_ids = list(train_ids)
+        labels = cohort.labels(train_ids)
+        if len(set(labels.tolist())) < 2:
+            raise InputError(f"{len(train_ids)} training patients, all of one class: nothing to learn a decision from")
+        params = validate_params(params, "parameters")
         features, table = fit_features(cohort, spec, train_ids)
-        boosters = train_boosters(table, cohort.labels(train_ids), params)
-        return cls(spec, dict(params), features, table.columns, boosters, cohort.provenance, training or {})
+        boosters = train_boosters(table, labels, params)
+        model = cls(spec, params, features, table.columns, boosters, cohort.provenance, dict(training or {}))
+        fitted = model.predict_table(table)
+        model.training["probability_range"] = [float(fitted.min()), float(fitted.max())]
+        return model
+
+    @property
+    def separates(self) -> bool:
+        """False when it gave every training patient the same probability (no tree could split)."""
+        try:
+            low, high = (float(v) for v in self.training["probability_range"])
+        except (KeyError, TypeError, ValueError):
+            return True  # not recorded: nothing known against it
+        return high - low > 1e-9
 
     def save(self, directory) -> None:
         from .persistence import save_model  # persistence builds FittedModels: imported when used
@@ -116,7 +116,14 @@ class FittedModel:
 
     def predict_proba(self, cohort: Cohort, ids) -> Prediction:
         table = self.features_of(cohort, ids)
-        return Prediction(table, self.predict_table(table))
+        if table.columns != self.columns:
+            raise InputError("the model's features differ from those built from these embeddings and settings; refit it")
+        probabilities = self.predict_table(table)
+        bad = [i for i, p in enumerate(probabilities) if not 0.0 <= p <= 1.0]  # NaN fails both comparisons
+        if len(probabilities) != len(table.ids) or bad:
+            who = f"patient {table.ids[bad[0]]}" if bad else f"{len(probabilities)} of {len(table.ids)} patients"
+            raise InputError(f"the model gave no valid probability for {who}; the model files may be damaged: refit it")
+        return Prediction(table, probabilities)
 
     def predict(self, cohort: Cohort, ids) -> np.ndarray:
         return self.predict_proba(cohort, ids).labels

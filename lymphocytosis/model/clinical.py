@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
-from ..extract.layout import read_patient_csv, read_split_tables
+from ..extract.layout import read_patient_csv, read_split_tables, row_fingerprint
 
 REFERENCE_DATE = dt.date(2020, 1, 1)
 CLINICAL_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
@@ -43,14 +43,22 @@ def age_at_reference(dob: dt.date) -> float:
     return (REFERENCE_DATE - dob).days / 365.25
 
 
-def _parse_row(row: pd.Series, where: str) -> dict:
+def parse_label(text: str, split: str) -> int | None:
+    """The label a row of `split` may carry: 0/1 in the trainset, -1 or empty (unknown) in the testset.
+    None when the value is not allowed there."""
+    allowed = {"0": 0, "1": 1, "0.0": 0, "1.0": 1} if split == "trainset" else {"-1": -1, "-1.0": -1, "": -1}
+    return allowed.get(text)
+
+
+def _parse_row(row: pd.Series, where: str, split: str) -> dict:
     def bad(column, message):
         return InputError(f"{where}, patient {row['ID']}, column {column}: {message}")
 
-    label_text = row["LABEL"]
-    if label_text not in {"0", "1", "-1", "0.0", "1.0", "-1.0"}:
-        raise bad("LABEL", f"{label_text!r} is not 1 (tumoral), 0 (reactive) or -1 (unknown)")
-    label = int(float(label_text))
+    label = parse_label(row["LABEL"], split)
+    if label is None:
+        expected = "1 (tumoral) or 0 (reactive)" if split == "trainset" else "-1 or empty (unknown)"
+        raise bad("LABEL", f"{row['LABEL']!r} in the {split}, where a label must be {expected}; a patient with a known "
+                           "label belongs in the trainset, one without in the testset")
     gender = row["GENDER"].upper()
     if gender not in {"M", "F"}:
         raise bad("GENDER", f"{row['GENDER']!r} is not M or F")
@@ -71,13 +79,14 @@ def _parse_row(row: pd.Series, where: str) -> dict:
         "sex_male": 1.0 if gender == "M" else 0.0,
         "lymph_count": count,
         "log_lymph_count": math.log(count),
+        "row_sha256": row_fingerprint(row),
     }
 
 
 def clinical_frame(csv_path: Path, split: str, table: pd.DataFrame) -> pd.DataFrame:
     """One split's parsed rows, indexed by patient ID."""
-    records = [_parse_row(row, f"{csv_path} row {index}") for index, row in table.iterrows()]
-    frame = pd.DataFrame.from_records(records, columns=["ID", "label", *CLINICAL_FEATURES])
+    records = [_parse_row(row, f"{csv_path} row {index}", split) for index, row in table.iterrows()]
+    frame = pd.DataFrame.from_records(records, columns=["ID", "label", *CLINICAL_FEATURES, "row_sha256"])
     frame["split"] = split
     return frame.set_index("ID")
 

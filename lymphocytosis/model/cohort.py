@@ -102,7 +102,10 @@ class Cohort:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def feature_set(self, name: str) -> CellFeatureSet:
-        return next(s for s in self.sets if s.name == name)
+        for feature_set in self.sets:
+            if feature_set.name == name:
+                return feature_set
+        raise InputError(f"no embeddings of {name!r} given (given: {', '.join(s.name for s in self.sets)})")
 
     @property
     def provenance(self) -> dict[str, dict]:
@@ -134,6 +137,20 @@ def check_patients(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -
         raise InputError(f"{path}: patient {extra[0]} has embeddings but no row in {root}'s CSVs")
 
 
+def check_same_rows(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -> None:
+    """The CSVs read now must be those the embeddings were made beside: another dataset's or an edited CSV would
+    pair one patient's cells with another's clinical values or label, silently."""
+    moved = [p for p in clinical.index if bags[p].split != clinical.loc[p, "split"]]
+    edited = [p for p in clinical.index if bags[p].row_sha256 != clinical.loc[p, "row_sha256"]]
+    if moved:
+        raise InputError(f"{root}: patients {', '.join(moved[:8])} are in another split than when {path} was made; rerun "
+                         "extract.py on this dataset (unchanged images are not embedded again)")
+    if edited:
+        raise InputError(f"{root}: the CSV rows of patients {', '.join(edited[:8])} ({len(edited)} of {len(clinical)}) "
+                         f"differ from those {path} was made beside; is this the dataset it was extracted from? If the "
+                         "CSVs were corrected, rerun extract.py on it (unchanged images are not embedded again)")
+
+
 def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:
     """Several files' cell features are combined cell by cell: each must list the same images per patient."""
     for patient_id, names in primary.filenames.items():
@@ -151,6 +168,7 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
     sets = []
     for name, path, (provenance, bags) in zip(set_names([p for p, _ in loaded], paths), paths, loaded):
         check_patients(path, root, clinical, bags)
+        check_same_rows(path, root, clinical, bags)
         if sets:
             check_same_cells(path, sets[0], bags)
         if len(sets) == 0:

@@ -17,6 +17,8 @@ from ..errors import InputError
 from .statistics import statistic_function
 
 CLINICAL_CHOICES = ("age", "sex_male", "lymph_count", "log_lymph_count", "bag_size")
+LIST_FIELDS = ("clinical", "embedding_stats", "cell_score_stats")
+INT_RANGES = {"embedding_pca": (0, 256), "inner_folds": (2, 50), "seed": (0, 2**31 - 1)}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,14 @@ class FeatureSpec:
         unknown = set(data) - known
         if unknown:
             raise InputError(f"feature specification: unknown key(s) {', '.join(sorted(unknown))}")
-        spec = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values = {}
+        for key, value in data.items():
+            if key in LIST_FIELDS:
+                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    raise InputError(f"feature specification: {key} must be a list of names, not {value!r}")
+                value = tuple(value)
+            values[key] = value
+        spec = cls(**values)
         spec.validate()
         return spec
 
@@ -52,14 +61,26 @@ class FeatureSpec:
                            cell_score=False, seed=self.seed)
 
     def validate(self) -> None:
+        """Types and ranges of every field; one line naming the first that is wrong."""
+        for name in LIST_FIELDS:
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or len(set(values)) != len(values):
+                raise InputError(f"feature specification: {name} must be names without repeats, not {values!r}")
         for name in self.clinical:
             if name not in CLINICAL_CHOICES:
                 raise InputError(f"feature specification: unknown clinical feature {name!r} ({', '.join(CLINICAL_CHOICES)})")
         for name in (*self.embedding_stats, *self.cell_score_stats):
             statistic_function(name)
-        if not (isinstance(self.cell_score_alpha, (int, float)) and self.cell_score_alpha > 0):
-            raise InputError(f"feature specification: cell_score_alpha must be a positive number, not {self.cell_score_alpha!r}")
-        for name in ("embedding_pca", "inner_folds"):
+        for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 0):
-                raise InputError(f"feature specification: {name} must be a non-negative integer, not {value!r}")
+            if type(value) is not int or not low <= value <= high:
+                raise InputError(f"feature specification: {name} must be an integer from {low} to {high}, not {value!r}")
+        alpha = self.cell_score_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 1e-6 <= alpha <= 1e6:
+            raise InputError(f"feature specification: cell_score_alpha must be a number from 1e-6 to 1e6, not {alpha!r}")
+        if not isinstance(self.cell_score, bool):
+            raise InputError(f"feature specification: cell_score must be true or false, not {self.cell_score!r}")
+        if self.cell_score and not self.cell_score_stats:
+            raise InputError("feature specification: cell_score is on but cell_score_stats is empty")
+        if not (self.clinical or self.embedding_stats or self.cell_score):
+            raise InputError("feature specification: no feature at all")

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
+from ..errors import InputError
 from .cell_score import CellScoreWeights, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .statistics import bag_statistics
 
 CLINICAL, EMBEDDING, CELL_SCORE = "clinical", "embedding", "cell_score"
+FAMILIES = (CLINICAL, EMBEDDING, CELL_SCORE)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,12 @@ class FeatureColumn:
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureColumn:
-        return cls(**data)
+        column = cls(**data)
+        text = (column.attribute, column.backbone, column.statistic, column.basis)
+        if column.family not in FAMILIES or not all(v is None or isinstance(v, str) for v in text) or not (
+                column.index is None or type(column.index) is int):
+            raise ValueError(f"not a feature column: {data!r}")
+        return column
 
 
 @dataclass
@@ -126,10 +133,17 @@ class FittedFeatures:
         parts = [clinical_table(cohort, self.spec, ids)]
         for name in self.backbones:
             feature_set = cohort.feature_set(name)
+            pca = self.pca.get(name)
+            if pca is not None and len(pca.mean) != feature_set.dim:
+                raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's PCA "
+                                 f"expects {len(pca.mean)}")
             if self.spec.embedding_stats:
                 parts.append(embedding_table(feature_set, self.spec, ids, self.pca.get(name)))
             if self.spec.cell_score:
                 weights = self.cell_score[name]
+                if len(weights.beta) != feature_set.dim:
+                    raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's cell "
+                                     f"score expects {len(weights.beta)}")
                 scores = {patient_id: weights.score(feature_set.bags[patient_id]) for patient_id in ids}
                 parts.append(score_table(name, self.spec, ids, scores))
         return FeatureTable.join(ids, parts)
@@ -146,6 +160,9 @@ class FittedFeatures:
 
 def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]) -> PcaBasis:
     cells = np.concatenate([feature_set.bags[patient_id] for patient_id in train_ids])
+    if spec.embedding_pca > min(cells.shape):
+        raise InputError(f"feature specification: embedding_pca {spec.embedding_pca} exceeds what {len(cells)} training "
+                         f"cells of {cells.shape[1]} dimensions allow ({min(cells.shape)})")
     pca = PCA(n_components=spec.embedding_pca, svd_solver="randomized", random_state=spec.seed).fit(cells)
     return PcaBasis(pca.mean_.astype(np.float64), pca.components_.astype(np.float64))
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, in_file
 from ..files import atomic_directory
 from .cohort import Cohort
 from .evaluation import Comparison, CVDesign, CVResult
 from .explanations import Explanations
 from .feature_spec import FeatureSpec
 from .features import FeatureColumn
+from .params import validate_params
 from .persistence import save_model
 from .tuned_params import Settings
 
@@ -48,6 +49,21 @@ class SavedCV:
         return (self.provenance == cohort.provenance and self.fingerprint == cohort.fingerprint
                 and self.comparison.design == design and self.settings.spec == settings.spec
                 and self.settings.params == settings.params)
+
+
+def check_results_dir(directory: Path) -> None:
+    """Results replace only earlier results: never a folder holding anything else (the folder is swapped whole)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--cv-dir {directory}: exists and is not a folder")
+    if directory.is_dir() and any(directory.iterdir()):
+        try:
+            ours = json.loads((directory / "cv.json").read_text()).get("format") == RESULTS_FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise InputError(f"--cv-dir {directory}: holds other files than saved cross-validation results; "
+                             "choose an empty or new folder")
 
 
 def predictions_frame(comparison: Comparison) -> pd.DataFrame:
@@ -105,6 +121,24 @@ def save_cv(directory: Path, comparison: Comparison, explanations: Explanations,
     return Path(directory)
 
 
+def check_saved(comparison: Comparison, ex: Explanations) -> str | None:
+    """What is inconsistent between the saved files, if anything (they are read back, never trusted)."""
+    full, clinical = comparison.full, comparison.clinical
+    repeats, n = full.probabilities.shape
+    if repeats != comparison.design.repeats or clinical.probabilities.shape != (repeats, n) or n == 0:
+        return f"predictions.csv holds {repeats} repeats of {n} patients, cv.json says {comparison.design.repeats}"
+    for result in (full, clinical):
+        if not (np.isfinite(result.probabilities).all() and ((result.probabilities >= 0) & (result.probabilities <= 1)).all()):
+            return "predictions.csv holds a missing or invalid probability"
+        if not set(result.labels.tolist()) <= {0, 1}:
+            return "predictions.csv holds a label other than 0 or 1"
+    n_features = len(ex.columns)
+    if (ex.ids != full.ids or ex.shap.shape != (repeats, n, n_features + 1) or ex.values.shape != (repeats, n, n_features)
+            or ex.gain_share.ndim != 2 or ex.gain_share.shape[1] != n_features):
+        return "explanations.h5 does not match predictions.csv (patients, repeats or features)"
+    return None
+
+
 def cv_result(frame: pd.DataFrame, column: str) -> CVResult:
     wide = frame.pivot(index="ID", columns="REPEAT", values=column)
     ids = list(dict.fromkeys(frame["ID"]))
@@ -124,10 +158,18 @@ def load_cv(directory: Path) -> SavedCV:
         frame = pd.read_csv(directory / "predictions.csv", dtype={"ID": str})
         design = CVDesign(int(document["folds"]), int(document["repeats"]), int(document["seed"]))
         comparison = Comparison(design, cv_result(frame, "PROBABILITY"), cv_result(frame, "CLINICAL_PROBABILITY"))
-        settings = Settings(FeatureSpec.from_dict(document["settings"]["feature_spec"]), document["settings"]["params"],
-                            document["settings"]["source"])
+        settings = Settings(FeatureSpec.from_dict(document["settings"]["feature_spec"]),
+                            validate_params(document["settings"]["params"], "settings"), str(document["settings"]["source"]))
         explanations = read_explanations(directory / "explanations.h5")
-    except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        problem = check_saved(comparison, explanations)
+        if problem:
+            raise ValueError(problem)
+        for key in ("provenance", "dataset_fingerprint", "info"):
+            if not isinstance(document[key], dict if key != "dataset_fingerprint" else str):
+                raise ValueError(f"cv.json: {key} malformed")
+    except InputError as exc:
+        raise in_file(path, exc) from None
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, json.JSONDecodeError) as exc:
         raise InputError(f"{directory}: damaged cross-validation results ({type(exc).__name__}: {exc}); "
                          "rerun model.py cv") from None
     return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..defaults import DEFAULT_BEST_PARAMS
-from ..errors import InputError
+from ..errors import InputError, in_file
 from ..files import atomic_write_json
 from ..provenance import require_same_sets
-from .classifier import DEFAULT_PARAMS
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
+from .params import DEFAULT_PARAMS, validate_params
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,11 @@ def read_settings_file(path: Path) -> tuple[Settings, dict]:
     try:
         document = json.loads(path.read_text())
         spec = FeatureSpec.from_dict(document["feature_spec"])
-        params = {**DEFAULT_PARAMS, **document["params"]}
+        params = validate_params(document["params"], str(path))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a parameters file written by tune.py ({exc})") from None
+        raise InputError(f"{path}: not a parameters file written by tune.py ({type(exc).__name__}: {exc})") from None
+    except InputError as exc:
+        raise in_file(path, exc) from None
     return Settings(spec, params, str(path)), document
 
 

@@ -18,10 +18,11 @@ import optuna
 
 from ..errors import InputError
 from ..metrics import Scores, Summary
-from .classifier import DEFAULT_PARAMS, FittedModel
+from .classifier import FittedModel
 from .cohort import Cohort
 from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
 from .feature_spec import FeatureSpec
+from .params import DEFAULT_PARAMS
 from .tuned_params import Settings
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pandas as pd
 
 from ..defaults import ARTIFACTS
 from ..errors import InputError
-from ..files import atomic_write_text
+from ..files import atomic_directory
 from ..metrics import decide
 from ..model.cohort import Cohort
 from ..model.explanations import Explanations
@@ -62,9 +61,9 @@ def select_patients(cohort: Cohort, choice: str) -> list[str]:
 
 
 def prepare_out_dir(out_dir: Path | None) -> Path:
-    """The report folder: `out_dir`, or a new artifacts/report-<date>. An existing folder is reused only when
-    it holds nothing but an earlier report (whose figures and thumbnails are then removed, so no stale cell
-    from another run is left beside the new page); anything else is refused rather than mixed or deleted."""
+    """The report folder: `out_dir`, or a new artifacts/report-<date>. An existing folder is replaced only when
+    it holds nothing but an earlier report (the new one is built beside it and swapped in whole, so no stale
+    thumbnail survives); anything else is refused rather than mixed or deleted."""
     if not out_dir:
         base = ARTIFACTS / f"report-{dt.datetime.now():%Y%m%d-%H%M%S}"
         out_dir, k = base, 1
@@ -79,10 +78,6 @@ def prepare_out_dir(out_dir: Path | None) -> Path:
         if foreign:
             raise InputError(f"--out-dir {out_dir}: holds other files than a report ({foreign[0]}, ...); "
                              "choose an empty or new folder")
-        (out_dir / "index.html").unlink(missing_ok=True)  # first: a run stopped half-way leaves no stale page
-        for name in ("figures", "cells"):
-            if (out_dir / name).is_dir():
-                shutil.rmtree(out_dir / name)
     return out_dir
 
 
@@ -140,9 +135,15 @@ def patients_table(saved: SavedCV) -> pd.DataFrame:
 
 
 def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str]) -> Path:
-    """Write the report folder from saved CV results; returns it."""
+    """Write the report folder from saved CV results (built beside it, then swapped in); returns it."""
+    with atomic_directory(out_dir) as tmp:
+        write_report(saved, cohort, tmp, patients)
+    log.info("report: wrote %s", Path(out_dir) / "index.html")
+    return Path(out_dir)
+
+
+def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str]) -> None:
     started = time.perf_counter()
-    out_dir = Path(out_dir)
     ex = saved.explanations
     importance = importance_of(ex)
     figures = draw_figures(saved, ex, importance, out_dir / "figures")
@@ -157,7 +158,6 @@ def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     context = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                "seconds": time.perf_counter() - started}
     document = report_document(saved, cohort, importance, figures, views, cell_note, len(problems), context)
-    atomic_write_text(out_dir / "summary.md", render_markdown(document))
-    atomic_write_text(out_dir / "index.html", render_html(document))
-    log.info("report: wrote %s in %.1f s", out_dir / "index.html", time.perf_counter() - started)
-    return out_dir
+    (out_dir / "summary.md").write_text(render_markdown(document), encoding="utf-8")
+    (out_dir / "index.html").write_text(render_html(document), encoding="utf-8")
+    log.info("report: built in %.1f s", time.perf_counter() - started)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extract.images import inside
 from ..model.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,10 @@ def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: 
         for rank, cell in enumerate(cells, 1):
             filename = cohort.primary.filenames[patient_id][cell]
             relative = f"cells/{patient_id}/{side}{rank}.jpg"
-            problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
+            if inside(folder / filename, cohort.dataset_root):
+                problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
+            else:  # the embeddings file's names are checked; a patient folder linked elsewhere is not shown
+                problem = "outside the dataset; not read"
             if problem:
                 log.debug("patient %s: %s: %s", patient_id, folder / filename, problem)
             getattr(gallery, side).append(CellThumb(filename, float(scores[cell]), None if problem else relative, problem))
