@@ -14,7 +14,6 @@ Balanced accuracy at p >= 0.5 and ROC AUC, mean ± std over repeats of stratifie
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lymphocytosis.files import atomic_write_json
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.tuned_params import Settings
@@ -78,7 +78,7 @@ def main():
                   f"{nested.mean_inner_best_value:.3f}; {time.perf_counter() - started:.0f} s"))
         print(row("default, same outer folds", nested.default, "for comparison with the nested row"))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        atomic_write_json(args.json, results)
 
 
 if __name__ == "__main__":

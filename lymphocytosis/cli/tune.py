@@ -103,8 +103,12 @@ def command_study(args, cohort) -> None:
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    from ..extract.layout import split_csv_paths
+    from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
 
     cohort = load_cohort(args.embeddings, args.root)
+    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    refuse_inputs_as_outputs({"--json": args.json, "--best-params": None if args.nested else args.best_params}, inputs)
     (command_nested if args.nested else command_study)(args, cohort)
     return 0

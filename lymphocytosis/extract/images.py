@@ -50,7 +50,7 @@ def display_name(path: Path) -> str:
         path.name.encode("utf-8")
         return path.name
     except UnicodeEncodeError:
-        return ascii(path.name)[1:-1]
+        return os.fsencode(path.name).decode("utf-8", "backslashreplace")
 
 
 def scan_folder(folder: Path, root: Path) -> FolderScan:
