@@ -1,4 +1,4 @@
-"""`extract.py`: embed every cell image with a frozen pretrained CNN into one HDF5 file.
+"""`extract.py`: embed every cell image with a frozen pretrained encoder into one HDF5 file.
 
     python extract.py --root path/to/dataset --out artifacts/embeddings.h5
 
