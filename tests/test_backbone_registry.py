@@ -265,3 +265,22 @@ def test_extract_with_dinobloom_s_end_to_end(tmp_path, tiny_root, official_check
     with torch.inference_mode():
         expected = source_model(x).numpy()
     assert np.allclose(bags["A0"].embeddings, expected, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dinobloom_s_on_cuda_fp32_and_bf16(official_checkpoint, source_model, published):
+    from lymphocytosis.extract.embedder import Embedder
+
+    published(file_digest(official_checkpoint))
+    model, _ = load_backbone("dinobloom-s", str(official_checkpoint))
+    x = torch.stack([build_transform(resolve_preprocessing(model, None, None))(image) for image in cell_images(6)])
+    with torch.inference_mode():
+        expected = source_model(x)
+    for precision, floor in (("fp32", 0.999), ("bf16", 0.99)):
+        got = torch.from_numpy(Embedder(model, torch.device("cuda"), precision, tta=False, batch_size=4)(x, "gpu"))
+        assert torch.isfinite(got).all() and got.shape == expected.shape
+        assert float(torch.nn.functional.cosine_similarity(got, expected).min()) > floor, precision
