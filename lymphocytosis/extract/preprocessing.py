@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from ..defaults import DEFAULT_CROP
 from ..errors import InputError
+from .registry import registered_crop_and_size, registered_of
 
 CHALLENGE_IMAGE_SIZE = 224  # every challenge image is 224x224; other sizes are resized to it first
 
@@ -30,19 +32,27 @@ class Preprocessing:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-def resolve_preprocessing(model: torch.nn.Module, crop: int, input_size: int | None) -> Preprocessing:
-    """timm's data config for the model (normalisation, interpolation) with our explicit crop and size."""
-    config = timm.data.resolve_model_data_config(model)
+def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: int | None) -> Preprocessing:
+    """The crop and size asked for (or the model's defaults) with the model's normalisation and interpolation:
+    a registered encoder's own (`registry.py`; its limits refused in one line), else timm's data config."""
+    entry = registered_of(model)
+    if entry is not None:
+        crop, size = registered_crop_and_size(entry, crop, input_size)
+        interpolation, mean, std = entry.interpolation, entry.mean, entry.std
+    else:
+        crop = DEFAULT_CROP if crop is None else crop
+        size = input_size or crop
+        config = timm.data.resolve_model_data_config(model)
+        interpolation, mean, std = str(config.get("interpolation", "bicubic")), config["mean"], config["std"]
     if not 16 <= crop <= CHALLENGE_IMAGE_SIZE:
         raise InputError(f"--crop {crop}: must be between 16 and {CHALLENGE_IMAGE_SIZE} pixels")
-    size = input_size or crop
     return Preprocessing(
         image_size=CHALLENGE_IMAGE_SIZE,
         crop=crop,
         input_size=size,
-        interpolation=str(config.get("interpolation", "bicubic")),
-        mean=tuple(float(v) for v in config["mean"]),
-        std=tuple(float(v) for v in config["std"]),
+        interpolation=interpolation,
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
     )
 
 

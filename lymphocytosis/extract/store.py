@@ -2,7 +2,7 @@
 
 Layout (format `lymphocytosis-embeddings/2`):
 
-    /                         attrs: provenance (see provenance.PROVENANCE_KEYS), versions, created,
+    /                         attrs: provenance (see provenance.PROVENANCE_KEYS), weights_file_sha256, versions, created,
                                      dataset_root, n_patients, n_images, n_skipped, complete=True
     /patients/<ID>/embeddings float (n_cells, D), rows in the order of `filenames`
     /patients/<ID>/filenames  utf-8 strings (n_cells,), image names inside the patient's folder

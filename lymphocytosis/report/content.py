@@ -194,6 +194,7 @@ def provenance_rows(saved: SavedCV, cohort: Cohort, context: dict) -> list[tuple
             (f"embedding model{tag}", prov.get("model")),
             (f"weights source{tag}", prov.get("weights_source")),
             (f"weights sha256{tag}", prov.get("weights_sha256")),
+            (f"weights file sha256{tag}", prov.get("weights_file_sha256") or "not recorded"),
             (f"preprocessing{tag}", preprocessing),
             (f"test-time augmentation{tag}", prov.get("tta")),
             (f"precision / stored dtype{tag}", f"{prov.get('precision')} / {prov.get('dtype')}"),
