@@ -56,9 +56,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-FEATURE_KINDS = ("pooled", "multiscale")
-
-
 class Embedder:
     """The frozen model on its device, in the fastest layout that gives the same numbers.
 
