@@ -41,7 +41,7 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees per cell")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (GPU; CPUs with AMX)")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:K (one GPU of several)")
     parser.add_argument("--batch-size", type=int_in(1, 65536), default=128,
                         help="images per forward pass, within a patient (default: 128)")
     parser.add_argument("--workers", type=int_in(0, 256), default=None,

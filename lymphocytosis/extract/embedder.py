@@ -47,12 +47,18 @@ def fold_batchnorm(model: torch.nn.Module) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto (CUDA when present), cpu, cuda or cuda:K (one GPU per worker: see workers.py)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
-    if name not in {"cpu", "cuda"}:
-        raise InputError(f"--device {name}: expected auto, cpu or cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise InputError(f"--device {name}: expected auto, cpu, cuda or cuda:K")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available here (use --device auto or cpu)")
+    count = torch.cuda.device_count()
+    if name != "cuda" and int(name[5:]) >= count:
+        raise InputError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return torch.device(name)
 
 
@@ -104,3 +110,14 @@ class Embedder:
         if not chunks:
             return np.empty((0, self.dim), dtype=np.float32)
         return torch.cat(chunks).numpy()
+
+    def embed_group(self, batches: list[torch.Tensor], patient_ids: list[str]) -> list[np.ndarray]:
+        """Several patients' images through the model in shared batches (a GPU stays busy on small bags), then
+        split back per patient. On CPU the extraction passes one patient at a time: fixed chunks per patient give
+        bit-identical results however the work was divided."""
+        sizes = [len(batch) for batch in batches]
+        if len(batches) == 1 or not sum(sizes):
+            return [self(batch, patient_id) for batch, patient_id in zip(batches, patient_ids)]
+        joined = torch.cat([batch.to(self.device, non_blocking=True) for batch in batches if len(batch)])
+        features = self(joined, ", ".join(patient_ids))
+        return np.split(features, np.cumsum(sizes)[:-1])

@@ -11,23 +11,23 @@ import datetime as dt
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..errors import InputError
 from .backbones import load_backbone
 from .embedder import Embedder, resolve_device
-from .images import DECODE_ERRORS, FolderScan, decode_failure, load_rgb, scan_folder
-from .layout import PatientEntry, discover_patients
-from .parts import PartsFolder, assemble, exclusive_lock
-from .preprocessing import Preprocessing, build_transform, resolve_preprocessing
-from .store import PatientBag
+from .images import scan_folder
+from .job import Job, embed_all, finish
+from .layout import discover_patients
+from .parts import PartsFolder
+from .preprocessing import Preprocessing, resolve_preprocessing
 from .update import check_output, plan_update, previous_extraction
+from .workers import Claims, Heartbeat, worker_id
 
 log = logging.getLogger(__name__)
 
@@ -66,45 +66,6 @@ class ExtractionSummary:
     already_complete: bool = False
 
 
-@dataclass
-class DecodedPatient:
-    """One patient's images as a batch tensor, in file-name order, and the files that could not be used."""
-
-    index: int
-    images: torch.Tensor  # (n, 3, H, W)
-    names: list[str]
-    skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
-
-    def pin_memory(self) -> DecodedPatient:
-        return replace(self, images=self.images.pin_memory())
-
-
-class PatientImages(torch.utils.data.Dataset):
-    """Decodes one patient's images (those its folder scan allows); unusable files are reported, not raised."""
-
-    def __init__(self, scans: list[FolderScan], prep: Preprocessing):
-        self.scans = scans
-        self.prep = prep
-        self.transform = None  # built lazily in each worker
-
-    def __len__(self):
-        return len(self.scans)
-
-    def __getitem__(self, index) -> DecodedPatient:
-        if self.transform is None:
-            self.transform = build_transform(self.prep)
-        tensors, names, skipped = [], [], list(self.scans[index].skipped)
-        for path in self.scans[index].images:
-            try:
-                tensors.append(self.transform(load_rgb(path)))
-                names.append(path.name)
-            except DECODE_ERRORS as exc:
-                skipped.append(decode_failure(path, exc))
-        size = self.prep.input_size
-        batch = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size)
-        return DecodedPatient(index, batch, names, skipped)
-
-
 def build_provenance(settings: ExtractSettings, weights, prep: Preprocessing) -> dict:
     return {
         "model": settings.model,
@@ -124,36 +85,10 @@ def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def log_patient(patient: PatientEntry, note: str, skipped: list[dict]) -> None:
-    if note:
-        log.warning("patient %s: %s (%s); recorded with 0 cells", patient.patient_id, note, patient.folder)
-    for item in skipped:
-        log.warning("patient %s: skipped image %s (%s)", patient.patient_id, patient.folder / item["file"], item["reason"])
-
-
-def embed_patients(todo: list[PatientEntry], scans: dict[str, FolderScan], prep: Preprocessing, embedder: Embedder,
-                   parts: PartsFolder, workers: int) -> int:
-    """Embed and write each patient of `todo` as a part; returns the number of images embedded."""
-    loader = torch.utils.data.DataLoader(
-        PatientImages([scans[p.patient_id] for p in todo], prep), batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=embedder.device.type == "cuda", prefetch_factor=2 if workers else None, persistent_workers=False,
-    )
-    total = sum(len(scans[p.patient_id].images) for p in todo)
-    with tqdm(total=total, unit="img", desc="embedding", dynamic_ncols=True, mininterval=1.0) as bar:
-        for decoded in loader:
-            patient, scan = todo[decoded.index], scans[todo[decoded.index].patient_id]
-            note = scan.note or ("no usable images" if not decoded.names else "")
-            log_patient(patient, note, decoded.skipped)
-            embeddings = embedder(decoded.images, patient.patient_id)
-            parts.write(PatientBag(patient.patient_id, patient.split, embeddings, decoded.names, decoded.skipped, note,
-                                   scan.fingerprint, patient.row_sha256))
-            bar.update(len(scan.images))
-    return total
-
-
 def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False) -> ExtractionSummary:
     """Embed every patient of the dataset at `root` into `out` (only those whose images changed, when `out`
-    holds an earlier extraction with the same settings)."""
+    holds an earlier extraction with the same settings). Several processes may run this on the same `out`
+    at once: they share the patients, and the last to finish writes the file (see workers.py)."""
     root, out = Path(root), Path(out)
     settings.validate()
     patients = discover_patients(root)
@@ -162,32 +97,31 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
     model, weights = load_backbone(settings.model, settings.weights)
     prep = resolve_preprocessing(model, settings.crop, settings.input_size)
     provenance = build_provenance(settings, weights, prep)
-    with exclusive_lock(out):
-        previous = previous_extraction(out, provenance, root, overwrite)
-        scans = {p.patient_id: scan_folder(p.folder, root) for p in patients}
-        plan = plan_update(patients, scans, previous)
-        if plan.nothing_to_do:
-            log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do",
-                     out, len(patients))
-            return ExtractionSummary(out, len(patients), previous.n_images, previous.n_skipped, already_complete=True)
-        plan.log(out)
-        embedder = Embedder(model, device, settings.precision, settings.tta, settings.batch_size, settings.features)
-        parts = PartsFolder(out, provenance, embedder.dim, root, discard_other=overwrite)
-        todo = [p for p in plan.to_embed if parts.listing(p.patient_id) != scans[p.patient_id].fingerprint]
-        if len(todo) < len(plan.to_embed):
-            log.info("resuming: %d of %d patients already done in %s", len(plan.to_embed) - len(todo),
+    previous = previous_extraction(out, provenance, root, overwrite)
+    scans = {p.patient_id: scan_folder(p.folder, root) for p in patients}
+    plan = plan_update(patients, scans, previous)
+    if plan.nothing_to_do:
+        log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do",
+                 out, len(patients))
+        return ExtractionSummary(out, len(patients), previous.n_images, previous.n_skipped, already_complete=True)
+    plan.log(out)
+    embedder = Embedder(model, device, settings.precision, settings.tta, settings.batch_size, settings.features)
+    parts = PartsFolder(out, provenance, embedder.dim, root, discard_other=overwrite)
+    worker = worker_id()
+    with Heartbeat(parts.path, worker):
+        job = Job(plan, scans, parts, Claims(parts.path, worker))
+        if len(job.remaining()) < len(plan.to_embed):
+            log.info("resuming: %d of %d patients already done in %s", len(plan.to_embed) - len(job.remaining()),
                      len(plan.to_embed), parts.path)
         started = time.perf_counter()
         workers = settings.workers if settings.workers is not None else default_workers(device)
-        n_images = embed_patients(todo, scans, prep, embedder, parts, workers)
+        n_images = embed_all(job, prep, embedder, workers)
         seconds = time.perf_counter() - started
         file_attrs = {"dataset_root": str(root.resolve()), "timm_version": timm.__version__,
                       "torch_version": torch.__version__, "tool_version": __version__, "device": device.type,
                       "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        totals = assemble(out, [p.patient_id for p in patients], plan.bag_source(parts), embedder.dim, provenance,
-                          file_attrs)
-        parts.remove()
+        totals = finish(job, out, plan.bag_source(parts), embedder.dim, provenance, file_attrs)
     rate = n_images / seconds if seconds > 0 else float("nan")
-    log.info("wrote %s: %d patients, %d images, %d skipped; embedded %d images in %.1fs (%.1f img/s)",
+    log.info("wrote %s: %d patients, %d images, %d skipped; this worker embedded %d images in %.1fs (%.1f img/s)",
              out, totals["n_patients"], totals["n_images"], totals["n_skipped"], n_images, seconds, rate)
     return ExtractionSummary(out, **totals, seconds=seconds, images_per_second=rate)

@@ -1,64 +1,31 @@
-"""An extraction in progress: one small HDF5 per finished patient, and the lock that keeps writers apart.
+"""An extraction in progress: one small HDF5 per finished patient, shared by every worker on the output.
 
 Each finished patient is its own file under `<out>.parts/`, written to a temporary name and renamed into place
 (as STAMP does), so a kill at any moment loses at most the patient in progress and never leaves a truncated
 part that looks finished. A part records the fingerprint of the folder listing it was made from, so a part
 whose images changed since is embedded again. The final file is assembled the same way (temporary name,
-then rename), and only then is the parts folder removed. An exclusive `flock` on `<out>.lock` refuses a
-second writer; the kernel drops it when the process dies, so a kill never leaves a stale lock behind.
+then rename), and only then is the parts folder removed. Which worker embeds which patient: see workers.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 
 from ..errors import InputError
-from ..files import atomic_hdf5, atomic_write_text
+from ..files import atomic_hdf5, temporary_sibling
 from ..provenance import describe_difference, identity, same
 from .store import HDF5_ERRORS, PatientBag, read_bag, write_bag, write_file_attrs
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def exclusive_lock(out: Path):
-    """Refuse a second extraction into the same file while one runs."""
-    lock_path = Path(f"{out}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held open while the lock is held, closed below
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise InputError(f"{out}: another extraction is writing this file ({holder}); refusing to run beside it") from None
-        try:  # the holder we waited on may have removed the file: then our lock is on a dead inode, retry
-            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            lock_path.unlink()  # while still locked, so no newcomer can lock this inode and believe it current
-        handle.close()
 
 
 def parts_path(out: Path) -> Path:
@@ -74,7 +41,8 @@ def read_settings(path: Path) -> dict | None:
 
 
 class PartsFolder:
-    """Finished patients of an extraction in progress: `<out>.parts/<ID>.h5`, plus the settings they share."""
+    """Finished patients of an extraction in progress: `<out>.parts/<ID>.h5`, plus the settings they share. Several
+    workers may open it at once: the first to publish settings.json fixes them, the others check theirs agree."""
 
     def __init__(self, out: Path, provenance: dict, dim: int, root: Path, discard_other: bool = False):
         """Parts are named by patient ID: those of another dataset root or other settings are never taken for
@@ -84,19 +52,48 @@ class PartsFolder:
         self.provenance = provenance
         self.dim = dim
         self.root = str(Path(root).resolve())
-        settings = self.path / "settings.json"
-        if self.path.exists():
-            previous = read_settings(settings)
-            problem = self.incompatibility(previous)
-            if problem and not discard_other:
-                raise InputError(f"{self.path}: an interrupted extraction {problem} is here; rerun it with its own "
-                                 "settings to finish it, or pass --overwrite to discard it, or choose another --out")
-            if problem:
-                log.info("%s: discarding an interrupted extraction %s (--overwrite)", self.path, problem)
-                shutil.rmtree(self.path)
-        if not self.path.exists():
-            self.path.mkdir(parents=True)
-            atomic_write_text(settings, json.dumps({**identity(provenance), "dim": dim, "root": self.root}, indent=1))
+        self.settings = {**identity(provenance), "dim": dim, "root": self.root}
+        problem = self.incompatibility(self.published()) if self.path.exists() else None
+        if problem and not discard_other:
+            raise InputError(f"{self.path}: an interrupted extraction {problem} is here; rerun it with its own "
+                             "settings to finish it, or pass --overwrite to discard it, or choose another --out")
+        if problem:
+            log.info("%s: discarding an interrupted extraction %s (--overwrite)", self.path, problem)
+            self.discard()
+        self.path.mkdir(parents=True, exist_ok=True)
+        problem = self.incompatibility(self.publish())
+        if problem:  # another worker published other settings in between
+            raise InputError(f"{self.path}: another extraction {problem} is running here; choose another --out")
+
+    def published(self, wait: float = 10.0) -> dict | None:
+        """The settings another worker published; a folder just created may need a moment to get them."""
+        deadline = time.monotonic() + wait
+        while True:
+            document = read_settings(self.path / "settings.json")
+            if document is not None or time.monotonic() > deadline or not self.path.exists():
+                return document
+            time.sleep(0.2)
+
+    def publish(self) -> dict | None:
+        """Write settings.json unless it exists (link: atomic and exclusive); return what is published."""
+        final = self.path / "settings.json"
+        if not final.exists():
+            tmp = temporary_sibling(final)
+            try:
+                tmp.write_text(json.dumps(self.settings, indent=1))
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return self.published()
+
+    def discard(self) -> None:
+        """Move the folder away atomically, then delete it: two workers discarding at once cannot delete the
+        fresh folder that one of them has just made."""
+        graveyard = self.path.with_name(f".{self.path.name}.discarded-{os.getpid()}-{time.monotonic_ns()}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self.path, graveyard)
+            shutil.rmtree(graveyard, ignore_errors=True)
 
     def incompatibility(self, previous: dict | None) -> str | None:
         if previous is None:
