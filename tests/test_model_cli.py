@@ -75,7 +75,7 @@ def test_cv_json_contents(cv_runs, synthetic_embeddings, params_file):
     assert doc["settings"]["source"] == str(params_file)
     assert doc["settings"]["params"]["min_data_in_leaf"] == SMALL_DATA_PARAMS["min_data_in_leaf"]
     assert len({row["probability"] for row in doc["oof"]}) > 1
-    assert doc["embeddings"]["path"] == str(synthetic_embeddings)
+    assert doc["embeddings"][0]["path"] == str(synthetic_embeddings)
     assert "images + clinical" in result.stdout and "clinical only" in result.stdout
 
 

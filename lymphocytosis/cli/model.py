@@ -30,8 +30,9 @@ def parse_args(argv=None):
     parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     common = Parser(add_help=False)
-    common.add_argument("--embeddings", type=Path, default=DEFAULT_EMBEDDINGS,
-                        help=f"HDF5 from extract.py (default: {DEFAULT_EMBEDDINGS})")
+    common.add_argument("--embeddings", type=Path, action="append", default=None,
+                        help=f"HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 "
+                             f"--embeddings dinobloom-s.h5): each gets its own cell score (default: {DEFAULT_EMBEDDINGS})")
     common.add_argument("--root", type=Path, default=None,
                         help="dataset root for the CSVs (default: the one recorded in the embeddings)")
     tuned = Parser(add_help=False)
@@ -57,7 +58,9 @@ def parse_args(argv=None):
     report = commands.add_parser("report", parents=[common, tuned, cv_options], help="HTML/Markdown report with figures")
     report.add_argument("--out-dir", type=Path, default=None, help="default: artifacts/report-<date>")
     report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.embeddings = args.embeddings or [DEFAULT_EMBEDDINGS]
+    return args
 
 
 def format_cv_table(comparison) -> str:
@@ -76,7 +79,7 @@ def format_cv_table(comparison) -> str:
 
 
 def cv_dir_for(args) -> Path:
-    return args.cv_dir or Path(args.embeddings).parent / "cv"
+    return args.cv_dir or Path(args.embeddings[0]).parent / "cv"
 
 
 def warn_if_cannot_separate(comparison) -> None:
@@ -118,8 +121,8 @@ def command_cv(args, cohort, settings):
     if args.json:
         document = saved.comparison.summary_dict()
         document["settings"] = settings.to_dict()
-        document["embeddings"] = {"path": str(cohort.primary.path), "model": cohort.primary.provenance["model"],
-                                  "weights_sha256": cohort.primary.provenance["weights_sha256"]}
+        document["embeddings"] = [{"name": s.name, "path": str(s.path), "model": s.provenance["model"],
+                                   "weights_sha256": s.provenance["weights_sha256"]} for s in cohort.sets]
         atomic_write_json(args.json, document)
         log.info("wrote %s", args.json)
 

@@ -27,7 +27,8 @@ log = logging.getLogger("tune")
 
 def parse_args(argv=None):
     parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--embeddings", type=Path, default=DEFAULT_EMBEDDINGS)
+    parser.add_argument("--embeddings", type=Path, action="append", default=None,
+                        help=f"HDF5 from extract.py; repeat it to combine backbones (default: {DEFAULT_EMBEDDINGS})")
     parser.add_argument("--root", type=Path, default=None, help="dataset root (default: recorded in the embeddings)")
     parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
                         help="total finished trials wanted in the study (default: 100)")
@@ -43,7 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--outer-folds", type=int_in(2, 100), default=5)
     parser.add_argument("--outer-repeats", type=int_in(1, 1000), default=1)
     parser.add_argument("--json", type=Path, default=None, help="with --nested: write the results here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.embeddings = args.embeddings or [DEFAULT_EMBEDDINGS]
+    return args
 
 
 def storage_for(url: str):
