@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,6 @@ import pytest
 import model as model_cli
 from conftest import SYNTHETIC_N_TEST, SYNTHETIC_N_TRAIN, assert_one_line_error, pin_torch_threads, run_main, small_settings
 from lymphocytosis.errors import InputError
-from lymphocytosis.model import tuned_params as settings_module
 from lymphocytosis.model.classifier import FittedModel
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.persistence import MODEL_FORMAT, load_model
@@ -200,9 +200,17 @@ def test_predict_refuses_other_provenance(fitted, other_crop_embeddings, tmp_pat
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings, tmp_path, monkeypatch, caplog):
+def beside(embeddings: Path, folder: Path) -> Path:
+    """A copy of the embeddings in `folder`, where `--params auto` looks for tune.py's best_params.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(embeddings, folder / "embeddings.h5")
+    return folder / "embeddings.h5"
+
+
+def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings, tmp_path, caplog):
     params = Settings().params
-    tuned = tmp_path / "best_params.json"
+    synthetic_embeddings = beside(synthetic_embeddings, tmp_path / "artifacts")
+    tuned = tmp_path / "artifacts" / "best_params.json"
     save_settings(tuned, Settings(params=dict(params, num_iterations=20)), load_cohort(other_crop_embeddings), {"trial": 0})
     # an explicit path: refused
     result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", str(tuned),
@@ -210,8 +218,7 @@ def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings,
     line = assert_one_line_error(result, str(tuned), "another provenance", "crop")
     assert '"crop": 48' in line and '"crop": 64' in line
     assert not (tmp_path / "m1").exists()
-    # 'auto' finds it where tune.py saves it: ignored, with a warning, and the defaults are used
-    monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
+    # 'auto' finds it where tune.py saves it (beside the embeddings): ignored, with a warning, the defaults used
     with caplog.at_level(logging.WARNING):
         result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", "auto",
                                            "--model-dir", str(tmp_path / "m2")])
@@ -222,12 +229,12 @@ def test_params_of_other_provenance(synthetic_embeddings, other_crop_embeddings,
     assert not (tmp_path / "m2" / "model.json").exists()
 
 
-def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypatch):
+def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path):
     params = Settings().params
-    tuned = tmp_path / "best_params.json"
+    synthetic_embeddings = beside(synthetic_embeddings, tmp_path / "artifacts")
+    tuned = tmp_path / "artifacts" / "best_params.json"
     save_settings(tuned, Settings(params={**params, **SMALL_DATA_PARAMS, "num_iterations": 20}),
                   load_cohort(synthetic_embeddings), {"trial": 0})
-    monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
     result = run_main(model_cli.main, ["fit", "--embeddings", str(synthetic_embeddings), "--params", "auto",
                                        "--model-dir", str(tmp_path / "m")])
     assert result.code == 0, result.stderr
@@ -240,7 +247,7 @@ def test_params_auto_uses_matching_file(synthetic_embeddings, tmp_path, monkeypa
                                                     str(bad), "--model-dir", str(tmp_path / "m3")]), str(bad))
 
 
-def test_params_of_other_patients_are_refused(synthetic_embeddings, tmp_path, monkeypatch):
+def test_params_of_other_patients_are_refused(synthetic_embeddings, tmp_path):
     """Same embeddings provenance, other labelled patients: tuned settings do not carry over silently."""
     cohort = load_cohort(synthetic_embeddings)
     tuned = tmp_path / "best_params.json"
@@ -250,5 +257,4 @@ def test_params_of_other_patients_are_refused(synthetic_embeddings, tmp_path, mo
     tuned.write_text(json.dumps(document))
     with pytest.raises(InputError, match="other labelled patients"):
         load_settings(str(tuned), cohort)
-    monkeypatch.setattr(settings_module, "BEST_PARAMS", tuned)
-    assert load_settings("auto", cohort).source == "defaults"
+    assert load_settings("auto", cohort, best_params=tuned).source == "defaults"

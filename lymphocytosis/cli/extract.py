@@ -1,59 +1,73 @@
-"""`extract.py`: embed every cell image with a frozen pretrained encoder into one HDF5 file.
+"""Embed every cell image of a dataset (challenge layout) with a frozen pretrained network, into one HDF5 file.
 
-    python extract.py --root path/to/dataset --out artifacts/embeddings.h5
+    extract.py --root /data/dlmi                      # writes artifacts/dlmi/embeddings.h5
+    extract.py --root /data/dlmi --device cuda:1      # one of several workers on one output: see the README
 
-Interrupted (Ctrl-C, kill -9), the same command resumes where it stopped.
+Interrupted (Ctrl-C, kill -9), the same command resumes where it stopped; rerun after images or CSVs changed,
+it embeds only what changed.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 
-from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
-from ..defaults import DEFAULT_CROP
-from ..defaults import DEFAULT_EMBEDDINGS as DEFAULT_OUT
+from ..defaults import ARTIFACTS, DEFAULT_BACKBONE, DEFAULT_CROP
+from ..errors import InputError
 from ..extract.registry import REGISTRY
-from .common import Parser, cli_main, int_in
+from .common import Parser, add_run_options, cli_main, dataset_name, default_root, int_in, parse_with_config, program, start_run
 
 PROG = "extract.py"
 
 
-def parse_args(argv=None):
-    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("DATA", "data/synthetic")),
-                        help="dataset in the challenge layout (default: $DATA or data/synthetic)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"HDF5 to write (default: {DEFAULT_OUT})")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"any timm model name, or {', '.join(REGISTRY)} (blood-cell ViTs; need --weights FILE) "
-                             f"(default: {DEFAULT_MODEL})")
+def build_parser() -> Parser:
+    parser = Parser(prog=program(PROG, "extract"), description=__doc__)
+    parser.add_argument("--root", type=Path, default=None,
+                        help="the dataset: trainset/ and testset/ folders with their CSVs; default: $DATA, else "
+                             "data/synthetic (`make demo` makes it)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="HDF5 to write; default: artifacts/<dataset folder name>/embeddings.h5")
+    parser.add_argument("--model", default=DEFAULT_BACKBONE,
+                        help=f"any timm model name, or {', '.join(REGISTRY)} (blood-cell ViTs; need --weights FILE)")
     parser.add_argument("--weights", default=None,
                         help="FILE (local checkpoint), 'hub' (timm's pretrained weights; uses the network) or "
-                             "'embedded' (default for the default model; offline)")
+                             "'embedded'; default: embedded for the default model (offline), hub for other timm models")
     parser.add_argument("--crop", type=int_in(16, 224), default=None,
-                        help=f"centre crop in pixels of the 224 px image; cells are centred (default: {DEFAULT_CROP}; "
-                             "224 for dinobloom-*, which refuse less than 130)")
+                        help=f"centre crop in pixels of the 224 px image, where the cell is; default: {DEFAULT_CROP}, "
+                             "224 for dinobloom-* (which refuse less than 130)")
     parser.add_argument("--input-size", type=int_in(16, 1024), default=None,
-                        help="resize the crop to this (default: the crop size; dinobloom-*: 224, the only size they take)")
+                        help="resize the crop to this many pixels; default: the crop size (dinobloom-*: 224, the only "
+                             "size they take)")
     parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
                         help="pooled final features, or also the pooled output of every intermediate stage")
-    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees per cell")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (GPU; CPUs with AMX)")
+    parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees of each cell")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16 autocast (GPU, or CPUs with AMX)")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:K (one GPU of several)")
-    parser.add_argument("--batch-size", type=int_in(1, 65536), default=128,
-                        help="images per forward pass, within a patient (default: 128)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:K")
+    parser.add_argument("--batch-size", type=int_in(1, 65536), default=128, help="images per forward pass")
     parser.add_argument("--workers", type=int_in(0, 256), default=None,
-                        help="DataLoader processes decoding images (default: 0 on CPU, where decoding beside the "
-                             "model's threads was measured slower; up to 8 on CUDA)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing file or interrupted run")
-    return parser.parse_args(argv)
+                        help="processes decoding images; default: 0 on CPU (measured faster on 2 cores), up to 8 on CUDA")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an embeddings file made with other settings or from another dataset")
+    add_run_options(parser)
+    return parser
+
+
+def resolve(args):
+    """Fill in the defaults that depend on other settings (the dataset decides where the output goes)."""
+    if args.root is None:
+        args.root = default_root()
+        if not args.root.exists():
+            raise InputError(f"no dataset given: pass --root PATH (a folder with trainset/ and testset/ in the challenge "
+                             f"layout) or set DATA; `make demo` creates a synthetic one in {args.root}")
+    args.out = args.out or ARTIFACTS / dataset_name(args.root) / "embeddings.h5"
+    return args
 
 
 @cli_main
 def main(argv=None):
-    args = parse_args(argv)
+    args = resolve(parse_with_config(build_parser(), argv, "extract"))
+    start_run(args, "extract", Path(args.out).parent)
     from ..extract.extraction import ExtractSettings, extract
 
     settings = ExtractSettings(
@@ -61,6 +75,8 @@ def main(argv=None):
         precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
         device=args.device, features=args.features,
     )
-    extract(args.root, args.out, settings, overwrite=args.overwrite)
+    summary = extract(args.root, args.out, settings, overwrite=args.overwrite)
+    print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images"
+          f"{f', {summary.n_skipped} skipped (reasons in the log)' if summary.n_skipped else ''}")
     return 0
 

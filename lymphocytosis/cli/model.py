@@ -1,65 +1,87 @@
-"""`model.py`: bag statistics + clinical attributes -> LightGBM; honest CV, fit, predict, report.
+"""Patient-level models from the embeddings and clinical attributes: honest CV, fit, predict, report.
 
-    python model.py cv      --embeddings artifacts/embeddings.h5 [--json artifacts/cv.json]
-    python model.py fit     --embeddings artifacts/embeddings.h5 [--model-dir artifacts/model]
-    python model.py predict --embeddings artifacts/embeddings.h5 [--model-dir artifacts/model]
-    python model.py report  --embeddings artifacts/embeddings.h5
+    model.py cv                  # 10 x 5-fold CV, images + clinical vs clinical only; saves <artifacts>/cv/
+    model.py fit                 # train on every labelled patient; saves <artifacts>/model/
+    model.py predict             # the testset patients (LABEL -1); writes <artifacts>/predictions.csv
+    model.py report              # HTML + Markdown report from the saved CV; writes <artifacts>/report/
 
-The dataset's CSVs are found through the embeddings file (its `dataset_root`), or given with --root.
+<artifacts> is the folder of the (first) embeddings file: artifacts/<dataset>/ by default, where extract.py
+writes. The dataset's CSVs are found through the embeddings file, or given with --root.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
 
-from ..defaults import DEFAULT_EMBEDDINGS, DEFAULT_MODEL_DIR
 from ..errors import InputError
 from ..files import atomic_write_json
-from .common import Parser, cli_main, int_in
+from .common import Parser, add_run_options, cli_main, default_embeddings, int_in, parse_with_config, program, start_run
 
 PROG = "model.py"
-
-
 log = logging.getLogger("model")
 
 
-def parse_args(argv=None):
-    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    common = Parser(add_help=False)
-    common.add_argument("--embeddings", type=Path, action="append", default=None,
-                        help=f"HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 "
-                             f"--embeddings dinobloom-s.h5): each gets its own cell score (default: {DEFAULT_EMBEDDINGS})")
-    common.add_argument("--root", type=Path, default=None,
-                        help="dataset root for the CSVs (default: the one recorded in the embeddings)")
+def shared_options() -> dict[str, Parser]:
+    data = Parser(add_help=False)
+    data.add_argument("--embeddings", type=Path, action="append", default=None,
+                      help="HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 --embeddings "
+                           "dinobloom-s.h5), each then gets its own cell score; default: artifacts/<$DATA's folder>/"
+                           "embeddings.h5, or the only artifacts/*/embeddings.h5")
+    data.add_argument("--root", type=Path, default=None,
+                      help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
+    add_run_options(data)
     tuned = Parser(add_help=False)
     tuned.add_argument("--params", default="auto",
-                       help="'auto' (tune.py's saved best for these embeddings if any, else defaults), 'default', or a JSON path")
-    cv_options = Parser(add_help=False)
-    cv_options.add_argument("--folds", type=int_in(2, 100), default=5)
-    cv_options.add_argument("--repeats", type=int_in(1, 1000), default=10)
-    cv_options.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
-    cv_options.add_argument("--cv-dir", type=Path, default=None,
-                            help="saved cross-validation results (default: cv/ beside the embeddings)")
+                       help="'auto' (tune.py's best for these embeddings and patients, if saved, else the defaults), "
+                            "'default', or the path of a parameters file")
+    cv = Parser(add_help=False)
+    cv.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
+    cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
+    cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
+    cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
+    return {"data": data, "tuned": tuned, "cv": cv}
 
-    cv = commands.add_parser("cv", parents=[common, tuned, cv_options], help="repeated stratified CV, full vs clinical-only")
-    cv.add_argument("--json", type=Path, default=None, help="also write the headline results here")
-    fit = commands.add_parser("fit", parents=[common, tuned], help="train on all labelled patients and save")
-    fit.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
-    predict = commands.add_parser("predict", parents=[common], help="predict the unlabelled patients")
-    predict.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
-    predict.add_argument("--out", type=Path, default=Path("artifacts/predictions.csv"), help="ID,LABEL,PROBABILITY")
-    predict.add_argument("--submission", type=Path, default=Path("artifacts/submission.csv"),
-                         help="challenge format: Id,Predicted")
+
+def build_parser() -> Parser:
+    parser = Parser(prog=program(PROG), description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
+    shared = shared_options()
+    data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
+    cv = commands.add_parser("cv", parents=[data, tuned, cv_options], help="repeated stratified CV, full vs clinical-only",
+                             description="Repeated stratified cross-validation over patients of the model with images\n"
+                                         "and of the clinical-only model on the same folds; saves the results folder.")
+    cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
+    fit = commands.add_parser("fit", parents=[data, tuned], help="train on all labelled patients and save",
+                              description="Train on every labelled patient and save the model.")
+    fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
+    predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
+                                  description="Predict the patients without a label (LABEL -1) with a saved model.")
+    predict.add_argument("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
+    predict.add_argument("--out", type=Path, default=None,
+                         help="ID,LABEL,PROBABILITY per patient; default: <artifacts>/predictions.csv")
+    predict.add_argument("--submission", type=Path, default=None,
+                         help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
     predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
-    report = commands.add_parser("report", parents=[common, tuned, cv_options], help="HTML/Markdown report with figures")
-    report.add_argument("--out-dir", type=Path, default=None, help="default: artifacts/report-<date>")
+    report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
+                                 description="The report of the saved cross-validation (run first when there is none\n"
+                                             "for these embeddings, settings and folds).")
+    report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
     report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
-    args = parser.parse_args(argv)
-    args.embeddings = args.embeddings or [DEFAULT_EMBEDDINGS]
+    return parser
+
+
+def parse_args(argv=None):
+    args = parse_with_config(build_parser(), argv)
+    args.embeddings = args.embeddings or [default_embeddings()]
+    home = Path(args.embeddings[0]).parent
+    defaults = {"cv_dir": home / "cv", "model_dir": home / "model", "out": home / "predictions.csv",
+                "submission": home / "submission.csv", "out_dir": home / "report"}
+    for name, value in defaults.items():
+        if getattr(args, name, "absent") is None:
+            setattr(args, name, value)
+    args._home = home
     return args
 
 
@@ -76,10 +98,6 @@ def format_cv_table(comparison) -> str:
         summary = result.summary
         lines.append(f"| {name:<{width}} | {summary.balanced_accuracy!s:<17} | {summary.roc_auc!s:<13} |")
     return "\n".join(lines)
-
-
-def cv_dir_for(args) -> Path:
-    return args.cv_dir or Path(args.embeddings[0]).parent / "cv"
 
 
 def warn_if_cannot_separate(comparison) -> None:
@@ -103,7 +121,7 @@ def run_cv(args, cohort, settings):
     comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
                          keep_models=True)
     warn_if_cannot_separate(comparison)
-    directory = save_cv(cv_dir_for(args), comparison, explain(comparison.full), settings, cohort,
+    directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
                         time.perf_counter() - started)
     log.info("wrote cross-validation results to %s", directory)
     return load_cv(directory)
@@ -112,7 +130,7 @@ def run_cv(args, cohort, settings):
 def command_cv(args, cohort, settings):
     from ..model.results import check_results_dir
 
-    check_results_dir(cv_dir_for(args))
+    check_results_dir(args.cv_dir)
     saved = run_cv(args, cohort, settings)
     print(format_cv_table(saved.comparison))
     if settings.tuned:
@@ -182,9 +200,9 @@ def command_report(args, cohort, settings):
 
     patients = select_patients(cohort, args.patients)
     out_dir = prepare_out_dir(args.out_dir)
-    check_results_dir(cv_dir_for(args))
+    check_results_dir(args.cv_dir)
     design = CVDesign(args.folds, args.repeats, args.seed)
-    directory = cv_dir_for(args)
+    directory = args.cv_dir
     saved = load_cv(directory) if (directory / "cv.json").is_file() else None
     if saved is None or not saved.matches(cohort, settings, design):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
@@ -206,19 +224,20 @@ def inputs_of(args, cohort) -> list[Path]:
 
 def outputs_of(args) -> dict:
     if args.command == "cv":
-        return {"--json": args.json, "--cv-dir": cv_dir_for(args)}
+        return {"--json": args.json, "--cv-dir": args.cv_dir}
     if args.command == "fit":
         return {"--model-dir": args.model_dir}
     if args.command == "predict":
         if Path(args.out).resolve() == Path(args.submission).resolve():
             raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
         return {"--out": args.out, "--submission": args.submission}
-    return {"--out-dir": args.out_dir, "--cv-dir": cv_dir_for(args)}
+    return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    start_run(args, args.command, args._home)
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.tuned_params import load_settings
@@ -228,7 +247,7 @@ def main(argv=None):
     if args.command == "predict":
         command_predict(args, cohort)
         return 0
-    settings = load_settings(args.params, cohort)
+    settings = load_settings(args.params, cohort, args._home / "best_params.json")
     log.info("settings: %s", settings.source)
     {"cv": command_cv, "fit": command_fit, "report": command_report}[args.command](args, cohort, settings)
     return 0

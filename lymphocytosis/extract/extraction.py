@@ -119,7 +119,7 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
         seconds = time.perf_counter() - started
         file_attrs = {"dataset_root": str(root.resolve()), "timm_version": timm.__version__,
                       "torch_version": torch.__version__, "tool_version": __version__, "device": device.type,
-                      "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                      "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         totals = finish(job, out, plan.bag_source(parts), embedder.dim, provenance, file_attrs)
     rate = n_images / seconds if seconds > 0 else float("nan")
     log.info("wrote %s: %d patients, %d images, %d skipped; this worker embedded %d images in %.1fs (%.1f img/s)",

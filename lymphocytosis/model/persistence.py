@@ -48,7 +48,7 @@ def save_model(model: FittedModel, directory: Path) -> Path:
     document = {
         "format": MODEL_FORMAT,
         "tool_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "feature_spec": model.spec.to_dict(),
         "params": model.params,
         "columns": [c.to_dict() for c in model.columns],

@@ -1,0 +1,1 @@
+"""The command-line front ends (`extract.py`, `model.py`, `tune.py` are thin entry points to these)."""

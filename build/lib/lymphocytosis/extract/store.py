@@ -1,0 +1,170 @@
+"""The embeddings file: one HDF5 per extraction, with its provenance; read by stage 2 without torch.
+
+Layout (format `lymphocytosis-embeddings/2`):
+
+    /                         attrs: provenance (see provenance.PROVENANCE_KEYS), weights_file_sha256, versions, created,
+                                     dataset_root, n_patients, n_images, n_skipped, complete=True
+    /patients/<ID>/embeddings float (n_cells, D), rows in the order of `filenames`
+    /patients/<ID>/filenames  utf-8 strings (n_cells,), image names inside the patient's folder
+    /patients/<ID>            attrs: split, n_cells, skipped (JSON list of {"file", "reason"}), note,
+                                     listing_sha256 (the folder's image listing), row_sha256 (its CSV row)
+
+Everything read is checked before use (structure, types, shapes, finite and plausible values, plain file
+names): a damaged or tampered file stops with one line naming the file and patient.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import InputError, in_file
+from ..provenance import PROVENANCE_KEYS
+from .layout import SPLIT_CSVS, validate_patient_id
+
+FORMAT = "lymphocytosis-embeddings/2"
+MAX_ABS_VALUE = 1e5  # no frozen network's pooled feature comes near this; 1e30 means a damaged file
+_STR = h5py.string_dtype("utf-8")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+@dataclass
+class PatientBag:
+    """One patient's embeddings, in image order, and what could not be embedded."""
+
+    patient_id: str
+    split: str
+    embeddings: np.ndarray  # (n_cells, D)
+    filenames: list[str]
+    skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
+    note: str = ""  # e.g. "folder missing"
+    listing_sha256: str = ""  # fingerprint of the folder's image files when embedded (images.scan_folder)
+    row_sha256: str = ""  # fingerprint of the patient's CSV row (layout.row_fingerprint)
+
+
+def write_bag(group: h5py.Group, bag: PatientBag, dim: int, dtype: str) -> None:
+    embeddings = np.asarray(bag.embeddings, dtype=dtype).reshape(-1, dim)
+    group.create_dataset("embeddings", data=embeddings)
+    group.create_dataset("filenames", data=np.array(bag.filenames, dtype=object), dtype=_STR)
+    for key in ("split", "note", "listing_sha256", "row_sha256"):
+        group.attrs[key] = getattr(bag, key)
+    group.attrs["n_cells"] = len(bag.filenames)
+    group.attrs["skipped"] = json.dumps(bag.skipped)
+
+
+def plain_name(name: str) -> bool:
+    """A file name that stays inside its folder: no separator, no `..`, nothing absolute or empty."""
+    return bool(name) and name not in {".", ".."} and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def check_embeddings(values: np.ndarray, n_files: int) -> str | None:
+    if values.ndim != 2 or values.shape[0] != n_files or values.shape[1] < 1:
+        return f"embeddings of shape {values.shape} for {n_files} file names"
+    if values.dtype.kind != "f":
+        return f"embeddings of type {values.dtype}, not floating point"
+    if not np.isfinite(values).all():
+        return "embeddings hold NaN or infinite values"
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if largest > MAX_ABS_VALUE:
+        return f"embeddings hold values up to {largest:.3g} (expected |x| < {MAX_ABS_VALUE:g})"
+    return None
+
+
+def check_attrs(attrs: dict) -> str | None:
+    if attrs["split"] not in SPLIT_CSVS:
+        return f"split {attrs['split']!r} is not one of {', '.join(SPLIT_CSVS)}"
+    for key in ("listing_sha256", "row_sha256"):
+        if not _HEX64.match(attrs[key]):
+            return f"{key} {attrs[key]!r} is not a SHA-256"
+    skipped = attrs["skipped"]
+    if not (isinstance(skipped, list) and all(isinstance(s, dict) and isinstance(s.get("file"), str)
+                                              and isinstance(s.get("reason"), str) for s in skipped)):
+        return "the list of skipped images is malformed"
+    return None
+
+
+def read_bag(group: h5py.Group, patient_id: str) -> PatientBag:
+    """One patient's group, checked; ValueError names what is wrong."""
+    validate_patient_id(patient_id, "patient group")
+    names = [s.decode() if isinstance(s, bytes) else str(s) for s in group["filenames"][()]]
+    embeddings = group["embeddings"][()]
+    attrs = {key: str(group.attrs[key]) for key in ("split", "note", "listing_sha256", "row_sha256")}
+    attrs["skipped"] = json.loads(group.attrs["skipped"])
+    problem = check_embeddings(embeddings, len(names)) or check_attrs(attrs)
+    bad_names = [n for n in names if not plain_name(n)]
+    if bad_names:
+        problem = f"file name {bad_names[0]!r} is not a plain name inside the patient's folder"
+    elif len(set(names)) != len(names):
+        problem = "a file name is listed twice"
+    if problem:
+        raise ValueError(problem)
+    return PatientBag(patient_id, attrs["split"], embeddings, names, attrs["skipped"], attrs["note"],
+                      attrs["listing_sha256"], attrs["row_sha256"])
+
+
+def write_file_attrs(handle: h5py.File, attrs: dict) -> None:
+    for key, value in attrs.items():
+        handle.attrs[key] = str(value) if isinstance(value, str) else value  # str subclasses (TorchVersion)
+    handle.attrs["format"] = FORMAT
+    handle.attrs["complete"] = True
+
+
+def read_attrs(path: Path) -> dict:
+    """The file's attributes, whatever its state (used to recognise our own files before replacing them)."""
+    with h5py.File(path, "r") as handle:
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
+
+
+def read_provenance(path: Path) -> dict:
+    """The file's attributes, after checking it is a complete embeddings file of this format."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: embeddings file not found (run extract.py first)")
+    try:
+        attrs = read_attrs(path)
+    except HDF5_ERRORS as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
+    if attrs.get("format") == "lymphocytosis-embeddings/1":
+        raise InputError(f"{path}: made by an older version of this tool; rerun extract.py with the same settings "
+                         "and --overwrite to update it")
+    if attrs.get("format") != FORMAT:
+        raise InputError(f"{path}: not an embeddings file of this tool (format {attrs.get('format')!r})")
+    if attrs.get("complete") is not True:
+        raise InputError(f"{path}: incomplete embeddings file; rerun extract.py to finish it")
+    wrong = [k for k in (*PROVENANCE_KEYS, "dataset_root") if not isinstance(attrs.get(k), str)]
+    if wrong:
+        raise InputError(f"{path}: damaged provenance (attribute {wrong[0]} missing or not text); re-extract it")
+    return attrs
+
+
+def patient_ids(path: Path) -> set[str]:
+    with h5py.File(path, "r") as handle:
+        return set(handle["patients"])
+
+
+def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
+    """Provenance and every patient's bag, read once and checked (one dimension for all patients)."""
+    provenance = read_provenance(path)
+    bags: dict[str, PatientBag] = {}
+    patient_id = None
+    try:
+        with h5py.File(path, "r") as handle:
+            for patient_id, group in handle["patients"].items():
+                bags[patient_id] = read_bag(group, patient_id)
+    except InputError as exc:
+        raise in_file(path, exc) from None
+    except (*HDF5_ERRORS, json.JSONDecodeError) as exc:
+        where = f"patient {patient_id}: " if patient_id else ""
+        raise InputError(f"{path}: {where}damaged embeddings ({str(exc).splitlines()[0]}); re-extract it") from None
+    dims = {bag.embeddings.shape[1] for bag in bags.values() if bag.embeddings.shape[0]}
+    if len(dims) > 1:
+        raise InputError(f"{path}: patients' embeddings have different dimensions ({sorted(dims)}); re-extract it")
+    if not bags:
+        raise InputError(f"{path}: holds no patients")
+    return provenance, bags

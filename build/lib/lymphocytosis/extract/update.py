@@ -1,0 +1,146 @@
+"""Rerunning an extraction: what the output file may be, and which patients must be embedded (again).
+
+`--out` is replaced only when it is an embeddings file of this tool, never another file (a CSV, an image, a
+model). A previous extraction with the same settings of the same dataset is updated, not redone: patients
+whose folder listing changed (images added, removed, replaced) or who are new are embedded, changed CSV rows
+are recorded without re-embedding, patients gone from the CSVs are dropped; each is said.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import h5py
+
+from ..errors import InputError
+from ..files import refuse_inputs_as_outputs
+from ..provenance import describe_difference, same
+from .images import FolderScan
+from .layout import PatientEntry
+from .parts import PartsFolder
+from .store import FORMAT, HDF5_ERRORS, PatientBag, read_attrs, read_bag
+
+log = logging.getLogger(__name__)
+OLD_FORMATS = ("lymphocytosis-embeddings/1",)
+
+
+def check_output(out: Path, patients: list[PatientEntry]) -> None:
+    """`out` must be a new path or one of our embeddings files, and none of the dataset's files."""
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a folder; give the path of the HDF5 file to write")
+    refuse_inputs_as_outputs({"--out": out}, sorted({p.csv_path for p in patients}))
+    if out.exists():
+        try:
+            kind = read_attrs(out).get("format")
+        except HDF5_ERRORS:
+            kind = None
+        if kind not in (FORMAT, *OLD_FORMATS):
+            raise InputError(f"--out {out}: exists and is not an embeddings file of this tool; refusing to replace it "
+                             "(choose another --out)")
+
+
+@dataclass
+class PreviousExtraction:
+    path: Path
+    listings: dict[str, str]  # patient -> listing fingerprint when embedded
+    rows: dict[str, tuple[str, str]]  # patient -> (split, CSV row fingerprint) when embedded
+    n_images: int
+    n_skipped: int
+
+    def bag(self, patient_id: str) -> PatientBag:
+        with h5py.File(self.path, "r") as handle:
+            return read_bag(handle["patients"][patient_id], patient_id)
+
+
+def read_previous(out: Path) -> PreviousExtraction:
+    try:
+        with h5py.File(out, "r") as handle:
+            groups = handle["patients"]
+            listings = {k: str(g.attrs["listing_sha256"]) for k, g in groups.items()}
+            rows = {k: (str(g.attrs["split"]), str(g.attrs["row_sha256"])) for k, g in groups.items()}
+            return PreviousExtraction(out, listings, rows, int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"]))
+    except HDF5_ERRORS as exc:
+        raise InputError(f"{out}: damaged ({str(exc).splitlines()[0]}); pass --overwrite to replace it") from None
+
+
+def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool) -> PreviousExtraction | None:
+    """The earlier extraction in `out` that this run may update, if any. Without --overwrite, a file of another
+    format, settings or dataset is refused (it may be the result of a long run); with it, it is replaced."""
+    if not out.exists():
+        return None
+    attrs = read_attrs(out)
+    problem = None
+    if attrs.get("format") != FORMAT or attrs.get("complete") is not True:
+        problem = "was made by an older version of this tool"
+    elif not same(attrs, provenance):
+        problem = f"exists with other settings ({describe_difference(attrs, provenance)})"
+    elif attrs.get("dataset_root") != str(Path(root).resolve()):
+        problem = f"was made from another dataset ({attrs.get('dataset_root')})"
+    if problem is None:
+        return read_previous(out)
+    if not overwrite:
+        raise InputError(f"{out}: {problem}; pass --overwrite to replace it, or choose another --out")
+    log.info("%s %s: it will be replaced (--overwrite)", out, problem)
+    return None
+
+
+def names(patients: list, limit: int = 8) -> str:
+    shown = ", ".join(p if isinstance(p, str) else p.patient_id for p in patients[:limit])
+    return shown + (f" and {len(patients) - limit} more" if len(patients) > limit else "")
+
+
+@dataclass
+class UpdatePlan:
+    patients: list[PatientEntry]
+    previous: PreviousExtraction | None
+    to_embed: list[PatientEntry] = field(default_factory=list)
+    changed_rows: list[PatientEntry] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.previous is not None and not (self.to_embed or self.changed_rows or self.removed)
+
+    def log(self, out: Path) -> None:
+        if self.previous is None:
+            return
+        held = self.previous.listings
+        changed = [p for p in self.to_embed if p.patient_id in held]
+        new = [p for p in self.to_embed if p.patient_id not in held]
+        for items, what in ((changed, "images changed since it was made (added, removed or replaced): embedding "
+                                      "them again"), (new, "new patients: embedding them"),
+                            (self.changed_rows, "CSV rows changed: recorded, images not re-embedded"),
+                            (self.removed, "no longer in the CSVs: dropped")):
+            if items:
+                log.warning("%s: %d patients %s: %s", out, len(items), what, names(items))
+
+    def bag_source(self, parts: PartsFolder):
+        """Where the final file takes each patient's bag from: a new part, or the previous file (with the
+        current split and CSV row recorded)."""
+        embedded = {p.patient_id for p in self.to_embed}
+        entries = {p.patient_id: p for p in self.patients}
+
+        def bag_of(patient_id: str) -> PatientBag:
+            if patient_id in embedded:
+                return parts.read(patient_id)
+            entry = entries[patient_id]
+            return replace(self.previous.bag(patient_id), split=entry.split, row_sha256=entry.row_sha256)
+
+        return bag_of
+
+
+def plan_update(patients: list[PatientEntry], scans: dict[str, FolderScan], previous: PreviousExtraction | None) -> UpdatePlan:
+    plan = UpdatePlan(patients, previous)
+    if previous is None:
+        plan.to_embed = list(patients)
+        return plan
+    for p in patients:
+        if previous.listings.get(p.patient_id) != scans[p.patient_id].fingerprint:
+            plan.to_embed.append(p)
+        elif previous.rows[p.patient_id] != (p.split, p.row_sha256):
+            plan.changed_rows.append(p)
+    current = {p.patient_id for p in patients}
+    plan.removed = sorted(k for k in previous.listings if k not in current)
+    return plan

@@ -1,0 +1,141 @@
+"""Several extraction processes sharing one output: who embeds which patient, and who writes the final file.
+
+The same `extract.py` command may run N times at once (one per GPU, or the tasks of a Slurm array on a shared
+filesystem). Each patient is claimed by creating `<out>.parts/<ID>.claim` exclusively (O_EXCL, which holds on
+local filesystems and NFSv3+), holding the claimant's worker id (host and pid). Each worker keeps a heartbeat
+file fresh from a background thread; a claim whose worker is gone -- a dead pid on this host, or a heartbeat
+older than HEARTBEAT_TIMEOUT (another host, or a frozen process) -- is taken over: renamed away atomically (only one taker
+wins) and claimed anew. A part written twice (a race at takeover) is harmless: parts are written atomically
+and are the same bytes whoever computes them. When every patient is done, one worker takes the assembly
+claim the same way and writes the final file; the others wait for it and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_TIMEOUT = float(os.environ.get("LYMPHOCYTOSIS_HEARTBEAT_TIMEOUT", "60"))
+ASSEMBLY = "_assembly"  # the claim on writing the final file
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def alive(worker: str, heartbeats: Path) -> bool:
+    """Is the worker that wrote this id still working? Not if its pid is gone (on this host: known at once), nor
+    if its heartbeat is older than HEARTBEAT_TIMEOUT (a worker on another host, or a frozen one)."""
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's live process
+    try:
+        return time.time() - (heartbeats / safe_name(worker)).stat().st_mtime < HEARTBEAT_TIMEOUT
+    except FileNotFoundError:
+        return False
+
+
+def safe_name(worker: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in worker)
+
+
+class Heartbeat:
+    """Touches `<parts>/workers/<worker>` every few seconds while the worker runs."""
+
+    def __init__(self, folder: Path, worker: str):
+        self.path = Path(folder) / "workers" / safe_name(worker)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="heartbeat", daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):
+                self.path.touch()
+
+    def __enter__(self) -> Heartbeat:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2 * HEARTBEAT_SECONDS)
+        self.path.unlink(missing_ok=True)
+
+
+class Claims:
+    """Exclusive claims on patients (and on the assembly) inside a parts folder; picklable, so DataLoader worker
+    processes can claim on behalf of their worker."""
+
+    def __init__(self, folder: Path, worker: str):
+        self.folder = Path(folder)
+        self.worker = worker
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.claim"
+
+    def holder(self, name: str) -> str | None:
+        try:
+            return self.path(name).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def take(self, name: str) -> bool:
+        """Claim `name` if nobody holds it, or if its holder is gone; True when this worker now holds it."""
+        path = self.path(name)
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return self.take_over(name)
+        except FileNotFoundError:  # the parts folder is gone: another worker has written the final file
+            return False
+        with os.fdopen(handle, "w") as claim:
+            claim.write(self.worker)
+        return True
+
+    def take_over(self, name: str) -> bool:
+        path = self.path(name)
+        try:
+            before = path.stat()
+            holder = path.read_text().strip()
+        except FileNotFoundError:
+            return self.take(name)
+        if holder == self.worker:
+            return True
+        if not holder or alive(holder, self.folder / "workers"):
+            return False
+        stale = path.with_name(f"{path.name}.stale-{safe_name(self.worker)}")
+        try:
+            os.rename(path, stale)  # atomic: of several takers, one renames the stale claim away
+        except FileNotFoundError:
+            return False
+        if os.stat(stale).st_ino != before.st_ino:  # we moved a fresh claim made in between: give it back
+            with contextlib.suppress(FileExistsError, FileNotFoundError):
+                os.link(stale, path)
+            stale.unlink(missing_ok=True)
+            return False
+        stale.unlink(missing_ok=True)
+        log.info("taking over %s from %s, which stopped", name, holder)
+        return self.take(name)
+
+    def release(self, name: str) -> None:
+        if self.holder(name) == self.worker:
+            self.path(name).unlink(missing_ok=True)
+
+    def held_elsewhere(self, name: str) -> bool:
+        holder = self.holder(name)
+        return holder is not None and holder != self.worker and alive(holder, self.folder / "workers")

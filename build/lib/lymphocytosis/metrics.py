@@ -1,0 +1,80 @@
+"""The challenge metric and how results are written: one decision threshold, one "mean ± std".
+
+Training weighs both classes equally, so a probability of 0.5 is the threshold that targets balanced accuracy
+(the challenge metric) rather than accuracy; every prediction, score and figure decides with `decide`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+THRESHOLD = 0.5
+METRICS = ("balanced_accuracy", "roc_auc")
+
+
+def plus_minus(mean: float, std: float, digits: int = 3, unit: str = "") -> str:
+    """How every "mean ± spread" of the tool is written."""
+    return f"{mean:.{digits}f}{unit} ± {std:.{digits}f}{unit}"
+
+
+def decide(probabilities) -> np.ndarray:
+    """1 (tumoral) where the probability reaches THRESHOLD, else 0 (reactive)."""
+    return (np.asarray(probabilities) >= THRESHOLD).astype(int)
+
+
+@dataclass(frozen=True)
+class Scores:
+    balanced_accuracy: float
+    roc_auc: float  # NaN when only one class is present
+
+    @classmethod
+    def of(cls, labels, probabilities) -> Scores:
+        labels = np.asarray(labels)
+        return cls(
+            balanced_accuracy=float(balanced_accuracy_score(labels, decide(probabilities))),
+            roc_auc=float(roc_auc_score(labels, probabilities)) if len(set(labels.tolist())) == 2 else float("nan"),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean and standard deviation of one metric over repeats."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, values) -> Spread:
+        values = np.asarray(list(values), dtype=float)
+        return cls(float(np.mean(values)), float(np.std(values)))
+
+    def __str__(self) -> str:
+        return plus_minus(self.mean, self.std)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Balanced accuracy and ROC AUC over repeats."""
+
+    balanced_accuracy: Spread
+    roc_auc: Spread
+
+    @classmethod
+    def of(cls, per_repeat: list[Scores]) -> Summary:
+        return cls(*(Spread.of(getattr(s, metric) for s in per_repeat) for metric in METRICS))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Summary:
+        return cls(*(Spread(float(data[m]["mean"]), float(data[m]["std"])) for m in METRICS))
+
+    def to_dict(self) -> dict:
+        return {metric: getattr(self, metric).to_dict() for metric in METRICS}

@@ -1,0 +1,184 @@
+"""The patients a model sees: the clinical table and one or more per-cell feature sets (an embeddings file per
+backbone), loaded once per process and checked to agree patient by patient."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..extract.store import load_bags
+from ..provenance import identity
+from .cell_score import CellStatistics
+from .clinical import read_clinical
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CellFeatureSet:
+    """One embeddings file: a (n_cells, D) float32 matrix per patient, rows in image-file order."""
+
+    name: str  # short label used in feature columns and reports (the backbone, unless two files share it)
+    path: Path
+    provenance: dict
+    bags: dict[str, np.ndarray]
+    filenames: dict[str, list[str]]
+    _statistics: CellStatistics | None = field(default=None, repr=False)
+    _raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return next(iter(self.bags.values())).shape[1]
+
+    def statistics(self, ids: list[str]) -> CellStatistics:
+        """Per-patient sufficient statistics of the cell score's ridge, computed once (for `ids`: the labelled
+        patients, the only ones ever fitted on)."""
+        if self._statistics is None:
+            self._statistics = CellStatistics({patient_id: self.bags[patient_id] for patient_id in ids})
+        return self._statistics
+
+    def raw_statistics(self, patient_id: str, stats: tuple[str, ...], compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Statistics of the raw dimensions learn nothing from labels: computed once per patient and process."""
+        key = (patient_id, stats)
+        if key not in self._raw:
+            self._raw[key] = compute(self.bags[patient_id])
+        return self._raw[key]
+
+
+class FitMemo:
+    """Learned parts depend on the training patients and their own settings only, not on LightGBM's parameters:
+    tuning trials that revisit the same folds reuse them. Bounded, least recently used first out."""
+
+    def __init__(self, capacity: int = 512):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, compute: Callable):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = compute()
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+
+@dataclass
+class Cohort:
+    clinical: pd.DataFrame  # indexed by patient ID: label (-1 unknown), split, clinical features
+    sets: list[CellFeatureSet]  # one per embeddings file, in the order given
+    dataset_root: Path
+    memo: FitMemo = field(default_factory=FitMemo, repr=False)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.clinical.index)
+
+    @property
+    def labelled_ids(self) -> list[str]:
+        return list(self.clinical.index[self.clinical["label"] >= 0])
+
+    @property
+    def unlabelled_ids(self) -> list[str]:
+        return list(self.clinical.index[self.clinical["label"] < 0])
+
+    def labels(self, ids) -> np.ndarray:
+        return self.clinical.loc[list(ids), "label"].to_numpy(dtype=int)
+
+    @property
+    def fingerprint(self) -> str:
+        """Which labelled patients (and labels) this is: tuned settings and studies are tied to it."""
+        pairs = sorted(zip(self.labelled_ids, self.labels(self.labelled_ids)))
+        text = ",".join(f"{patient_id}:{label}" for patient_id, label in pairs)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def feature_set(self, name: str) -> CellFeatureSet:
+        for feature_set in self.sets:
+            if feature_set.name == name:
+                return feature_set
+        raise InputError(f"no embeddings of {name!r} given (given: {', '.join(s.name for s in self.sets)})")
+
+    @property
+    def provenance(self) -> dict[str, dict]:
+        """Each feature set's identity (see provenance.identity), by name: what a model or study is tied to."""
+        return {s.name: identity(s.provenance) for s in self.sets}
+
+    @property
+    def primary(self) -> CellFeatureSet:
+        """The first embeddings file: its images and thumbnails are the ones shown."""
+        return self.sets[0]
+
+
+def set_names(provenances: list[dict], paths: list[Path]) -> list[str]:
+    """Each file's label: its backbone name, or `<backbone>@<file stem>` where two files share a backbone."""
+    models = [str(p.get("model", "embeddings")) for p in provenances]
+    names = [m if models.count(m) == 1 else f"{m}@{path.stem}" for m, path in zip(models, paths)]
+    if len(set(names)) != len(names):
+        raise InputError(f"{paths[names.index(next(n for n in names if names.count(n) > 1))]}: given twice")
+    return names
+
+
+def check_patients(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -> None:
+    missing = [patient_id for patient_id in clinical.index if patient_id not in bags]
+    if missing:
+        raise InputError(f"{path}: no embeddings for patient {missing[0]} (of {len(missing)} listed in {root}'s CSVs); "
+                         "rerun extract.py on this dataset")
+    extra = [patient_id for patient_id in bags if patient_id not in clinical.index]
+    if extra:
+        raise InputError(f"{path}: patient {extra[0]} has embeddings but no row in {root}'s CSVs")
+
+
+def check_same_rows(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -> None:
+    """The CSVs read now must be those the embeddings were made beside: another dataset's or an edited CSV would
+    pair one patient's cells with another's clinical values or label, silently."""
+    moved = [p for p in clinical.index if bags[p].split != clinical.loc[p, "split"]]
+    edited = [p for p in clinical.index if bags[p].row_sha256 != clinical.loc[p, "row_sha256"]]
+    if moved:
+        raise InputError(f"{root}: patients {', '.join(moved[:8])} are in another split than when {path} was made; rerun "
+                         "extract.py on this dataset (unchanged images are not embedded again)")
+    if edited:
+        raise InputError(f"{root}: the CSV rows of patients {', '.join(edited[:8])} ({len(edited)} of {len(clinical)}) "
+                         f"differ from those {path} was made beside; is this the dataset it was extracted from? If the "
+                         "CSVs were corrected, rerun extract.py on it (unchanged images are not embedded again)")
+
+
+def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:
+    """Several files' cell features are combined cell by cell: each must list the same images per patient."""
+    for patient_id, names in primary.filenames.items():
+        if bags[patient_id].filenames != names:
+            raise InputError(f"{path}: patient {patient_id}'s images differ from those in {primary.path} "
+                             f"({len(bags[patient_id].filenames)} vs {len(names)} files); extract both from the same dataset")
+
+
+def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Cohort:
+    """Embeddings file(s) plus the CSVs of the dataset they were extracted from (or `root`, when given)."""
+    paths = [Path(p) for p in (embeddings if isinstance(embeddings, (list, tuple)) else [embeddings])]
+    loaded = [load_bags(path) for path in paths]
+    root = Path(root) if root else Path(loaded[0][0].get("dataset_root", ""))
+    clinical = read_clinical(root)
+    sets = []
+    for name, path, (provenance, bags) in zip(set_names([p for p, _ in loaded], paths), paths, loaded):
+        check_patients(path, root, clinical, bags)
+        check_same_rows(path, root, clinical, bags)
+        if sets:
+            check_same_cells(path, sets[0], bags)
+        if len(sets) == 0:
+            for patient_id, bag in bags.items():
+                if bag.embeddings.shape[0] == 0:
+                    log.warning("patient %s has 0 cells (%s); its image features will be missing", patient_id,
+                                bag.note or "all skipped")
+        sets.append(CellFeatureSet(
+            name=name, path=path, provenance=provenance,
+            bags={patient_id: bags[patient_id].embeddings.astype(np.float32, copy=False) for patient_id in clinical.index},
+            filenames={patient_id: bags[patient_id].filenames for patient_id in clinical.index},
+        ))
+    return Cohort(clinical=clinical, sets=sets, dataset_root=root)

@@ -1,0 +1,198 @@
+"""Patient-level feature table: clinical attributes + statistics of each bag of cell features.
+
+Everything learned (PCA, cell score) is fitted on the training patients of the split only (`fit_features`);
+`FittedFeatures.transform` applies it, unchanged, to patients it never saw. A patient with 0 cells gets NaN
+image features, which LightGBM treats as missing. Each column is described by a `FeatureColumn` (family,
+backbone, statistic, index) that the report reads; the string `key` only names it in tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from ..errors import InputError
+from .cell_score import CellScoreWeights, cross_fitted_scores
+from .cohort import CellFeatureSet, Cohort
+from .feature_spec import FeatureSpec
+from .statistics import bag_statistics
+
+CLINICAL, EMBEDDING, CELL_SCORE = "clinical", "embedding", "cell_score"
+FAMILIES = (CLINICAL, EMBEDDING, CELL_SCORE)
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    family: str  # CLINICAL, EMBEDDING or CELL_SCORE
+    attribute: str | None = None  # clinical attribute ("age", "sex_male", ...)
+    backbone: str | None = None  # the embeddings file (feature set) an image feature comes from
+    statistic: str | None = None  # bag statistic ("mean", "q90", ...)
+    basis: str | None = None  # embedding statistics: "dim" (raw dimension) or "pc" (principal component)
+    index: int | None = None  # which dimension or component
+
+    @property
+    def key(self) -> str:
+        """A unique name for tables and LightGBM; never parsed back."""
+        if self.family == CLINICAL:
+            return f"clinical:{self.attribute}"
+        key = f"{self.family}[{self.backbone}]:{self.statistic}"
+        return key if self.basis is None else f"{key}[{self.basis}{self.index}]"
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureColumn:
+        column = cls(**data)
+        text = (column.attribute, column.backbone, column.statistic, column.basis)
+        if column.family not in FAMILIES or not all(v is None or isinstance(v, str) for v in text) or not (
+                column.index is None or type(column.index) is int):
+            raise ValueError(f"not a feature column: {data!r}")
+        return column
+
+
+@dataclass
+class FeatureTable:
+    """Feature values of some patients, and the per-cell scores behind the cell-score columns."""
+
+    ids: list[str]
+    columns: list[FeatureColumn]
+    values: np.ndarray  # (len(ids), len(columns)) float64
+    cell_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # backbone -> patient -> per cell
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.values, index=pd.Index(self.ids, name="ID"), columns=[c.key for c in self.columns])
+
+    @classmethod
+    def join(cls, ids: list[str], parts: list[FeatureTable]) -> FeatureTable:
+        scores = {name: s for part in parts for name, s in part.cell_scores.items()}
+        columns = [c for part in parts for c in part.columns]
+        values = np.hstack([part.values for part in parts]) if parts else np.zeros((len(ids), 0))
+        return cls(list(ids), columns, values, scores)
+
+
+@dataclass(frozen=True)
+class PcaBasis:
+    mean: np.ndarray
+    components: np.ndarray  # (k, D)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "components": self.components.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PcaBasis:
+        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["components"], dtype=np.float64))
+
+
+def clinical_table(cohort: Cohort, spec: FeatureSpec, ids: list[str]) -> FeatureTable:
+    columns, values = [], []
+    for name in spec.clinical:
+        columns.append(FeatureColumn(CLINICAL, attribute=name))
+        if name == "bag_size":
+            values.append([len(cohort.primary.bags[patient_id]) for patient_id in ids])
+        else:
+            values.append(cohort.clinical.loc[ids, name].to_numpy(dtype=float))
+    return FeatureTable(ids, columns, np.array(values, dtype=np.float64).T.reshape(len(ids), len(columns)))
+
+
+def embedding_table(feature_set: CellFeatureSet, spec: FeatureSpec, ids: list[str], pca: PcaBasis | None) -> FeatureTable:
+    stats = spec.embedding_stats
+    if pca is not None:
+        dim, basis = len(pca.components), "pc"
+        rows = [bag_statistics((feature_set.bags[patient_id] - pca.mean) @ pca.components.T, stats, dim) for patient_id in ids]
+    else:
+        dim, basis = feature_set.dim, "dim"
+        rows = [feature_set.raw_statistics(patient_id, stats, lambda bag: bag_statistics(bag, stats, dim)) for patient_id in ids]
+    columns = [FeatureColumn(EMBEDDING, backbone=feature_set.name, statistic=s, basis=basis, index=d)
+               for s in stats for d in range(dim)]
+    return FeatureTable(ids, columns, np.vstack(rows))
+
+
+def score_table(name: str, spec: FeatureSpec, ids: list[str], scores: dict[str, np.ndarray]) -> FeatureTable:
+    columns = [FeatureColumn(CELL_SCORE, backbone=name, statistic=s) for s in spec.cell_score_stats]
+    values = np.vstack([bag_statistics(scores[patient_id][:, None], spec.cell_score_stats, 1) for patient_id in ids])
+    return FeatureTable(ids, columns, values, {name: {patient_id: scores[patient_id] for patient_id in ids}})
+
+
+@dataclass
+class FittedFeatures:
+    """What `fit_features` learned on training patients: enough to build any other patient's features."""
+
+    spec: FeatureSpec
+    backbones: list[str]
+    pca: dict[str, PcaBasis] = field(default_factory=dict)
+    cell_score: dict[str, CellScoreWeights] = field(default_factory=dict)
+
+    def transform(self, cohort: Cohort, ids) -> FeatureTable:
+        """Feature table of patients not used in the fit."""
+        ids = list(ids)
+        parts = [clinical_table(cohort, self.spec, ids)]
+        for name in self.backbones:
+            feature_set = cohort.feature_set(name)
+            pca = self.pca.get(name)
+            if pca is not None and len(pca.mean) != feature_set.dim:
+                raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's PCA "
+                                 f"expects {len(pca.mean)}")
+            if self.spec.embedding_stats:
+                parts.append(embedding_table(feature_set, self.spec, ids, self.pca.get(name)))
+            if self.spec.cell_score:
+                weights = self.cell_score[name]
+                if len(weights.beta) != feature_set.dim:
+                    raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's cell "
+                                     f"score expects {len(weights.beta)}")
+                scores = {patient_id: weights.score(feature_set.bags[patient_id]) for patient_id in ids}
+                parts.append(score_table(name, self.spec, ids, scores))
+        return FeatureTable.join(ids, parts)
+
+    def to_dict(self) -> dict:
+        return {"backbones": self.backbones, "pca": {k: v.to_dict() for k, v in self.pca.items()},
+                "cell_score": {k: v.to_dict() for k, v in self.cell_score.items()}}
+
+    @classmethod
+    def from_dict(cls, spec: FeatureSpec, data: dict) -> FittedFeatures:
+        return cls(spec, list(data["backbones"]), {k: PcaBasis.from_dict(v) for k, v in data["pca"].items()},
+                   {k: CellScoreWeights.from_dict(v) for k, v in data["cell_score"].items()})
+
+
+def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]) -> PcaBasis:
+    cells = np.concatenate([feature_set.bags[patient_id] for patient_id in train_ids])
+    if spec.embedding_pca > min(cells.shape):
+        raise InputError(f"feature specification: embedding_pca {spec.embedding_pca} exceeds what {len(cells)} training "
+                         f"cells of {cells.shape[1]} dimensions allow ({min(cells.shape)})")
+    pca = PCA(n_components=spec.embedding_pca, svd_solver="randomized", random_state=spec.seed).fit(cells)
+    return PcaBasis(pca.mean_.astype(np.float64), pca.components_.astype(np.float64))
+
+
+def fit_features(cohort: Cohort, spec: FeatureSpec, train_ids) -> tuple[FittedFeatures, FeatureTable]:
+    """Fit the learned parts on `train_ids`; their feature table has cross-fitted cell scores (a training
+    patient's cells scored by a ridge that never saw that patient)."""
+    spec.validate()
+    train_ids = list(train_ids)
+    fitted = FittedFeatures(spec, [s.name for s in cohort.sets])
+    parts = [clinical_table(cohort, spec, train_ids)]
+    for feature_set in cohort.sets:
+        parts += fit_image_features(cohort, feature_set, spec, train_ids, fitted)
+    return fitted, FeatureTable.join(train_ids, parts)
+
+
+def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str],
+                       fitted: FittedFeatures) -> list[FeatureTable]:
+    """One embeddings file's learned parts (recorded in `fitted`) and its training patients' columns."""
+    name, key, parts = feature_set.name, (feature_set.name, tuple(train_ids), spec.seed), []
+    if spec.embedding_stats:
+        if spec.embedding_pca:
+            fitted.pca[name] = cohort.memo.get(("pca", *key, spec.embedding_pca),
+                                               lambda: fit_pca(feature_set, spec, train_ids))
+        parts.append(embedding_table(feature_set, spec, train_ids, fitted.pca.get(name)))
+    if spec.cell_score:
+        cross_fit = cohort.memo.get(
+            ("cell_score", *key, spec.cell_score_alpha, spec.inner_folds),
+            lambda: cross_fitted_scores(feature_set.statistics(cohort.labelled_ids), feature_set.bags, train_ids,
+                                        cohort.labels(train_ids), spec.cell_score_alpha, spec.inner_folds, spec.seed))
+        fitted.cell_score[name] = cross_fit.weights
+        parts.append(score_table(name, spec, train_ids, cross_fit.scores))
+    return parts

@@ -1,0 +1,176 @@
+"""Saved cross-validation results, so the report (or anyone) reads them instead of re-running the CV.
+
+    <dir>/cv.json            design, metrics (per repeat and summarised) of both models, settings, provenance
+    <dir>/predictions.csv    one row per patient and repeat: ID, label, repeat, fold, PROBABILITY of the full
+                             model, CLINICAL_PROBABILITY of the clinical-only model (STAMP's patient-preds)
+    <dir>/explanations.h5    held-out SHAP values, feature values, gain shares, per-cell scores
+    <dir>/folds/r<R>-f<K>/   every fold's full model, in the saved-model format
+
+The folder is written under a temporary name and renamed into place: it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import InputError, in_file
+from ..files import atomic_directory
+from .cohort import Cohort
+from .evaluation import Comparison, CVDesign, CVResult
+from .explanations import Explanations
+from .feature_spec import FeatureSpec
+from .features import FeatureColumn
+from .params import validate_params
+from .persistence import save_model
+from .tuned_params import Settings
+
+RESULTS_FORMAT = "lymphocytosis-cv/1"
+
+
+@dataclass
+class SavedCV:
+    comparison: Comparison  # probabilities of both models; fold models are not reloaded
+    explanations: Explanations
+    settings: Settings
+    provenance: dict[str, dict]  # the cohort's embeddings identity per feature set
+    fingerprint: str  # the labelled patients (Cohort.fingerprint)
+    info: dict  # embeddings paths, dataset root, created, seconds, tool version
+
+    def matches(self, cohort: Cohort, settings: Settings, design: CVDesign) -> bool:
+        """Were these results computed on these embeddings and patients, with these settings and folds?"""
+        return (self.provenance == cohort.provenance and self.fingerprint == cohort.fingerprint
+                and self.comparison.design == design and self.settings.spec == settings.spec
+                and self.settings.params == settings.params)
+
+
+def check_results_dir(directory: Path) -> None:
+    """Results replace only earlier results: never a folder holding anything else (the folder is swapped whole)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--cv-dir {directory}: exists and is not a folder")
+    if directory.is_dir() and any(directory.iterdir()):
+        try:
+            ours = json.loads((directory / "cv.json").read_text()).get("format") == RESULTS_FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise InputError(f"--cv-dir {directory}: holds other files than saved cross-validation results; "
+                             "choose an empty or new folder")
+
+
+def predictions_frame(comparison: Comparison) -> pd.DataFrame:
+    full, clinical = comparison.full, comparison.clinical
+    fold_of = {(r.fold.repeat, patient_id): r.fold.fold for r in full.folds for patient_id in r.fold.test_ids}
+    rows = []
+    for repeat in range(full.probabilities.shape[0]):
+        for i, (patient_id, label) in enumerate(zip(full.ids, full.labels)):
+            rows.append({"ID": patient_id, "LABEL": int(label), "REPEAT": repeat, "FOLD": fold_of.get((repeat, patient_id), -1),
+                         "PROBABILITY": full.probabilities[repeat, i],
+                         "CLINICAL_PROBABILITY": clinical.probabilities[repeat, i]})
+    return pd.DataFrame(rows)
+
+
+def write_explanations(path: Path, ex: Explanations) -> None:
+    with h5py.File(path, "w") as handle:
+        handle.attrs["columns"] = json.dumps([c.to_dict() for c in ex.columns])
+        handle.attrs["ids"] = json.dumps(ex.ids)
+        for name in ("gain_share", "shap", "values"):
+            handle.create_dataset(name, data=getattr(ex, name))
+        for backbone, scores in ex.cell_scores.items():
+            group = handle.create_group(f"cell_scores/{backbone}")
+            for patient_id, values in scores.items():
+                group.create_dataset(patient_id, data=values)
+
+
+def read_explanations(path: Path) -> Explanations:
+    with h5py.File(path, "r") as handle:
+        columns = [FeatureColumn.from_dict(c) for c in json.loads(handle.attrs["columns"])]
+        arrays = {name: handle[name][()] for name in ("gain_share", "shap", "values")}
+        scores = {b: {patient_id: d[()] for patient_id, d in group.items()} for b, group in handle.get("cell_scores", {}).items()}
+        return Explanations(json.loads(handle.attrs["ids"]), columns, cell_scores=scores, **arrays)
+
+
+def save_cv(directory: Path, comparison: Comparison, explanations: Explanations, settings: Settings, cohort: Cohort,
+            seconds: float) -> Path:
+    document = {
+        "format": RESULTS_FORMAT,
+        **comparison.summary_dict(),
+        "per_repeat": {"full": [s.to_dict() for s in comparison.full.per_repeat],
+                       "clinical_only": [s.to_dict() for s in comparison.clinical.per_repeat]},
+        "settings": settings.to_dict(),
+        "provenance": cohort.provenance,
+        "dataset_fingerprint": cohort.fingerprint,
+        "info": {"embeddings": [str(s.path) for s in cohort.sets], "dataset_root": str(cohort.dataset_root),
+                 "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seconds": seconds,
+                 "tool_version": __version__},
+    }
+    with atomic_directory(directory) as tmp:
+        predictions_frame(comparison).to_csv(tmp / "predictions.csv", index=False)
+        write_explanations(tmp / "explanations.h5", explanations)
+        for result in comparison.full.folds:
+            save_model(result.model, tmp / "folds" / f"r{result.fold.repeat}-f{result.fold.fold}")
+        (tmp / "cv.json").write_text(json.dumps(document, indent=1))
+    return Path(directory)
+
+
+def check_saved(comparison: Comparison, ex: Explanations) -> str | None:
+    """What is inconsistent between the saved files, if anything (they are read back, never trusted)."""
+    full, clinical = comparison.full, comparison.clinical
+    repeats, n = full.probabilities.shape
+    if repeats != comparison.design.repeats or clinical.probabilities.shape != (repeats, n) or n == 0:
+        return f"predictions.csv holds {repeats} repeats of {n} patients, cv.json says {comparison.design.repeats}"
+    for result in (full, clinical):
+        if not (np.isfinite(result.probabilities).all() and ((result.probabilities >= 0) & (result.probabilities <= 1)).all()):
+            return "predictions.csv holds a missing or invalid probability"
+        if not set(result.labels.tolist()) <= {0, 1}:
+            return "predictions.csv holds a label other than 0 or 1"
+    n_features = len(ex.columns)
+    if (ex.ids != full.ids or ex.shap.shape != (repeats, n, n_features + 1) or ex.values.shape != (repeats, n, n_features)
+            or ex.gain_share.ndim != 2 or ex.gain_share.shape[1] != n_features):
+        return "explanations.h5 does not match predictions.csv (patients, repeats or features)"
+    return None
+
+
+def cv_result(frame: pd.DataFrame, column: str) -> CVResult:
+    wide = frame.pivot(index="ID", columns="REPEAT", values=column)
+    ids = list(dict.fromkeys(frame["ID"]))
+    labels = frame.drop_duplicates("ID").set_index("ID").loc[ids, "LABEL"].to_numpy(dtype=int)
+    return CVResult(ids, labels, wide.loc[ids].to_numpy(dtype=np.float64).T)
+
+
+def load_cv(directory: Path) -> SavedCV:
+    directory = Path(directory)
+    path = directory / "cv.json"
+    if not path.is_file():
+        raise InputError(f"{directory}: no saved cross-validation here (run `python model.py cv` first)")
+    try:
+        document = json.loads(path.read_text())
+        if document.get("format") != RESULTS_FORMAT:
+            raise InputError(f"{path}: not cross-validation results of this tool (format {document.get('format')!r})")
+        frame = pd.read_csv(directory / "predictions.csv", dtype={"ID": str})
+        design = CVDesign(int(document["folds"]), int(document["repeats"]), int(document["seed"]))
+        comparison = Comparison(design, cv_result(frame, "PROBABILITY"), cv_result(frame, "CLINICAL_PROBABILITY"))
+        settings = Settings(FeatureSpec.from_dict(document["settings"]["feature_spec"]),
+                            validate_params(document["settings"]["params"], "settings"), str(document["settings"]["source"]))
+        explanations = read_explanations(directory / "explanations.h5")
+        problem = check_saved(comparison, explanations)
+        if problem:
+            raise ValueError(problem)
+        for key in ("provenance", "dataset_fingerprint", "info"):
+            if not isinstance(document[key], dict if key != "dataset_fingerprint" else str):
+                raise ValueError(f"cv.json: {key} malformed")
+    except InputError as exc:
+        raise in_file(path, exc) from None
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{directory}: damaged cross-validation results ({type(exc).__name__}: {exc}); "
+                         "rerun model.py cv") from None
+    return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],
+                   document["info"])

@@ -1,0 +1,33 @@
+"""Bag statistics by name: how a patient's many cells become a few numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def statistic_function(name: str):
+    """A bag statistic by name: mean, std, min, max, qNN (NN-th percentile), topNN (mean of the top NN%)."""
+    if name in {"mean", "std", "min", "max"}:
+        return getattr(np, name)
+    if name.startswith("q") and name[1:].isdigit() and 0 <= int(name[1:]) <= 100:
+        q = int(name[1:])
+        return lambda x, axis: np.percentile(x, q, axis=axis)
+    if name.startswith("top") and name[3:].isdigit() and 0 < int(name[3:]) <= 100:
+        fraction = int(name[3:]) / 100
+
+        def top_mean(x, axis):
+            k = max(1, int(round(fraction * x.shape[axis])))
+            return np.mean(-np.sort(-x, axis=axis).take(np.arange(k), axis=axis), axis=axis)
+
+        return top_mean
+    raise InputError(f"unknown bag statistic {name!r} (mean, std, min, max, qNN, topNN)")
+
+
+def bag_statistics(bag: np.ndarray, stats: tuple[str, ...], dim: int) -> np.ndarray:
+    """(len(stats) * dim,) statistics of one bag (n_cells, dim), statistic-major; NaN when the bag is empty."""
+    if len(bag) == 0:
+        return np.full(len(stats) * dim, np.nan)
+    bag = bag.reshape(len(bag), dim)
+    return np.concatenate([np.asarray(statistic_function(s)(bag, axis=0), dtype=np.float64) for s in stats])

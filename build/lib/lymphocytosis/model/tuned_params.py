@@ -1,0 +1,88 @@
+"""Where a run's feature specification and LightGBM parameters come from: the defaults, or what tune.py saved.
+
+A parameters file is tied to the embeddings (provenance) and the labelled patients it was tuned on: settings
+tuned elsewhere are no evidence for these patients, so `auto` falls back to the defaults and an explicit path
+is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..defaults import DEFAULT_BEST_PARAMS
+from ..errors import InputError, in_file
+from ..files import atomic_write_json
+from ..provenance import require_same_sets
+from .cohort import Cohort
+from .feature_spec import FeatureSpec
+from .params import DEFAULT_PARAMS, validate_params
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = "defaults"
+BEST_PARAMS = DEFAULT_BEST_PARAMS  # where tune.py saves its best settings and `auto` looks
+
+
+@dataclass(frozen=True)
+class Settings:
+    spec: FeatureSpec = field(default_factory=FeatureSpec)
+    params: dict = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    source: str = DEFAULTS  # "defaults" or the parameters file they came from
+
+    @property
+    def tuned(self) -> bool:
+        return self.source != DEFAULTS
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "feature_spec": self.spec.to_dict(), "params": self.params}
+
+
+def save_settings(path: Path, settings: Settings, cohort: Cohort, extra: dict) -> None:
+    atomic_write_json(path, {"feature_spec": settings.spec.to_dict(), "params": settings.params,
+                             "embeddings_provenance": cohort.provenance, "dataset_fingerprint": cohort.fingerprint,
+                             **extra})
+
+
+def read_settings_file(path: Path) -> tuple[Settings, dict]:
+    """The settings in a parameters file and the whole document (for its provenance and fingerprint)."""
+    try:
+        document = json.loads(path.read_text())
+        spec = FeatureSpec.from_dict(document["feature_spec"])
+        params = validate_params(document["params"], str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a parameters file written by tune.py ({type(exc).__name__}: {exc})") from None
+    except InputError as exc:
+        raise in_file(path, exc) from None
+    return Settings(spec, params, str(path)), document
+
+
+def check_tuned_here(path: Path, document: dict, cohort: Cohort) -> None:
+    require_same_sets(document.get("embeddings_provenance", {}), cohort.provenance,
+                      f"{path}: tuned on embeddings of another provenance", "tune again on these embeddings")
+    if document.get("dataset_fingerprint") != cohort.fingerprint:
+        raise InputError(f"{path}: tuned on other labelled patients (dataset fingerprint "
+                         f"{document.get('dataset_fingerprint')} vs {cohort.fingerprint})")
+
+
+def load_settings(choice: str, cohort: Cohort, best_params: Path | None = None) -> Settings:
+    """`default`, `auto` (tune.py's best in `best_params` if tuned on these patients' embeddings of this
+    provenance, else the defaults) or a path (refused when tuned on other embeddings or patients)."""
+    if choice == "default":
+        return Settings()
+    path = Path(best_params or BEST_PARAMS) if choice == "auto" else Path(choice)
+    if not path.is_file():
+        if choice == "auto":
+            return Settings()
+        raise InputError(f"{path}: parameters file not found")
+    settings, document = read_settings_file(path)
+    try:
+        check_tuned_here(path, document, cohort)
+    except InputError as exc:
+        if choice != "auto":
+            raise
+        log.warning("%s; using the defaults", exc)
+        return Settings()
+    return settings

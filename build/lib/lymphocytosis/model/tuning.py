@@ -1,0 +1,183 @@
+"""Optuna search over LightGBM parameters and bag-feature choices, and nested CV to judge it honestly.
+
+The objective is the mean balanced accuracy over repeated stratified folds of the patients it is given;
+hopeless trials are pruned between folds. `study.best_value` is optimistic (it is the maximum of many noisy
+estimates on the same folds), so the accuracy that tuning buys is measured only by `nested_cv`: an outer CV
+whose every training part runs a whole fresh study, judged on its held-out part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+
+from ..errors import InputError
+from ..metrics import Scores, Summary
+from .classifier import FittedModel
+from .cohort import Cohort
+from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
+from .feature_spec import FeatureSpec
+from .params import DEFAULT_PARAMS
+from .tuned_params import Settings
+
+log = logging.getLogger(__name__)
+
+CELL_SCORE_STATS = {
+    "quantiles": ("mean", "std", "q10", "q25", "q50", "q75", "q90", "top10"),
+    "centre+tail": ("mean", "q50", "q90"),
+    "mean": ("mean",),
+    "tails": ("mean", "q10", "q90", "top10", "max"),
+}
+
+
+def suggest_settings(trial: optuna.Trial) -> Settings:
+    """The search space, sized for ~100-130 training patients (small trees, strong regularisation)."""
+    clinical = ["age", "sex_male", "lymph_count"]
+    if trial.suggest_categorical("bag_size", [False, True]):
+        clinical.append("bag_size")
+    pca = trial.suggest_categorical("embedding_pca", [0, 4, 8])
+    spec = FeatureSpec(
+        clinical=tuple(clinical),
+        embedding_stats=("mean",) if pca else (),
+        embedding_pca=pca,
+        cell_score=True,
+        cell_score_stats=CELL_SCORE_STATS[trial.suggest_categorical("cell_score_stats", list(CELL_SCORE_STATS))],
+        cell_score_alpha=trial.suggest_categorical("cell_score_alpha", [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]),
+    )
+    params = {
+        **DEFAULT_PARAMS,
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "num_iterations": trial.suggest_int("num_iterations", 30, 400, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 2, 8),
+        "max_depth": trial.suggest_int("max_depth", 1, 4),
+        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 3, 20),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
+        "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
+        "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
+    }
+    return Settings(spec, params, f"trial {trial.number}")
+
+
+def settings_from_trial(trial: optuna.trial.FrozenTrial) -> Settings:
+    return suggest_settings(optuna.trial.FixedTrial(trial.params, number=trial.number))
+
+
+def make_objective(cohort: Cohort, folds: list[Fold]):
+    def objective(trial: optuna.Trial) -> float:
+        settings = suggest_settings(trial)
+        fold_scores = []
+
+        def report(step: int, result: FoldResult) -> None:
+            labels = cohort.labels(result.fold.test_ids)
+            fold_scores.append(Scores.of(labels, result.prediction.probabilities).balanced_accuracy)
+            trial.report(float(np.mean(fold_scores)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        result = cross_validate(cohort, settings.spec, settings.params, folds, on_fold=report)
+        return result.summary.balanced_accuracy.mean
+
+    return objective
+
+
+def study_name(cohort: Cohort, folds: int, repeats: int, seed: int) -> str:
+    """One study per embeddings provenance, labelled patients and CV design: objectives are not comparable otherwise."""
+    digest = hashlib.sha256(json.dumps(cohort.provenance, sort_keys=True).encode()).hexdigest()[:10]
+    return f"lymphocytosis-{digest}-{cohort.fingerprint}-f{folds}r{repeats}s{seed}"
+
+
+def create_study(name: str, storage, seed: int) -> optuna.Study:
+    """Create or load the study. The sampler's seed moves on with the trials already there: a resumed study
+    continues its search (deterministically) instead of replaying its first random trials."""
+    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=4))
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=15, multivariate=True)
+    return study
+
+
+def log_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    try:
+        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+    except ValueError:
+        best = "no complete trial yet"
+    value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+    log.info("trial %d: %s; %s", trial.number, value, best)
+
+
+def finished_trials(study: optuna.Study) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in states for t in study.trials)
+
+
+def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: int, timeout: float | None = None,
+              callbacks=()) -> None:
+    """Run until the study holds `n_trials` finished trials in all (so a resumed study tops up, not restarts)."""
+    remaining = max(0, n_trials - finished_trials(study))
+    if remaining == 0:
+        log.info("study %s already has %d finished trials", study.study_name, finished_trials(study))
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout, callbacks=list(callbacks),
+                   gc_after_trial=False)
+
+
+@dataclass
+class NestedCVResult:
+    """Held-out accuracy of "tune, then fit the best" next to the defaults on the same outer folds."""
+
+    n_patients: int
+    design: dict  # outer/inner folds and repeats, trials per outer fold
+    tuned: Summary
+    default: Summary
+    chosen: list[dict] = field(default_factory=list)  # per outer fold: inner best value and parameters
+
+    @property
+    def mean_inner_best_value(self) -> float:
+        return float(np.mean([c["inner_best_value"] for c in self.chosen]))
+
+    def to_dict(self) -> dict:
+        return {"n_patients": self.n_patients, **self.design, "tuned": self.tuned.to_dict(),
+                "default": self.default.to_dict(), "mean_inner_best_value": self.mean_inner_best_value,
+                "chosen": self.chosen}
+
+
+def tune_on(cohort: Cohort, train: list[str], n_trials: int, inner_folds: int, inner_repeats: int, seed: int,
+            name: str) -> optuna.Study:
+    inner = repeated_folds(train, cohort.labels(train), inner_folds, inner_repeats, seed)
+    study = create_study(name, optuna.storages.InMemoryStorage(), seed)
+    run_study(study, cohort, inner, n_trials)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        raise InputError(f"nested CV: no inner trial completed in outer fold {name}; raise --trials")
+    return study
+
+
+def nested_cv(cohort: Cohort, n_trials: int, outer_folds: int = 5, outer_repeats: int = 1, inner_folds: int = 5,
+              inner_repeats: int = 1, seed: int = 0) -> NestedCVResult:
+    """Balanced accuracy of "tune, then fit the best" on patients the tuning never saw, next to the defaults
+    on the same outer folds."""
+    ids = cohort.labelled_ids
+    outer = repeated_folds(ids, cohort.labels(ids), outer_folds, outer_repeats, seed + 1000)
+    position = {patient_id: i for i, patient_id in enumerate(ids)}
+    probabilities = {"tuned": np.full((outer_repeats, len(ids)), np.nan), "default": np.full((outer_repeats, len(ids)), np.nan)}
+    chosen = []
+    for fold in outer:
+        train, rows = list(fold.train_ids), [position[p] for p in fold.test_ids]
+        study = tune_on(cohort, train, n_trials, inner_folds, inner_repeats, seed, f"nested-{fold.repeat}-{fold.fold}")
+        chosen.append({"repeat": fold.repeat, "fold": fold.fold, "inner_best_value": study.best_value, **study.best_trial.params})
+        for name, settings in (("tuned", settings_from_trial(study.best_trial)), ("default", Settings())):
+            model = FittedModel.fit(cohort, train, settings.spec, settings.params)
+            probabilities[name][fold.repeat, rows] = model.predict_proba(cohort, fold.test_ids).probabilities
+        log.info("outer fold %d.%d: inner best %.4f; held-out balanced accuracy tuned %.3f, default %.3f",
+                 fold.repeat, fold.fold, study.best_value,
+                 *(Scores.of(cohort.labels(fold.test_ids), probabilities[n][fold.repeat, rows]).balanced_accuracy
+                   for n in ("tuned", "default")))
+    labels = cohort.labels(ids)
+    summaries = {n: Summary.of([Scores.of(labels, p[r]) for r in range(outer_repeats)]) for n, p in probabilities.items()}
+    design = {"outer_folds": outer_folds, "outer_repeats": outer_repeats, "inner_folds": inner_folds,
+              "inner_repeats": inner_repeats, "trials_per_outer_fold": n_trials}
+    return NestedCVResult(len(ids), design, summaries["tuned"], summaries["default"], chosen)

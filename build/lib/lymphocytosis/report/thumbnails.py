@@ -1,0 +1,92 @@
+"""Small pictures of the cells behind a patient's cell score: the part of each image that was embedded."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..extract.images import inside
+from ..model.cohort import Cohort
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_PX = 96  # small enough that 163 patients x 10 cells stay a few MB and render fast
+CELLS_PER_SIDE = 5
+
+
+@dataclass(frozen=True)
+class CellThumb:
+    file: str  # the image's name in the patient's folder
+    score: float  # its held-out cell score
+    src: str | None  # the thumbnail, relative to the report folder; None when the image could not be read
+    problem: str | None = None
+
+
+@dataclass
+class CellGallery:
+    """A patient's highest- and lowest-scoring cells."""
+
+    top: list[CellThumb] = field(default_factory=list)
+    bottom: list[CellThumb] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{c.file}: {c.problem}" for c in (*self.top, *self.bottom) if c.problem]
+
+
+def thumbnail_geometry(provenance: dict) -> tuple[int, int]:
+    """(image_size, crop) of the extraction, so thumbnails show the part of the image that was embedded."""
+    try:
+        prep = json.loads(provenance.get("preprocessing", "{}"))
+        return int(prep.get("image_size", 0)), int(prep.get("crop", 0))
+    except (TypeError, ValueError):
+        return 0, 0
+
+
+def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> str | None:
+    """Small JPEG of the embedded centre crop; the reason as text when the image cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as image:
+            image.draft("RGB", (max(image_size, THUMBNAIL_PX), max(image_size, THUMBNAIL_PX)))
+            image = image.convert("RGB")
+            if image_size and image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            if crop and crop < min(image.size):
+                x0, y0 = (image.size[0] - crop) // 2, (image.size[1] - crop) // 2
+                image = image.crop((x0, y0, x0 + crop, y0 + crop))
+            image = image.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.save(target, quality=85)
+        return None
+    except FileNotFoundError:
+        return "image file missing"
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return f"unreadable image ({type(exc).__name__})"
+
+
+def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: Path) -> CellGallery:
+    """Thumbnails of the CELLS_PER_SIDE highest- and lowest-scoring cells (no cell shown twice)."""
+    geometry = thumbnail_geometry(cohort.primary.provenance)
+    order = np.argsort(-scores, kind="stable")
+    n_top = min(CELLS_PER_SIDE, len(order))
+    n_bottom = min(CELLS_PER_SIDE, len(order) - n_top)
+    folder = cohort.dataset_root / str(cohort.clinical.loc[patient_id, "split"]) / patient_id
+    gallery = CellGallery()
+    for side, cells in (("top", order[:n_top]), ("bottom", order[::-1][:n_bottom])):
+        for rank, cell in enumerate(cells, 1):
+            filename = cohort.primary.filenames[patient_id][cell]
+            relative = f"cells/{patient_id}/{side}{rank}.jpg"
+            if inside(folder / filename, cohort.dataset_root):
+                problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
+            else:  # the embeddings file's names are checked; a patient folder linked elsewhere is not shown
+                problem = "outside the dataset; not read"
+            if problem:
+                log.debug("patient %s: %s: %s", patient_id, folder / filename, problem)
+            getattr(gallery, side).append(CellThumb(filename, float(scores[cell]), None if problem else relative, problem))
+    return gallery
