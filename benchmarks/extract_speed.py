@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import timm.data
 import torch
+from bench_data import benchmark_dataset
 from PIL import Image
 from torchvision import transforms
 
@@ -30,21 +31,6 @@ from lymphocytosis.extract.backbones import DEFAULT_MODEL, load_backbone
 from lymphocytosis.extract.extraction import ExtractSettings, extract
 from lymphocytosis.extract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.preprocessing import resolve_preprocessing
-from lymphocytosis.synthetic import make_synthetic_dataset
-
-
-def subset_dataset(root: Path, n_patients: int, into: Path) -> Path:
-    """A dataset of the first `n_patients` trainset patients, by symlinks (no copy of patient data)."""
-    patients = [p for p in discover_patients(root) if p.split == "trainset"][:n_patients]
-    (into / "trainset").mkdir(parents=True)
-    lines = (root / "trainset" / "trainset_true.csv").read_text().splitlines()
-    keep = {p.patient_id for p in patients}
-    (into / "trainset" / "trainset_true.csv").write_text(
-        "\n".join([lines[0]] + [line for line in lines[1:] if line.split(",")[0].strip() in keep]) + "\n"
-    )
-    for p in patients:
-        (into / "trainset" / p.patient_id).symlink_to(p.folder.resolve())
-    return into
 
 
 def plain_loop(root: Path, crop: int, batch_limit: int | None = None) -> tuple[int, float]:
@@ -77,10 +63,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.root is None:
-            root = make_synthetic_dataset(tmp / "synthetic", n_train=args.patients, n_test=0, cells=(60, 100))
-        else:
-            root = subset_dataset(args.root, args.patients, tmp / "subset")
+        root = benchmark_dataset(args.root, args.patients, tmp)
         print(f"dataset: {args.root or 'synthetic'} ({args.patients} patients); torch threads {torch.get_num_threads()}")
         print("| crop | plain loop img/s | extract.py img/s | ratio |")
         print("|------|------------------|------------------|-------|")

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TQDM_DISABLE", "1")  # extract()'s progress bar, read when tqdm is imported: the table is the output
 
 import torch
+from bench_data import benchmark_dataset
 from PIL import Image
 
 from lymphocytosis.extract import registry
@@ -42,9 +43,9 @@ from lymphocytosis.extract.extraction import ExtractSettings, extract
 from lymphocytosis.extract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
 from lymphocytosis.files import atomic_write_json
-from lymphocytosis.synthetic import make_synthetic_dataset
 
 CONFIGS = (("lite0 @112", DEFAULT_MODEL, 112), ("lite0 @224", DEFAULT_MODEL, 224), ("ViT-S/14 @224", "dinobloom-s", 224))
+CONFIG_KEYS = {"lite0-112": CONFIGS[0], "lite0-224": CONFIGS[1], "vits-224": CONFIGS[2]}
 
 
 @dataclass
@@ -136,7 +137,7 @@ def end_to_end(root: Path, out: Path, settings: ExtractSettings, device: torch.d
 def run(root: Path, tmp: Path, args, device: torch.device) -> list[Row]:
     dinobloom_file = str(random_dinobloom_s(tmp / "DinoBloom-S-random.pth"))
     rows = []
-    for config, model_name, crop in CONFIGS:
+    for config, model_name, crop in (CONFIG_KEYS[key] for key in args.configs):
         weights = dinobloom_file if model_name == "dinobloom-s" else None
         prep = resolve_preprocessing(load_backbone(model_name, weights)[0], crop, None)
         images = decoded_images(root, prep, args.forward_images)
@@ -155,12 +156,15 @@ def run(root: Path, tmp: Path, args, device: torch.device) -> list[Row]:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None, help="challenge-layout dataset (default: a synthetic one)")
-    parser.add_argument("--patients", type=int, default=40, help="synthetic patients (default 40, 60-100 cells each)")
+    parser.add_argument("--patients", type=int, default=40,
+                        help="patients: synthetic ones of 60-100 cells, or the first of --root's trainset (default 40)")
     parser.add_argument("--forward-images", type=int, default=1024, help="images per timed forward pass (default 1024)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=None, help="as extract.py (default: up to 8 on CUDA, 0 on CPU)")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cuda or cpu")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIG_KEYS), default=list(CONFIG_KEYS),
+                        help="which of the three to run (default: all)")
     parser.add_argument("--tiny", action="store_true", help="smoke test: 4 patients of 4-6 cells, 16 forward images")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
@@ -177,7 +181,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cells = (4, 6) if args.tiny else (60, 100)
-        root = args.root or make_synthetic_dataset(tmp / "synthetic", n_train=args.patients, n_test=0, cells=cells)
+        root = benchmark_dataset(args.root, args.patients, tmp, cells)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         print(f"device: {name}; torch {torch.__version__}; dataset: {args.root or 'synthetic'}; batch {args.batch_size}; "
               f"workers {'auto' if args.workers is None else args.workers}; forward pass of {args.forward_images} images")

@@ -83,36 +83,60 @@ def report(cohort, synthetic_root, missing_patient, tmp_path_factory) -> Path:
     return out
 
 
+def local_targets(report: Path, page: Path) -> list[Path]:
+    """Every file a page links to, checked: relative, inside the report, existing; every anchor has its target."""
+    references = parse(page.read_text(encoding="utf-8"))
+    targets = []
+    for link in references.links:
+        parsed = urlparse(link)
+        assert parsed.scheme in ("", "file"), f"{page.name}: network reference in a self-contained page: {link}"
+        assert not link.startswith("/"), f"{page.name}: absolute path: {link}"
+        if parsed.path:
+            target = (page.parent / unquote(parsed.path)).resolve()
+            assert target.is_file(), f"{page.name}: {link} does not exist"
+            assert report.resolve() in target.parents, f"{page.name}: {link} points outside the report"
+            targets.append(target)
+        if parsed.fragment and not parsed.path:
+            assert parsed.fragment in references.ids, f"{page.name}: anchor {link} has no target"
+    return targets
+
+
 def test_index_has_every_section_and_resolving_relative_links(report, cohort):
     page = (report / "index.html").read_text(encoding="utf-8")
     references = parse(page)
     for section in SECTIONS:
         assert section in references.ids, f"section {section} missing"
-    local = []
-    for link in references.links:
-        parsed = urlparse(link)
-        assert parsed.scheme in ("", "file"), f"network reference in a self-contained page: {link}"
-        assert not link.startswith("/"), f"absolute path: {link}"
-        if parsed.path:
-            target = (report / unquote(parsed.path)).resolve()
-            assert target.is_file(), f"{link} does not exist"
-            assert report.resolve() in target.parents, f"{link} points outside the report"
-            local.append(target)
-        if parsed.fragment:
-            assert parsed.fragment in references.ids, f"anchor {link} has no target"
-    assert any(p.suffix == ".png" for p in local) and any(p.suffix == ".jpg" for p in local)
-    # every labelled patient has its card; provenance names the embeddings and the weights
-    for patient_id in cohort.labelled_ids:
-        assert f"patient-{patient_id}" in references.ids
+    local = local_targets(report, report / "index.html")
+    assert any(p.suffix == ".png" for p in local)
+    # every labelled patient has a page, linked from the index; provenance names the embeddings and the weights
+    pages = {p.stem for p in local if p.parent.name == "patients"}
+    assert pages == set(cohort.labelled_ids)
     assert cohort.primary.provenance["weights_sha256"] in page
     assert str(cohort.primary.path.resolve()) in page
     assert "Traceback" not in page and "nan ±" not in page
 
 
+def test_patient_pages_link_back_and_show_their_cells(report, cohort, missing_patient):
+    shown = [p for p in cohort.labelled_ids if p != missing_patient][0]
+    targets = local_targets(report, report / "patients" / f"{shown}.html")
+    assert report / "index.html" in targets and any(t.suffix == ".jpg" for t in targets)
+    page = (report / "patients" / f"{shown}.html").read_text(encoding="utf-8")
+    for words in ("Why this call", "pushes", "log-odds", "×10⁹/L", "years", "about 0 for a cell typical of reactive"):
+        assert words in page, words
+    assert "sex (male)" not in page
+
+
+def test_synthetic_data_is_flagged(report):
+    for page in (report / "index.html", next((report / "patients").glob("*.html"))):
+        assert "SYNTHETIC DATA" in page.read_text(encoding="utf-8"), page.name
+    assert "SYNTHETIC DATA" in (report / "summary.md").read_text(encoding="utf-8")
+
+
 def test_figures_and_thumbnails_are_valid_small_images(report):
     figures = sorted((report / "figures").glob("*.png"))
     names = {p.stem for p in figures}
-    assert {"roc", "confusion", "calibration", "gain", "shap_families", "shap_top", "metrics"} <= names
+    assert {"roc", "confusion", "calibration", "gain", "shap_top", "metrics"} <= names
+    assert "shap_families" not in names  # each family is one feature here: that chart would repeat shap_top
     for path in figures:
         with Image.open(path) as image:
             image.verify()
@@ -129,13 +153,13 @@ def test_summary_markdown_has_metrics_features_and_provenance(report, cohort):
     text = (report / "summary.md").read_text(encoding="utf-8")
     for heading in ("## Performance", "## Feature importance", "## Provenance"):
         assert heading in text
-    assert re.search(r"\*\*balanced accuracy \(images \+ clinical\)\*\*: \d\.\d{3} ± \d\.\d{3} \(clinical only: "
-                     r"\d\.\d{3} ± \d\.\d{3}", text)
+    assert re.search(r"\*\*balanced accuracy \(images \+ clinical\)\*\*: \d\.\d{3} ± \d\.\d{3} \(95% CI "
+                     r"\d\.\d{3}–\d\.\d{3}; clinical only: \d\.\d{3} ± \d\.\d{3}", text)
     assert cohort.primary.provenance["model"] in text
     for target in re.findall(r"\]\(([^)#]+)\)", text):
         assert (report / target).is_file(), target
     csv = (report / "patients.csv").read_text().splitlines()
-    assert csv[0].startswith("ID,label,probability") and len(csv) == SYNTHETIC_N_TRAIN + 1
+    assert csv[0].startswith("ID,LABEL,PROBABILITY") and len(csv) == SYNTHETIC_N_TRAIN + 1
 
 
 def test_readable_names_and_families():
@@ -189,13 +213,10 @@ def test_html_and_markdown_state_the_same_numbers(report):
 
 
 def test_missing_images_become_a_note(report, missing_patient):
-    page = (report / "index.html").read_text(encoding="utf-8")
-    start = page.index(f'id="patient-{missing_patient}"')
-    end = page.find('<div class="patient', start)
-    card = page[start:end if end > 0 else None]
-    assert "image file missing" in card
+    page = (report / "patients" / f"{missing_patient}.html").read_text(encoding="utf-8")
+    assert "image file missing" in page
     assert not (report / "cells" / missing_patient).exists()
-    assert "could not be read" in page
+    assert "could not be read" in (report / "index.html").read_text(encoding="utf-8")
 
 
 def test_patient_selection(cohort):

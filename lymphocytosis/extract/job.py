@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .. import progress
 from .decoding import ClaimedPatients, DecodedPatient
 from .embedder import Embedder
 from .images import FolderScan
@@ -46,7 +46,7 @@ class Job:
     def images(self, patients) -> int:
         return sum(len(self.scans[p.patient_id].images) for p in patients)
 
-    def progress(self, bar: tqdm) -> None:
+    def progress(self, bar) -> None:
         """The bar counts the whole dataset: images embedded by every worker."""
         remaining = self.remaining()
         bar.n = self.images(self.plan.to_embed) - self.images(remaining)
@@ -83,7 +83,7 @@ def write_group(job: Job, group: list[DecodedPatient], features: list[np.ndarray
         job.claims.release(patient.patient_id)
 
 
-def embed_pass(job: Job, prep: Preprocessing, embedder: Embedder, workers: int, bar: tqdm) -> int:
+def embed_pass(job: Job, prep: Preprocessing, embedder: Embedder, workers: int, bar) -> int:
     """Embed every patient this worker can claim now; returns the number of images embedded."""
     cuda = embedder.device.type == "cuda"
     dataset = ClaimedPatients(job.remaining(), job.scans, job.parts, job.claims, prep)
@@ -101,8 +101,7 @@ def embed_pass(job: Job, prep: Preprocessing, embedder: Embedder, workers: int, 
 def embed_all(job: Job, prep: Preprocessing, embedder: Embedder, workers: int) -> int:
     """Embed until no patient is left: what this worker claims, then what others held if they stop."""
     embedded = 0
-    with tqdm(total=job.images(job.plan.to_embed), unit="img", desc="embedding", dynamic_ncols=True,
-              mininterval=1.0) as bar:
+    with progress.bar(total=job.images(job.plan.to_embed), unit="img", desc="embedding") as bar:
         job.progress(bar)
         while True:
             embedded += embed_pass(job, prep, embedder, workers, bar)

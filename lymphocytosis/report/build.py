@@ -19,25 +19,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import progress
 from ..defaults import ARTIFACTS
 from ..errors import InputError
 from ..files import atomic_directory
-from ..metrics import decide
+from ..metrics import bootstrap_intervals, decide
 from ..model.cohort import Cohort
 from ..model.explanations import Explanations
 from ..model.results import SavedCV
 from . import figures as fig
-from .content import Importance, PatientView, report_document
+from .content import report_document
 from .importance import backbone_importance, family_importance, feature_importance, several_backbones, source_importance
-from .naming import format_value, readable_name
+from .naming import COUNT_UNIT, format_value, readable_name
+from .patient_page import patient_document
 from .render_html import render_html
 from .render_markdown import render_markdown
 from .thumbnails import patient_cells
+from .views import Importance, PatientView
 
 log = logging.getLogger(__name__)
 
 PUSHES_PER_SIDE = 4
-REPORT_ENTRIES = {"index.html", "summary.md", "patients.csv", "figures", "cells"}
+REPORT_ENTRIES = {"index.html", "summary.md", "patients.csv", "figures", "cells", "patients"}
 
 
 def select_patients(cohort: Cohort, choice: str) -> list[str]:
@@ -89,15 +92,17 @@ def importance_of(ex: Explanations) -> Importance:
 def draw_figures(saved: SavedCV, ex: Explanations, importance: Importance, figures_dir: Path) -> dict:
     full, clinical = saved.comparison.full, saved.comparison.clinical
     figures_dir.mkdir(parents=True, exist_ok=True)
-    return {
+    figures = {
         "metrics": fig.figure_metrics(full, clinical, figures_dir / "metrics.png"),
         "roc": fig.figure_roc(full, clinical, figures_dir / "roc.png"),
         "confusion": fig.figure_confusion(full, clinical, figures_dir / "confusion.png"),
         "calibration": fig.figure_calibration(full, clinical, figures_dir / "calibration.png"),
         "gain": fig.figure_gain(importance.features, importance.n_fold_models, figures_dir / "gain.png"),
-        "families": fig.figure_families(importance.families, figures_dir / "shap_families.png"),
         "shap_top": fig.figure_shap_top(ex, importance.features, figures_dir / "shap_top.png"),
     }
+    if importance.families_differ_from_features:  # else the same bars as the top features again
+        figures["families"] = fig.figure_families(importance.families, figures_dir / "shap_families.png")
+    return figures
 
 
 def patient_view(saved: SavedCV, cohort: Cohort, patient_id: str, out_dir: Path) -> PatientView:
@@ -116,22 +121,43 @@ def patient_view(saved: SavedCV, cohort: Cohort, patient_id: str, out_dir: Path)
     return PatientView(
         patient_id=patient_id, label=int(full.labels[i]), probability=float(full.mean_probability[i]),
         spread=float(full.probabilities[:, i].std()), clinical_probability=float(clinical.mean_probability[i]),
-        clinical=f"age {row['age']:.0f}, {'male' if row['sex_male'] >= 0.5 else 'female'}, "
-                 f"lymphocyte count {row['lymph_count']:.3g}",
+        clinical=f"age {row['age']:.0f} years, {'male' if row['sex_male'] >= 0.5 else 'female'}, "
+                 f"lymphocyte count {row['lymph_count']:.3g} {COUNT_UNIT}",
         n_cells=len(cohort.primary.bags[patient_id]), base=float(contributions[-1]), logit=float(contributions.sum()),
         up=described([j for j in order[:PUSHES_PER_SIDE] if contributions[j] >= 0.005]),  # below display precision: noise
         down=described([j for j in order[::-1][:PUSHES_PER_SIDE] if contributions[j] <= -0.005]),
         cells=None if scores is None else patient_cells(cohort, patient_id, scores, out_dir),
+        median_cell_score=None if scores is None or not len(scores) else float(np.median(scores)),
     )
 
 
 def patients_table(saved: SavedCV) -> pd.DataFrame:
     full, clinical = saved.comparison.full, saved.comparison.clinical
-    return pd.DataFrame({
-        "ID": full.ids, "label": full.labels, "probability": full.mean_probability.round(4),
-        "probability_std": full.probabilities.std(0).round(4), "predicted": decide(full.mean_probability),
-        "clinical_only_probability": clinical.mean_probability.round(4),
+    return pd.DataFrame({  # the column names of predictions.csv, which this extends
+        "ID": full.ids, "LABEL": full.labels, "PROBABILITY": full.mean_probability.round(4),
+        "PROBABILITY_STD": full.probabilities.std(0).round(4), "PREDICTED": decide(full.mean_probability),
+        "CLINICAL_ONLY_PROBABILITY": clinical.mean_probability.round(4),
     })
+
+
+def synthetic_banner(cohort: Cohort) -> str | None:
+    """Data made by lymphocytosis.synthetic says so in its README: such a report must not pass for a real one."""
+    readme = Path(cohort.dataset_root) / "README.md"
+    try:
+        synthetic = readme.read_text(encoding="utf-8", errors="replace").lstrip().upper().startswith("SYNTHETIC")
+    except OSError:
+        synthetic = False
+    return ("SYNTHETIC DATA: drawn cells and made-up clinical values, for trying the tool out. Nothing here is about "
+            "patients.") if synthetic else None
+
+
+def write_patient_pages(out_dir: Path, views: list[PatientView], cell_note: str, banner: str | None) -> None:
+    pages = out_dir / "patients"
+    pages.mkdir(exist_ok=True)
+    scale = max([abs(c) for v in views for _, c in (*v.up, *v.down)] or [1.0])
+    for view in views:
+        page = render_html(patient_document(view, scale, cell_note, banner))
+        (pages / f"{view.patient_id}.html").write_text(page, encoding="utf-8")
 
 
 def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str]) -> Path:
@@ -148,16 +174,26 @@ def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     importance = importance_of(ex)
     figures = draw_figures(saved, ex, importance, out_dir / "figures")
     log.info("report: explanations and figures in %.1f s", time.perf_counter() - started)
-    views = [patient_view(saved, cohort, patient_id, out_dir) for patient_id in patients]
+    with progress.bar(total=len(patients), desc="report: patients", unit="patient") as bar:
+        views = []
+        for patient_id in patients:
+            views.append(patient_view(saved, cohort, patient_id, out_dir))
+            bar.update(1)
     problems = [p for v in views if v.cells for p in v.cells.problems]
     if problems:
         log.warning("report: %d cell images could not be read (first: %s); a note stands in for each thumbnail",
                     len(problems), problems[0])
     patients_table(saved).to_csv(out_dir / "patients.csv", index=False)
     cell_note = "" if ex.cell_scores else "no per-cell score in this feature specification (cell_score off): no cells to rank"
+    banner = synthetic_banner(cohort)
+    write_patient_pages(out_dir, views, cell_note, banner)
     context = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                "seconds": time.perf_counter() - started}
-    document = report_document(saved, cohort, importance, figures, views, cell_note, len(problems), context)
+    full, clinical = saved.comparison.full, saved.comparison.clinical
+    intervals = {"full": bootstrap_intervals(full.labels, full.probabilities),
+                 "clinical": bootstrap_intervals(clinical.labels, clinical.probabilities)}
+    document = report_document(saved, cohort, importance, figures, {v.patient_id for v in views}, len(problems), context,
+                               intervals, banner)
     (out_dir / "summary.md").write_text(render_markdown(document), encoding="utf-8")
     (out_dir / "index.html").write_text(render_html(document), encoding="utf-8")
     log.info("report: built in %.1f s", time.perf_counter() - started)

@@ -9,11 +9,14 @@ from ..model.features import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn
 CLASS_NAMES = {0: "reactive", 1: "tumoral"}
 CLINICAL_NAMES = {
     "age": "age",
-    "sex_male": "sex (male)",
+    "sex_male": "sex",
     "lymph_count": "lymphocyte count",
     "log_lymph_count": "log lymphocyte count",
     "bag_size": "number of cells",
 }
+COUNT_UNIT = "×10⁹/L"  # the challenge's LYMPH_COUNT: lymphocytes per litre of blood, in 10^9
+CELL_SCORE_SCALE = ("the cell score is learned on the training patients: about 0 for a cell typical of reactive "
+                    "patients' cells, about 1 for one typical of tumoral patients' cells (beyond 0-1: more so)")
 SOURCE_NAMES = {CLINICAL: "clinical attributes", CELL_SCORE: "cell-score statistics", EMBEDDING: "embedding statistics"}
 
 
@@ -73,6 +76,10 @@ def format_value(column: FeatureColumn, value: float) -> str:
         return "missing"
     if column.family == CLINICAL and column.attribute == "sex_male":
         return "male" if value >= 0.5 else "female"
+    if column.family == CLINICAL and column.attribute == "lymph_count":
+        return f"{value:.3g} {COUNT_UNIT}"
+    if column.family == CLINICAL and column.attribute == "age":
+        return f"{value:.0f} years"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.3g}"

@@ -78,3 +78,43 @@ class Summary:
 
     def to_dict(self) -> dict:
         return {metric: getattr(self, metric).to_dict() for metric in METRICS}
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.low:.3f}–{self.high:.3f}"
+
+
+def _balanced_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per row of `probabilities` (repeats x patients)."""
+    predicted = decide(probabilities).astype(bool)
+    positive = labels == 1
+    return 0.5 * (predicted[:, positive].mean(1) + (~predicted[:, ~positive]).mean(1))
+
+
+def _roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC per row, ties counted half."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(probabilities, axis=1)
+    positive = labels == 1
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return (ranks[:, positive].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def bootstrap_intervals(labels, probabilities, n_boot: int = 1000, seed: int = 0) -> dict[str, Interval]:
+    """95% bootstrap intervals of the repeat-averaged balanced accuracy and AUC: patients resampled with
+    replacement within each class (so both stay present), every repeat's out-of-fold predictions kept paired."""
+    labels, probabilities = np.asarray(labels), np.atleast_2d(np.asarray(probabilities, dtype=float))
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == c) for c in (0, 1)]
+    values = {"balanced_accuracy": np.empty(n_boot), "roc_auc": np.empty(n_boot)}
+    for b in range(n_boot):
+        index = np.concatenate([rng.choice(members, len(members)) for members in classes])
+        values["balanced_accuracy"][b] = _balanced_accuracy(labels[index], probabilities[:, index]).mean()
+        values["roc_auc"][b] = _roc_auc(labels[index], probabilities[:, index]).mean()
+    return {k: Interval(*np.percentile(v, [2.5, 97.5]).tolist()) for k, v in values.items()}

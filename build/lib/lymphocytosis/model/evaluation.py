@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from .. import progress
 from ..errors import InputError
 from ..metrics import Scores, Summary
 from .classifier import FittedModel, Prediction
@@ -97,7 +98,7 @@ def fit_fold(cohort: Cohort, spec: FeatureSpec, params: dict, fold: Fold, keep_m
 
 
 def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], keep_models: bool = False,
-                   on_fold: Callable[[int, FoldResult], None] | None = None) -> CVResult:
+                   on_fold: Callable[[int, FoldResult], None] | None = None, bar=None) -> CVResult:
     """Out-of-fold probabilities of every patient in every repeat. `on_fold(step, result)` is called after each
     fold, so a tuner can report progress and stop (prune) a hopeless trial early."""
     held_out = {patient_id for fold in folds if fold.repeat == 0 for patient_id in fold.test_ids}
@@ -111,6 +112,8 @@ def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[
         results.append(result)
         if on_fold:
             on_fold(step, result)
+        if bar is not None:
+            bar.update(1)
     return CVResult(ids, cohort.labels(ids), probabilities, results)
 
 
@@ -141,6 +144,7 @@ class Comparison:
 
 def compare(cohort: Cohort, spec: FeatureSpec, params: dict, design: CVDesign, keep_models: bool = False) -> Comparison:
     folds = design_folds(cohort, design)
-    full = cross_validate(cohort, spec, params, folds, keep_models)
-    clinical = cross_validate(cohort, spec.clinical_only(), params, folds)
+    with progress.bar(total=2 * len(folds), desc="cross-validation", unit="fold") as bar:
+        full = cross_validate(cohort, spec, params, folds, keep_models, bar=bar)
+        clinical = cross_validate(cohort, spec.clinical_only(), params, folds, bar=bar)
     return Comparison(design, full, clinical)

@@ -123,31 +123,38 @@ def figure_confusion(full: CVResult, clinical: CVResult, path: Path) -> str:
 
 
 def figure_calibration(full: CVResult, clinical: CVResult, path: Path) -> str:
-    """Reliability (pooled over repeats) and the probabilities by true class. Training weighs both classes
-    equally, so a well-ranked model is expected to sit below the diagonal on a cohort that is ~2/3 tumoral:
-    the plot shows by how much, and the histogram shows how separated the classes are."""
-    from sklearn.calibration import calibration_curve
-
-    figure = _new_figure(5.4, 6.4)
+    """Reliability (pooled over repeats) with the number of patients in each bin, and the probabilities by true
+    class. Training weighs both classes equally, so a well-ranked model is expected to sit below the diagonal on
+    a cohort that is ~2/3 tumoral: the plot shows by how much, and the histogram how separated the classes are."""
+    figure = _new_figure(5.4, 6.9)
     top, bottom = figure.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.6]})
     n_bins = 10 if len(full.ids) >= 100 else 5
-    for result, colour, name in ((full, FULL_COLOUR, "images + clinical"), (clinical, CLINICAL_COLOUR, "clinical only")):
+    edges = np.linspace(0, 1, n_bins + 1)
+    for result, colour, name, offset in ((full, FULL_COLOUR, "images + clinical", 8), (clinical, CLINICAL_COLOUR,
+                                                                                      "clinical only", -14)):
         labels = np.tile(result.labels, result.probabilities.shape[0])
         probabilities = result.probabilities.ravel()
-        keep = np.isfinite(probabilities)
-        observed, predicted = calibration_curve(labels[keep], probabilities[keep], n_bins=n_bins, strategy="uniform")
-        ax_name = f"{name} (Brier {np.mean((probabilities[keep] - labels[keep]) ** 2):.3f})"
-        top.plot(predicted, observed, "o-", color=colour, label=ax_name)
+        bins = np.clip(np.digitize(probabilities, edges[1:-1]), 0, n_bins - 1)
+        counts = np.bincount(bins, minlength=n_bins)
+        used = counts > 0
+        predicted = np.bincount(bins, probabilities, n_bins)[used] / counts[used]
+        observed = np.bincount(bins, labels, n_bins)[used] / counts[used]
+        brier = np.mean((probabilities - labels) ** 2)
+        top.plot(predicted, observed, "o-", color=colour, label=f"{name} (Brier {brier:.3f})")
+        repeats = result.probabilities.shape[0]
+        for x, y, n in zip(predicted, observed, counts[used]):
+            top.annotate(f"{n / repeats:.0f}", (x, y), textcoords="offset points", xytext=(0, offset), ha="center",
+                         fontsize=7, color=colour)
     prevalence = full.labels.mean()
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
     top.axhline(prevalence, ls=":", color="grey", lw=1, label=f"tumoral prevalence {prevalence:.2f}")
     top.set_xlabel("mean predicted probability of tumoral (bin)")
     top.set_ylabel("observed fraction tumoral")
-    top.set_title(f"Reliability, out-of-fold, pooled over repeats ({n_bins} bins)", fontsize=10)
+    top.set_title(f"Reliability, out-of-fold ({n_bins} bins; numbers: patients per bin, per repeat)", fontsize=10)
     top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
+    top.set_ylim(-0.05, 1.08)
     top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="upper left")
+    top.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     mean_probability = full.mean_probability
     bins = np.linspace(0, 1, 21)
     for label, colour in ((0, "#4c9a2a"), (1, "#b2182b")):
