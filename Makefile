@@ -26,11 +26,10 @@ demo: venv
 		$(PY) -m lymphocytosis.synthetic data/synthetic; fi
 	@echo "== dataset: $(ROOT) $(if $(DATA),,(SYNTHETIC))"
 	$(PY) extract.py --root $(ROOT) --out $(OUT)/embeddings.h5
-	$(PY) model.py cv --embeddings $(OUT)/embeddings.h5 --json $(OUT)/cv.json --cv-dir $(OUT)/cv
-	$(PY) model.py fit --embeddings $(OUT)/embeddings.h5 --model-dir $(OUT)/model
-	$(PY) model.py predict --embeddings $(OUT)/embeddings.h5 --model-dir $(OUT)/model \
-		--out $(OUT)/predictions.csv --submission $(OUT)/submission.csv
-	$(PY) model.py report --embeddings $(OUT)/embeddings.h5 --cv-dir $(OUT)/cv --out-dir $(OUT)/report
+	$(PY) model.py cv --embeddings $(OUT)/embeddings.h5 --json $(OUT)/cv.json
+	$(PY) model.py fit --embeddings $(OUT)/embeddings.h5
+	$(PY) model.py predict --embeddings $(OUT)/embeddings.h5
+	$(PY) model.py report --embeddings $(OUT)/embeddings.h5
 	@echo "== done$(if $(DATA),, on SYNTHETIC data): outputs in $(OUT)/ (report: $(OUT)/report/index.html)"
 
 test: venv
