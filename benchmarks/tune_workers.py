@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -34,33 +36,41 @@ from lymphocytosis.model.tuning import FINISHED
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_workers(args, storage: str, n_workers: int, out: Path) -> dict:
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_workers(args, storage: str, n_workers: int, out: Path, env: dict) -> dict:
     name = f"bench-{n_workers}w-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, str(REPO / "tune.py"), "--embeddings", str(args.embeddings), "--storage", storage,
                "--study-name", name, "--trials", str(args.trials), "--seed", str(args.seed),
                "--best-params", str(out / f"{name}.json")]
-    started = time.perf_counter()
-    workers = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started, cpu_before = time.perf_counter(), children_cpu_s()
+    workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                for _ in range(n_workers)]
     errors = [worker.communicate()[1] for worker in workers]
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, children_cpu_s() - cpu_before
     failed = [err.strip().splitlines()[-1] for worker, err in zip(workers, errors) if worker.returncode != 0]
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     done = study.get_trials(deepcopy=False, states=FINISHED)
     keys = [json.dumps(t.params, sort_keys=True) for t in done]
-    return {"workers": n_workers, "seconds": seconds, "finished": len(done), "all_trials": len(study.trials),
+    return {"workers": n_workers, "seconds": seconds, "cpu": cpu, "finished": len(done), "all_trials": len(study.trials),
             "duplicates": len(keys) - len(set(keys)), "best": study.best_value, "failed_workers": failed}
 
 
-def measure(args, storage: str) -> None:
+def measure(args, storage: str, env: dict | None = None) -> None:
+    env = {**os.environ, **(env or {})}
+    os.environ.update(env)  # this process opens the storage too
     open_storage(storage)  # tables created before timing
     print(f"storage {masked(storage)}; --trials {args.trials} (the study's total)")
-    print("| workers | wall time | finished trials | trials in all | repeated parameter sets | best CV value |")
-    print("|---|---|---|---|---|---|")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print("| workers | wall time | CPU time, all workers | finished trials | trials in all | repeated parameters | best CV |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
         for n_workers in args.workers:
-            row = run_workers(args, storage, n_workers, Path(out))
-            print(f"| {row['workers']} | {row['seconds']:.1f} s | {row['finished']} | {row['all_trials']} | "
+            row = run_workers(args, storage, n_workers, Path(out), env)
+            print(f"| {row['workers']} | {row['seconds']:.1f} s | {row['cpu']:.1f} s | {row['finished']} | {row['all_trials']} | "
                   f"{row['duplicates']} | {row['best']:.4f} |", flush=True)
             for error in row["failed_workers"]:
                 print(f"  a worker failed: {error}")
@@ -83,7 +93,8 @@ def main():
 
     server = start_server()
     try:
-        measure(args, server.create_database("bench"))
+        server.create_database("bench")  # the password goes through PGPASSWORD, not the workers' command lines
+        measure(args, f"postgresql://{server.user}@127.0.0.1:{server.port}/bench", {"PGPASSWORD": server.password})
     finally:
         server.stop()
 
