@@ -55,8 +55,10 @@ def run_workers(args, storage: str, n_workers: int, out: Path, env: dict) -> dic
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     done = study.get_trials(deepcopy=False, states=FINISHED)
     keys = [json.dumps(t.params, sort_keys=True) for t in done]
-    return {"workers": n_workers, "seconds": seconds, "cpu": cpu, "finished": len(done), "all_trials": len(study.trials),
-            "duplicates": len(keys) - len(set(keys)), "best": study.best_value, "failed_workers": failed}
+    trial_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done) / max(1, len(done))
+    return {"workers": n_workers, "seconds": seconds, "cpu": cpu, "trial_s": trial_s, "finished": len(done),
+            "all_trials": len(study.trials), "duplicates": len(keys) - len(set(keys)), "best": study.best_value,
+            "failed_workers": failed}
 
 
 def measure(args, storage: str, env: dict | None = None) -> None:
@@ -65,13 +67,14 @@ def measure(args, storage: str, env: dict | None = None) -> None:
     open_storage(storage)  # tables created before timing
     print(f"storage {masked(storage)}; --trials {args.trials} (the study's total)")
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-    print("| workers | wall time | CPU time, all workers | finished trials | trials in all | repeated parameters | best CV |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | wall time | CPU time, all workers | mean trial time | finished trials | trials in all | repeated "
+          "parameters | best CV |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
         for n_workers in args.workers:
             row = run_workers(args, storage, n_workers, Path(out), env)
-            print(f"| {row['workers']} | {row['seconds']:.1f} s | {row['cpu']:.1f} s | {row['finished']} | {row['all_trials']} | "
-                  f"{row['duplicates']} | {row['best']:.4f} |", flush=True)
+            print(f"| {row['workers']} | {row['seconds']:.1f} s | {row['cpu']:.1f} s | {row['trial_s']:.1f} s | "
+                  f"{row['finished']} | {row['all_trials']} | {row['duplicates']} | {row['best']:.4f} |", flush=True)
             for error in row["failed_workers"]:
                 print(f"  a worker failed: {error}")
 
