@@ -52,6 +52,8 @@ def run_workers(args, storage: str, n_workers: int, out: Path, env: dict) -> dic
     errors = [worker.communicate()[1] for worker in workers]
     seconds, cpu = time.perf_counter() - started, children_cpu_s() - cpu_before
     failed = [err.strip().splitlines()[-1] for worker, err in zip(workers, errors) if worker.returncode != 0]
+    if len(failed) == n_workers:
+        raise SystemExit(f"every worker failed: {failed[0]}")
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     done = study.get_trials(deepcopy=False, states=FINISHED)
     keys = [json.dumps(t.params, sort_keys=True) for t in done]
