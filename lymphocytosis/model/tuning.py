@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
+from threadpoolctl import threadpool_limits
 
 from ..errors import InputError
 from ..metrics import Scores, Summary
@@ -123,15 +124,20 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
     """Run until the study holds `n_trials` finished (complete or pruned) trials in all, counting every worker's:
     a resumed study tops up, never restarts, and N workers sharing the study stop within N-1 trials of the total
     (each stops after its current trial once the total is reached). Failed trials, such as those of a killed
-    worker, do not count."""
+    worker, do not count.
+
+    A worker computes on one thread (LightGBM's `num_threads` is 1, and so are BLAS's here): on 2 busy cores,
+    OpenBLAS's own threads made a worker's PCA and Gram matrices 2x slower in CPU and wall time
+    (benchmarks/tune_workers.py, 20 trials: 96 s CPU with the default threads, 49 s with one)."""
     remaining = max(0, n_trials - finished_trials(study))
     if remaining == 0:
         log.info("study %s already has %d finished trials", study.study_name, finished_trials(study))
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
-    study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout,
-                   callbacks=[stop_at_total, *callbacks], gc_after_trial=False)
+    with threadpool_limits(limits=1, user_api="blas"):  # one thread per worker, like LightGBM's: scale with workers
+        study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout,
+                       callbacks=[stop_at_total, *callbacks], gc_after_trial=False)
 
 
 @dataclass
