@@ -128,7 +128,7 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
 
     A worker computes on one thread (LightGBM's `num_threads` is 1, and so are BLAS's here): on 2 busy cores,
     OpenBLAS's own threads made a worker's PCA and Gram matrices 2x slower in CPU and wall time
-    (benchmarks/tune_workers.py, 20 trials: 96 s CPU with the default threads, 49 s with one)."""
+    (benchmarks/tune_workers.py, 20 trials: 96-99 s CPU with OpenBLAS's default threads, 60 s with one)."""
     remaining = max(0, n_trials - finished_trials(study))
     if remaining == 0:
         log.info("study %s already has %d finished trials", study.study_name, finished_trials(study))
