@@ -9,3 +9,4 @@ DEFAULT_EMBEDDINGS = ARTIFACTS / "embeddings.h5"
 DEFAULT_MODEL_DIR = ARTIFACTS / "model"
 DEFAULT_BEST_PARAMS = ARTIFACTS / "best_params.json"
 DEFAULT_STORAGE = f"sqlite:///{ARTIFACTS / 'tune.sqlite3'}"
+DEFAULT_HEARTBEAT_S = 60  # tune.py: a running trial's heartbeat period; silent for 2 periods = its worker died

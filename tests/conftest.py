@@ -270,3 +270,22 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
 def fake_embeddings(tmp_path_factory) -> Path:
     """`write_fake_embeddings` with its defaults (24 train + 4 test patients, 16 dimensions). Read-only."""
     return write_fake_embeddings(tmp_path_factory.mktemp("fake"))
+
+
+# --- A real PostgreSQL server for the tuning-workers tests (tests/postgres.py) ---
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on a free 127.0.0.1 port, password authentication; stopped at the end.
+    Skips where the server binaries are missing, except in CI (CI=true), where these tests must run."""
+    from postgres import INSTALL_HINT, server_bin_dir, start_server
+
+    if server_bin_dir() is None:
+        message = f"PostgreSQL server binaries (initdb, pg_ctl) not found; to run these tests: {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (.ci/run installs it)")
+        pytest.skip(message)
+    server = start_server()
+    yield server
+    server.stop()

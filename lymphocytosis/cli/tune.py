@@ -4,7 +4,9 @@
     python tune.py --embeddings artifacts/embeddings.h5 --nested --trials 30 # what tuning really buys
 
 The study lives in an RDB (default: SQLite under artifacts/, open it with `optuna-dashboard URL`); the same
-command continues it, and any SQLAlchemy URL (e.g. PostgreSQL) lets several machines share one study.
+command continues it. Several workers, on one machine or many, can share one study: start the same command
+with a PostgreSQL URL (postgresql://user:password@host/db), or a journal file on a shared filesystem
+(journal:///shared/study.log); --trials is the study's total, all workers together.
 The best settings are written to artifacts/best_params.json, where `model.py --params auto` finds them.
 """
 
@@ -14,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..defaults import DEFAULT_BEST_PARAMS, DEFAULT_EMBEDDINGS, DEFAULT_STORAGE
+from ..defaults import DEFAULT_BEST_PARAMS, DEFAULT_EMBEDDINGS, DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE
 from ..errors import InputError
 from ..files import atomic_write_json
 from .common import Parser, cli_main, int_in, positive_float
@@ -31,9 +33,13 @@ def parse_args(argv=None):
                         help=f"HDF5 from extract.py; repeat it to combine backbones (default: {DEFAULT_EMBEDDINGS})")
     parser.add_argument("--root", type=Path, default=None, help="dataset root (default: recorded in the embeddings)")
     parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
-                        help="total finished trials wanted in the study (default: 100)")
+                        help="total finished trials wanted in the study, all workers together (default: 100)")
     parser.add_argument("--timeout", type=positive_float, default=None, help="stop starting new trials after this many seconds")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default: {DEFAULT_STORAGE})")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"SQLAlchemy URL, or journal:///path/study.log (default: {DEFAULT_STORAGE})")
+    parser.add_argument("--heartbeat", type=int_in(1, 86_400), default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
+                        help="RDB storages: a running trial's heartbeat period; a trial silent for twice as long "
+                             f"(its worker was killed) is marked failed by the next worker (default: {DEFAULT_HEARTBEAT_S})")
     parser.add_argument("--study-name", default=None, help="default: derived from the embeddings' provenance and CV design")
     parser.add_argument("--folds", type=int_in(2, 100), default=5)
     parser.add_argument("--repeats", type=int_in(1, 1000), default=2, help="CV repeats per trial (default: 2)")
@@ -49,15 +55,12 @@ def parse_args(argv=None):
     return args
 
 
-def storage_for(url: str):
+def route_optuna_logging() -> None:
+    """Optuna's own messages through our handler and format (one log stream, one place that decides)."""
     import optuna
 
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as exc:  # SQLAlchemy raises many types for bad URLs and unreachable servers
-        raise InputError(f"--storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
 
 
 def command_nested(args, cohort) -> None:
@@ -76,13 +79,16 @@ def command_study(args, cohort) -> None:
 
     from ..model import tuning
     from ..model.evaluation import repeated_folds
+    from ..model.study_storage import masked, open_storage
     from ..model.tuned_params import save_settings
 
     ids = cohort.labelled_ids
     folds = repeated_folds(ids, cohort.labels(ids), args.folds, args.repeats, args.seed)
     name = args.study_name or tuning.study_name(cohort, args.folds, args.repeats, args.seed)
-    study = tuning.create_study(name, storage_for(args.storage), args.seed)
-    log.info("study %s in %s: %d trials so far", name, args.storage, len(study.trials))
+    route_optuna_logging()
+    study = tuning.create_study(name, open_storage(args.storage, args.heartbeat), args.seed)
+    shown = masked(args.storage)
+    log.info("study %s in %s: %d finished trials so far", name, shown, tuning.finished_trials(study))
 
     def save_best(study, _trial=None):
         try:
@@ -90,7 +96,7 @@ def command_study(args, cohort) -> None:
         except ValueError:
             return
         save_settings(args.best_params, tuning.settings_from_trial(best), cohort,
-                      {"study": name, "storage": args.storage, "trial": best.number,
+                      {"study": name, "storage": shown, "trial": best.number,
                        "cv_value_optimistic": best.value, "note": "best_value is optimistic; see tune.py --nested"})
 
     try:
@@ -99,8 +105,9 @@ def command_study(args, cohort) -> None:
         save_best(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise InputError(f"study {name}: no complete trial yet (raise --trials); nothing to save")
-    print(f"study {name}: {len(study.trials)} trials; best CV balanced accuracy {study.best_value:.4f} (trial "
-          f"{study.best_trial.number}; optimistic -- judge tuning with --nested); settings in {args.best_params}")
+    print(f"study {name}: {tuning.finished_trials(study)} trials finished ({len(study.trials)} in all); best CV balanced "
+          f"accuracy {study.best_value:.4f} (trial {study.best_trial.number}; optimistic -- judge tuning with --nested); "
+          f"settings in {args.best_params}")
 
 
 @cli_main
