@@ -32,7 +32,7 @@ WORKER_TIMEOUT_S = 90
 
 def start_worker(embeddings: Path, storage: str, trials: int, best: Path, *extra: str) -> subprocess.Popen:
     command = [sys.executable, str(REPO / "tune.py"), "--embeddings", str(embeddings), *CV_DESIGN, "--study-name", STUDY,
-               "--storage", storage, "--trials", str(trials), "--best-params", str(best), *extra]
+               "--storage", storage, "--trials", str(trials), "--best-params", str(best), "-v", *extra]
     return subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -80,7 +80,8 @@ def test_three_workers_share_a_fresh_postgres_study(fake_embeddings, postgres, t
     assert all(any("trial " in line for line in err.splitlines()) for _, _, err in results)  # every worker took part
     saved = json.loads(best.read_text())
     assert saved["storage"] == masked(url) and "***" in saved["storage"]
-    texts = [out + err for _, out, err in results] + [best.read_text(), attrs_text(study)]
+    run_logs = [p.read_text() for p in (fake_embeddings.parent / "logs").glob("tune-*")]  # .log and .toml
+    texts = [out + err for _, out, err in results] + [best.read_text(), attrs_text(study), *run_logs]
     assert not [text for text in texts if postgres.password in text]
 
 

@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -193,6 +194,14 @@ def route_optuna_logging() -> None:
     optuna.logging.enable_propagation()
 
 
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
+
+
+def without_passwords(text: str) -> str:
+    """A database URL's password never reaches a log or settings file: user:***@host."""
+    return URL_PASSWORD.sub(r"\1***@", text)
+
+
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -200,7 +209,7 @@ def toml_value(value) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    return json.dumps(without_passwords(str(value)))  # a JSON string is a valid TOML basic string
 
 
 def start_run(args: argparse.Namespace, command: str, home: Path) -> Path:
@@ -230,7 +239,7 @@ def start_run(args: argparse.Namespace, command: str, home: Path) -> Path:
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.DEBUG)
     RUN_LOG = base.with_suffix(".log")
-    log.debug("command line: %s", " ".join(sys.argv))
+    log.debug("command line: %s", without_passwords(" ".join(sys.argv)))
     return RUN_LOG
 
 

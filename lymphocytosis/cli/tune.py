@@ -1,66 +1,82 @@
-"""`tune.py`: tune the bag features and LightGBM with Optuna; resumable, and judged by nested CV.
+"""Search the model's settings (bag features, LightGBM) with Optuna; resumable; judged by nested CV.
 
-    python tune.py --embeddings artifacts/embeddings.h5 --trials 100        # run / resume the study
-    python tune.py --embeddings artifacts/embeddings.h5 --nested --trials 30 # what tuning really buys
+    tune.py --trials 100              # run or resume the study; best settings to <artifacts>/best_params.json
+    tune.py --nested --trials 30      # what tuning really buys, on patients the search never saw
 
-The study lives in an RDB (default: SQLite under artifacts/, open it with `optuna-dashboard URL`); the same
-command continues it. Several workers, on one machine or many, can share one study: start the same command
-with a PostgreSQL URL (postgresql://user:password@host/db), or a journal file on a shared filesystem
-(journal:///shared/study.log); --trials is the study's total, all workers together.
-The best settings are written to artifacts/best_params.json, where `model.py --params auto` finds them.
+The study lives in a database: by default SQLite beside the embeddings (<artifacts>/tune.sqlite3; browse it
+with `optuna-dashboard sqlite:///...`); the same command continues it. Several workers, on one machine or
+many, share one study when started with the same PostgreSQL URL (postgresql://user@host/db) or journal file
+on a shared filesystem (journal:///shared/study.log): --trials is the study's total, all workers together.
+`model.py --params auto` (the default) uses the best settings saved beside the embeddings.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-from ..defaults import DEFAULT_BEST_PARAMS, DEFAULT_EMBEDDINGS, DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE
+from ..defaults import BEST_PARAMS, DEFAULT_HEARTBEAT_S
 from ..errors import InputError
 from ..files import atomic_write_json
-from .common import Parser, cli_main, int_in, positive_float
+from .common import (
+    Parser,
+    add_run_options,
+    cli_main,
+    default_embeddings,
+    int_in,
+    parse_with_config,
+    positive_float,
+    program,
+    route_optuna_logging,
+    start_run,
+)
 
 PROG = "tune.py"
-
-
 log = logging.getLogger("tune")
 
 
-def parse_args(argv=None):
-    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> Parser:
+    parser = Parser(prog=program(PROG, "tune"), description=__doc__)
     parser.add_argument("--embeddings", type=Path, action="append", default=None,
-                        help=f"HDF5 from extract.py; repeat it to combine backbones (default: {DEFAULT_EMBEDDINGS})")
-    parser.add_argument("--root", type=Path, default=None, help="dataset root (default: recorded in the embeddings)")
+                        help="HDF5 from extract.py; repeat it to combine backbones; default: artifacts/<$DATA's folder>/"
+                             "embeddings.h5, or the only artifacts/*/embeddings.h5")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
     parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
-                        help="total finished trials wanted in the study, all workers together (default: 100)")
-    parser.add_argument("--timeout", type=positive_float, default=None, help="stop starting new trials after this many seconds")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE,
-                        help=f"SQLAlchemy URL, or journal:///path/study.log (default: {DEFAULT_STORAGE})")
+                        help="finished trials wanted in the study, all workers together")
+    parser.add_argument("--timeout", type=positive_float, default=None,
+                        help="stop starting new trials after this many seconds; default: no limit")
+    parser.add_argument("--storage", default=None,
+                        help="SQLAlchemy URL (sqlite:///..., postgresql://...), or journal:///path/study.log; default: "
+                             "sqlite:///<artifacts>/tune.sqlite3 (one worker)")
     parser.add_argument("--heartbeat", type=int_in(1, 86_400), default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
-                        help="RDB storages: a running trial's heartbeat period; a trial silent for twice as long "
-                             f"(its worker was killed) is marked failed by the next worker (default: {DEFAULT_HEARTBEAT_S})")
-    parser.add_argument("--study-name", default=None, help="default: derived from the embeddings' provenance and CV design")
-    parser.add_argument("--folds", type=int_in(2, 100), default=5)
-    parser.add_argument("--repeats", type=int_in(1, 1000), default=2, help="CV repeats per trial (default: 2)")
-    parser.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0)
-    parser.add_argument("--best-params", type=Path, default=DEFAULT_BEST_PARAMS,
-                        help=f"where model.py finds them (default: {DEFAULT_BEST_PARAMS})")
-    parser.add_argument("--nested", action="store_true", help="outer CV around the whole tuning (reports, saves nothing)")
-    parser.add_argument("--outer-folds", type=int_in(2, 100), default=5)
-    parser.add_argument("--outer-repeats", type=int_in(1, 1000), default=1)
-    parser.add_argument("--json", type=Path, default=None, help="with --nested: write the results here")
-    args = parser.parse_args(argv)
-    args.embeddings = args.embeddings or [DEFAULT_EMBEDDINGS]
+                        help="database storages: a running trial's heartbeat period; a trial silent for twice as long "
+                             "(its worker was killed) is marked failed by the next worker")
+    parser.add_argument("--study-name", default=None,
+                        help="default: derived from the embeddings' provenance, the labelled patients and the CV design")
+    parser.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of each trial's CV")
+    parser.add_argument("--repeats", type=int_in(1, 1000), default=2, help="repeats of each trial's CV")
+    parser.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds and of the search")
+    parser.add_argument("--best-params", type=Path, default=None,
+                        help="where the best settings go (and model.py finds them); default: <artifacts>/best_params.json")
+    parser.add_argument("--nested", action="store_true",
+                        help="run the whole search inside each fold of an outer CV and report held-out accuracy; saves "
+                             "nothing")
+    parser.add_argument("--outer-folds", type=int_in(2, 100), default=5, help="with --nested: outer folds")
+    parser.add_argument("--outer-repeats", type=int_in(1, 1000), default=1, help="with --nested: outer repeats")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="with --nested: also write the results here; default: not written")
+    add_run_options(parser)
+    return parser
+
+
+def parse_args(argv=None):
+    args = parse_with_config(build_parser(), argv, "tune")
+    args.embeddings = args.embeddings or [default_embeddings()]
+    args._home = Path(args.embeddings[0]).parent
+    args.storage = args.storage or f"sqlite:///{args._home / 'tune.sqlite3'}"
+    args.best_params = args.best_params or args._home / BEST_PARAMS
     return args
-
-
-def route_optuna_logging() -> None:
-    """Optuna's own messages through our handler and format (one log stream, one place that decides)."""
-    import optuna
-
-    optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
 
 
 def command_nested(args, cohort) -> None:
@@ -113,6 +129,7 @@ def command_study(args, cohort) -> None:
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    start_run(args, "tune", args._home)
     from ..extract.layout import split_csv_paths
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort

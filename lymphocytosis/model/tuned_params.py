@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..defaults import DEFAULT_BEST_PARAMS
+from ..defaults import BEST_PARAMS
 from ..errors import InputError, in_file
 from ..files import atomic_write_json
 from ..provenance import require_same_sets
@@ -23,7 +23,6 @@ from .params import DEFAULT_PARAMS, validate_params
 log = logging.getLogger(__name__)
 
 DEFAULTS = "defaults"
-BEST_PARAMS = DEFAULT_BEST_PARAMS  # where tune.py saves its best settings and `auto` looks
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def load_settings(choice: str, cohort: Cohort, best_params: Path | None = None) 
     provenance, else the defaults) or a path (refused when tuned on other embeddings or patients)."""
     if choice == "default":
         return Settings()
-    path = Path(best_params or BEST_PARAMS) if choice == "auto" else Path(choice)
+    path = Path(best_params or cohort.primary.path.parent / BEST_PARAMS) if choice == "auto" else Path(choice)
     if not path.is_file():
         if choice == "auto":
             return Settings()

@@ -8,6 +8,7 @@ whose every training part runs a whole fresh study, judged on its held-out part.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import numpy as np
 import optuna
 from threadpoolctl import threadpool_limits
 
+from .. import progress
 from ..errors import InputError
 from ..metrics import Scores, Summary
 from .classifier import FittedModel
@@ -109,7 +111,7 @@ def log_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     except ValueError:
         best = "no complete trial yet"
     value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-    log.info("trial %d: %s; %s", trial.number, value, best)
+    log.debug("trial %d: %s; %s", trial.number, value, best)  # in the run's log; the progress bar shows the rest
 
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -135,9 +137,17 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
-    with threadpool_limits(limits=1, user_api="blas"):  # one thread per worker, like LightGBM's: scale with workers
+    with progress.bar(total=n_trials, initial=n_trials - remaining, desc="tuning", unit="trial") as bar, \
+            threadpool_limits(limits=1, user_api="blas"):  # one thread per worker, like LightGBM's: scale with workers
+
+        def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            bar.n = min(n_trials, finished_trials(study))  # every worker's trials: the bar counts the study
+            with contextlib.suppress(ValueError):
+                bar.set_postfix_str(f"best {study.best_value:.4f} (optimistic)", refresh=False)
+            bar.refresh()
+
         study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout,
-                       callbacks=[stop_at_total, *callbacks], gc_after_trial=False)
+                       callbacks=[stop_at_total, show, *callbacks], gc_after_trial=False)
 
 
 @dataclass

