@@ -40,7 +40,8 @@ def reference(dataset, tmp_path_factory) -> dict:
 def start(dataset: Path, out: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as handle:
         return subprocess.Popen([sys.executable, str(REPO / "extract.py"), "--root", str(dataset), "--out", str(out),
-                                 *SMALL_CLI_ARGS], cwd=REPO, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT)
+                                 *SMALL_CLI_ARGS], cwd=REPO, env={**subprocess_env(), "LYMPHOCYTOSIS_PROGRESS": "always"},
+                                stdout=handle, stderr=subprocess.STDOUT)
 
 
 def assert_same_as_single_process(out: Path, reference: dict) -> None:
