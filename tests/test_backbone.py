@@ -229,6 +229,21 @@ def test_preprocessing_record_and_transform(classifier):
     assert torch.allclose(x, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("crop, input_size", [(64, None), (112, None), (64, 96), (224, 224)])
+def test_transform_equals_timm_s_own(classifier, crop, input_size):
+    """The numpy normalisation is a speed-up only: bit-identical to timm's create_transform tail."""
+    import torchvision.transforms as T
+
+    model, _ = classifier
+    prep = resolve_preprocessing(model, crop=crop, input_size=input_size)
+    timm_tail = timm.data.create_transform(input_size=(3, prep.input_size, prep.input_size),
+                                           interpolation=prep.interpolation, mean=prep.mean, std=prep.std,
+                                           crop_pct=1.0, crop_mode="center")
+    reference = T.Compose([T.CenterCrop(crop), timm_tail])
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    assert torch.equal(build_transform(prep)(image), reference(image))
+
+
 @pytest.mark.parametrize("mode, size", [("L", 224), ("RGBA", 224), ("P", 224), ("CMYK", 224), ("RGB", 300), ("RGB", 100)])
 def test_transform_accepts_any_mode_and_size(classifier, mode, size):
     model, _ = classifier
