@@ -134,3 +134,41 @@ def test_device_names(device, fragment, tmp_path, dataset):
         pytest.skip("this machine has 8 or more GPUs")
     result = run_main(extract_cli.main, ["--root", str(dataset), "--out", str(tmp_path / "e.h5"), "--device", device])
     assert_one_line_error(result, fragment)
+
+
+def test_decoding_processes_share_the_patients(dataset, reference, tmp_path, caplog):
+    """--workers 2: two decoding processes under one worker id; each patient decoded and embedded once."""
+    import logging
+
+    out = tmp_path / "decoders.h5"
+    with caplog.at_level(logging.INFO):
+        result = run_main(extract_cli.main, ["--root", str(dataset), "--out", str(out), *SMALL_CLI_ARGS[:-4],
+                                             "--workers", "2", "--device", "cpu"])
+    assert result.code == 0, result.stderr
+    assert "this worker embedded 120 images" in caplog.text
+    assert_same_as_single_process(out, reference)
+
+
+def test_an_empty_claim_is_judged_once_old(tmp_path):
+    """A claim file left empty (a writer killed at the wrong moment) does not block the patient forever."""
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "P1.claim").write_text("")
+    mine = Claims(folder, "thishost:1")
+    assert not mine.take("P1")  # fresh: maybe being written
+    old = time.time() - 3600
+    os.utime(folder / "P1.claim", (old, old))
+    assert mine.take("P1") and mine.holder("P1") == "thishost:1"
+
+
+def test_overwrite_never_discards_a_running_extraction(dataset, tmp_path):
+    """Another run with other settings whose heartbeat is fresh: refused even with --overwrite, parts kept."""
+    from lymphocytosis.extract.parts import PartsFolder
+
+    out = tmp_path / "busy.h5"
+    parts = PartsFolder(out, {"model": "other", "dtype": "float32"}, 8, dataset)
+    (parts.path / "workers").mkdir()
+    (parts.path / "workers" / "otherhost_1").touch()
+    result = run_main(extract_cli.main, ["--root", str(dataset), "--out", str(out), *SMALL_CLI_ARGS, "--overwrite"])
+    assert_one_line_error(result, "is running here", "heartbeat is fresh")
+    assert (parts.path / "settings.json").is_file()
