@@ -269,3 +269,27 @@ def test_cli_report_and_patient_errors(synthetic_embeddings, cohort, tmp_path):
                                        "--out-dir", str(tmp_path / "again"), "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
     assert (tmp_path / "cv" / "cv.json").stat().st_mtime_ns == saved and (tmp_path / "again" / "index.html").is_file()
+
+
+def test_out_dir_of_report_like_names_but_not_a_report_is_refused(tmp_path):
+    """Files that merely have a report's names (summary.md, figures/) are not replaced: only a folder this tool
+    marked as its report is."""
+    folder = tmp_path / "mine"
+    (folder / "figures").mkdir(parents=True)
+    (folder / "figures" / "fig1.pdf").write_bytes(b"%PDF")
+    (folder / "summary.md").write_text("my notes")
+    (folder / ".git").mkdir()
+    with pytest.raises(InputError, match="not an earlier report of this tool"):
+        prepare_out_dir(folder)
+    assert (folder / "summary.md").read_text() == "my notes"
+
+
+def test_saved_results_of_other_cells_or_rows_are_not_reused(report, cohort):
+    """Re-extracted images or a corrected CSV row change the data fingerprint: the report runs the CV again."""
+    saved = load_cv(report.parent / "cv")
+    moved = load_cohort(cohort.primary.path, report.parent / "dlmi")
+    settings = Settings()
+    assert saved.matches(moved, settings, CVDesign(3, 2, 0))
+    patient = moved.labelled_ids[1]
+    moved.primary.records[patient] = [moved.primary.records[patient][0], "f" * 64]  # as if its CSV row changed
+    assert not saved.matches(moved, settings, CVDesign(3, 2, 0))

@@ -4,6 +4,7 @@ backbone), loaded once per process and checked to agree patient by patient."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,6 +32,7 @@ class CellFeatureSet:
     provenance: dict
     bags: dict[str, np.ndarray]
     filenames: dict[str, list[str]]
+    records: dict[str, list[str]] = field(default_factory=dict)  # patient -> [listing_sha256, row_sha256], as extracted
     _statistics: CellStatistics | None = field(default=None, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)
 
@@ -100,6 +102,13 @@ class Cohort:
         pairs = sorted(zip(self.labelled_ids, self.labels(self.labelled_ids)))
         text = ",".join(f"{patient_id}:{label}" for patient_id, label in pairs)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def data_fingerprint(self) -> str:
+        """Which cells and CSV rows this is, for every embeddings file: results computed before images were
+        added or replaced, or before a CSV row was corrected, are not results of these data."""
+        content = {s.name: {p: [*s.records.get(p, []), len(s.filenames[p])] for p in self.ids} for s in self.sets}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def feature_set(self, name: str) -> CellFeatureSet:
         for feature_set in self.sets:
@@ -180,5 +189,7 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
             name=name, path=path, provenance=provenance,
             bags={patient_id: bags[patient_id].embeddings.astype(np.float32, copy=False) for patient_id in clinical.index},
             filenames={patient_id: bags[patient_id].filenames for patient_id in clinical.index},
+            records={patient_id: [bags[patient_id].listing_sha256, bags[patient_id].row_sha256]
+                     for patient_id in clinical.index},
         ))
     return Cohort(clinical=clinical, sets=sets, dataset_root=root)

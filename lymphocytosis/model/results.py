@@ -42,13 +42,16 @@ class SavedCV:
     settings: Settings
     provenance: dict[str, dict]  # the cohort's embeddings identity per feature set
     fingerprint: str  # the labelled patients (Cohort.fingerprint)
+    data_fingerprint: str  # their cells and CSV rows (Cohort.data_fingerprint)
     info: dict  # embeddings paths, dataset root, created, seconds, tool version
 
     def matches(self, cohort: Cohort, settings: Settings, design: CVDesign) -> bool:
         """Were these results computed on these embeddings and patients, with these settings and folds?"""
-        return (self.provenance == cohort.provenance and self.fingerprint == cohort.fingerprint
-                and self.comparison.design == design and self.settings.spec == settings.spec
-                and self.settings.params == settings.params)
+        same_data = (self.provenance == cohort.provenance and self.fingerprint == cohort.fingerprint
+                     and self.data_fingerprint == cohort.data_fingerprint)
+        same_run = (self.comparison.design == design and self.settings.spec == settings.spec
+                    and self.settings.params == settings.params)
+        return same_data and same_run
 
 
 def check_results_dir(directory: Path) -> None:
@@ -79,13 +82,14 @@ def predictions_frame(comparison: Comparison) -> pd.DataFrame:
 
 
 def write_explanations(path: Path, ex: Explanations) -> None:
-    with h5py.File(path, "w") as handle:
+    with open(path, "w+b") as raw, h5py.File(raw, "w") as handle:  # Python I/O: a full disk is an OSError
         handle.attrs["columns"] = json.dumps([c.to_dict() for c in ex.columns])
         handle.attrs["ids"] = json.dumps(ex.ids)
         for name in ("gain_share", "shap", "values"):
             handle.create_dataset(name, data=getattr(ex, name))
-        for backbone, scores in ex.cell_scores.items():
-            group = handle.create_group(f"cell_scores/{backbone}")
+        for k, (backbone, scores) in enumerate(ex.cell_scores.items()):
+            group = handle.create_group(f"cell_scores/{k}")  # names like hf-hub:org/model are no HDF5 paths
+            group.attrs["backbone"] = backbone
             for patient_id, values in scores.items():
                 group.create_dataset(patient_id, data=values)
 
@@ -94,7 +98,8 @@ def read_explanations(path: Path) -> Explanations:
     with h5py.File(path, "r") as handle:
         columns = [FeatureColumn.from_dict(c) for c in json.loads(handle.attrs["columns"])]
         arrays = {name: handle[name][()] for name in ("gain_share", "shap", "values")}
-        scores = {b: {patient_id: d[()] for patient_id, d in group.items()} for b, group in handle.get("cell_scores", {}).items()}
+        scores = {str(group.attrs["backbone"]): {patient_id: d[()] for patient_id, d in group.items()}
+                  for group in handle.get("cell_scores", {}).values()}
         return Explanations(json.loads(handle.attrs["ids"]), columns, cell_scores=scores, **arrays)
 
 
@@ -108,6 +113,7 @@ def save_cv(directory: Path, comparison: Comparison, explanations: Explanations,
         "settings": settings.to_dict(),
         "provenance": cohort.provenance,
         "dataset_fingerprint": cohort.fingerprint,
+        "data_fingerprint": cohort.data_fingerprint,
         "info": {"embeddings": [str(s.path) for s in cohort.sets], "dataset_root": str(cohort.dataset_root),
                  "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seconds": seconds,
                  "tool_version": __version__},
@@ -155,7 +161,7 @@ def load_cv(directory: Path) -> SavedCV:
         document = json.loads(path.read_text())
         if document.get("format") != RESULTS_FORMAT:
             raise InputError(f"{path}: not cross-validation results of this tool (format {document.get('format')!r})")
-        frame = pd.read_csv(directory / "predictions.csv", dtype={"ID": str})
+        frame = pd.read_csv(directory / "predictions.csv", dtype={"ID": str}, keep_default_na=False)
         design = CVDesign(int(document["folds"]), int(document["repeats"]), int(document["seed"]))
         comparison = Comparison(design, cv_result(frame, "PROBABILITY"), cv_result(frame, "CLINICAL_PROBABILITY"))
         settings = Settings(FeatureSpec.from_dict(document["settings"]["feature_spec"]),
@@ -164,8 +170,8 @@ def load_cv(directory: Path) -> SavedCV:
         problem = check_saved(comparison, explanations)
         if problem:
             raise ValueError(problem)
-        for key in ("provenance", "dataset_fingerprint", "info"):
-            if not isinstance(document[key], dict if key != "dataset_fingerprint" else str):
+        for key, kind in (("provenance", dict), ("dataset_fingerprint", str), ("data_fingerprint", str), ("info", dict)):
+            if not isinstance(document[key], kind):
                 raise ValueError(f"cv.json: {key} malformed")
     except InputError as exc:
         raise in_file(path, exc) from None
@@ -173,4 +179,4 @@ def load_cv(directory: Path) -> SavedCV:
         raise InputError(f"{directory}: damaged cross-validation results ({type(exc).__name__}: {exc}); "
                          "rerun model.py cv") from None
     return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],
-                   document["info"])
+                   document["data_fingerprint"], document["info"])

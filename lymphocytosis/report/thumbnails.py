@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..extract.images import inside
 from ..model.cohort import Cohort
 
@@ -48,31 +49,35 @@ def thumbnail_geometry(provenance: dict) -> tuple[int, int]:
 
 
 def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> str | None:
-    """Small JPEG of the embedded centre crop; the reason as text when the image cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    """Small JPEG of what the network saw: the image decoded as extraction decodes it (every mode to 8-bit RGB,
+    upright), at the extraction's size, centre-cropped as torchvision crops; the reason as text when it cannot."""
+    from PIL import Image
+
+    from ..extract.images import DECODE_ERRORS, load_rgb
 
     try:
-        with Image.open(source) as image:
-            image.draft("RGB", (max(image_size, THUMBNAIL_PX), max(image_size, THUMBNAIL_PX)))
-            image = image.convert("RGB")
-            if image_size and image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            if crop and crop < min(image.size):
-                x0, y0 = (image.size[0] - crop) // 2, (image.size[1] - crop) // 2
-                image = image.crop((x0, y0, x0 + crop, y0 + crop))
-            image = image.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            image.save(target, quality=85)
+        image = load_rgb(source)
+        if image_size and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        if crop and crop < min(image.size):
+            left, top = round((image.size[0] - crop) / 2.0), round((image.size[1] - crop) / 2.0)
+            image = image.crop((left, top, left + crop, top + crop))
+        image = image.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, quality=85)
         return None
     except FileNotFoundError:
         return "image file missing"
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except DECODE_ERRORS as exc:
         return f"unreadable image ({type(exc).__name__})"
 
 
 def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: Path) -> CellGallery:
     """Thumbnails of the CELLS_PER_SIDE highest- and lowest-scoring cells (no cell shown twice)."""
     geometry = thumbnail_geometry(cohort.primary.provenance)
+    if len(scores) != len(cohort.primary.filenames[patient_id]):
+        raise InputError(f"patient {patient_id}: the saved CV results score {len(scores)} cells, the embeddings hold "
+                         f"{len(cohort.primary.filenames[patient_id])}; rerun model.py cv")
     order = np.argsort(-scores, kind="stable")
     n_top = min(CELLS_PER_SIDE, len(order))
     n_bottom = min(CELLS_PER_SIDE, len(order) - n_top)

@@ -55,8 +55,12 @@ class ClaimedPatients(torch.utils.data.IterableDataset):
         return self.parts.listing(patient.patient_id) == self.scans[patient.patient_id].fingerprint
 
     def __iter__(self):
+        """Each decoding process takes its own share of the list (one patient never goes to two of them: they
+        claim under the same worker id), in CSV order."""
         transform = build_transform(self.prep)
-        for patient in self.todo:
+        info = torch.utils.data.get_worker_info()
+        share = self.todo if info is None else self.todo[info.id::info.num_workers]
+        for patient in share:
             if self.done(patient) or not self.claims.take(patient.patient_id):
                 continue
             if self.done(patient):  # finished by another worker between our check and our claim

@@ -92,6 +92,8 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
     root, out = Path(root), Path(out)
     settings.validate()
     patients = discover_patients(root)
+    if not patients:
+        raise InputError(f"{root}: the CSVs list no patient; nothing to extract")
     check_output(out, patients)
     device = resolve_device(settings.device)
     model, weights = load_backbone(settings.model, settings.weights)

@@ -104,13 +104,17 @@ def embed_all(job: Job, prep: Preprocessing, embedder: Embedder, workers: int) -
     with progress.bar(total=job.images(job.plan.to_embed), unit="img", desc="embedding") as bar:
         job.progress(bar)
         while True:
-            embedded += embed_pass(job, prep, embedder, workers, bar)
             remaining = job.remaining()
             if not remaining or not job.parts.path.exists():  # done, or another worker already wrote the file
                 return embedded
             if all(job.claims.held_elsewhere(p.patient_id) for p in remaining):
                 time.sleep(POLL_SECONDS)  # others are on them; a claim whose worker stops is taken over
-            job.progress(bar)
+                job.progress(bar)
+                continue
+            done = embed_pass(job, prep, embedder, workers, bar)
+            if not done and len(job.remaining()) == len(remaining):
+                time.sleep(POLL_SECONDS)  # nothing could be claimed after all (a claim judged later): do not spin
+            embedded += done
 
 
 def finish(job: Job, out: Path, bag_of, dim: int, provenance: dict, file_attrs: dict) -> dict:

@@ -10,6 +10,7 @@ then rename), and only then is the parts folder removed. Which worker embeds whi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from ..errors import InputError
 from ..files import atomic_hdf5, temporary_sibling
 from ..provenance import describe_difference, identity, same
 from .store import HDF5_ERRORS, PatientBag, read_bag, write_bag, write_file_attrs
+from .workers import HEARTBEAT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,11 @@ class PartsFolder:
         self.dim = dim
         self.root = str(Path(root).resolve())
         self.settings = {**identity(provenance), "dim": dim, "root": self.root}
+        self.digest = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
         problem = self.incompatibility(self.published()) if self.path.exists() else None
+        if problem and self.running():
+            raise InputError(f"{self.path}: another extraction {problem} is running here (its heartbeat is fresh); "
+                             "wait for it, or choose another --out")
         if problem and not discard_other:
             raise InputError(f"{self.path}: an interrupted extraction {problem} is here; rerun it with its own "
                              "settings to finish it, or pass --overwrite to discard it, or choose another --out")
@@ -64,6 +70,13 @@ class PartsFolder:
         problem = self.incompatibility(self.publish())
         if problem:  # another worker published other settings in between
             raise InputError(f"{self.path}: another extraction {problem} is running here; choose another --out")
+
+    def running(self) -> bool:
+        """Does any worker's heartbeat in this folder look fresh (see workers.py)?"""
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError):
+            return any(now - p.stat().st_mtime < HEARTBEAT_TIMEOUT for p in (self.path / "workers").iterdir())
+        return False
 
     def published(self, wait: float = 10.0) -> dict | None:
         """The settings another worker published; a folder just created may need a moment to get them."""
@@ -110,25 +123,30 @@ class PartsFolder:
         return self.path / f"{patient_id}.h5"
 
     def listing(self, patient_id: str) -> str | None:
-        """The folder fingerprint a finished part was made from; None when there is no readable part."""
+        """The folder fingerprint a finished part of these settings was made from; None when there is none."""
         if not self.part(patient_id).is_file():
             return None
         try:
             with h5py.File(self.part(patient_id), "r") as handle:
-                return str(handle["bag"].attrs["listing_sha256"])
+                attrs = handle["bag"].attrs
+                return str(attrs["listing_sha256"]) if attrs.get("parts_settings") == self.digest else None
         except HDF5_ERRORS:
             return None  # a damaged part is simply made again
 
     def write(self, bag: PatientBag) -> None:
+        if not self.path.is_dir():  # never recreate a folder another run finished or discarded
+            raise InputError(f"{self.path}: removed by another extraction while this one ran; rerun the command")
         with atomic_hdf5(self.part(bag.patient_id)) as handle:
             write_bag(handle.create_group("bag"), bag, self.dim, self.provenance["dtype"])
+            handle["bag"].attrs["parts_settings"] = self.digest
 
     def read(self, patient_id: str) -> PatientBag:
         with h5py.File(self.part(patient_id), "r") as handle:
             return read_bag(handle["bag"], patient_id)
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Gone at once for every other worker (renamed away atomically), then deleted."""
+        self.discard()
 
 
 def assemble(out: Path, patient_ids: list[str], bag_of: Callable[[str], PatientBag], dim: int, provenance: dict,

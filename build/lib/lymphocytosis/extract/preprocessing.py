@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import timm.data
 import torch
 from PIL import Image
@@ -56,8 +57,25 @@ def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: 
     )
 
 
+class NormalisedTensor:
+    """PIL RGB image -> (3, H, W) float32 tensor, (pixel / 255 - mean) / std: torchvision's ToTensor + Normalize,
+    the same float32 operations in the same order (bit-identical, tested), computed in numpy. Torch's small
+    per-image ops hand work to its thread pool: on 2 busy cores they took 2.7 ms an image against 0.5 ms here,
+    which at 112 px is a third of the extraction's time."""
+
+    def __init__(self, mean, std):
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255)
+        normalised = (pixels - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+
+
 def build_transform(prep: Preprocessing):
-    """PIL image -> normalised tensor. The tail is timm's own `create_transform` (resize + normalise)."""
+    """PIL image -> normalised tensor: the challenge's 224 px image, the centre crop, timm's own resize (from
+    `create_transform`, only when the crop is not already the input size), then the normalisation."""
     timm_tail = timm.data.create_transform(
         input_size=(3, prep.input_size, prep.input_size),
         interpolation=prep.interpolation,
@@ -73,9 +91,8 @@ def build_transform(prep: Preprocessing):
             image = image.resize((prep.image_size, prep.image_size), Image.Resampling.BICUBIC)
         return image
 
-    tail = list(timm_tail.transforms)
-    if prep.input_size == prep.crop:
-        # Resizing 112 px to 112 px is the identity but costs half the per-image CPU time (measured 0.5 of
-        # 0.9 ms): keep only timm's tensor conversion and normalisation. Output identical.
-        tail = [t for t in tail if not isinstance(t, (transforms.Resize, transforms.CenterCrop))]
-    return transforms.Compose([transforms.Lambda(to_canonical), transforms.CenterCrop(prep.crop), *tail])
+    resize = [t for t in timm_tail.transforms if isinstance(t, (transforms.Resize, transforms.CenterCrop))]
+    if prep.input_size == prep.crop:  # resizing 112 px to 112 px is the identity, at half the per-image CPU time
+        resize = []
+    return transforms.Compose([transforms.Lambda(to_canonical), transforms.CenterCrop(prep.crop), *resize,
+                               NormalisedTensor(prep.mean, prep.std)])

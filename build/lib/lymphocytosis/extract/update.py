@@ -8,6 +8,7 @@ are recorded without re-embedding, patients gone from the CSVs are dropped; each
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,14 +56,18 @@ class PreviousExtraction:
 
 
 def read_previous(out: Path) -> PreviousExtraction:
+    """The previous file's per-patient record, every bag checked now (its bags are reused at the end)."""
+    patient_id = None
     try:
         with h5py.File(out, "r") as handle:
-            groups = handle["patients"]
-            listings = {k: str(g.attrs["listing_sha256"]) for k, g in groups.items()}
-            rows = {k: (str(g.attrs["split"]), str(g.attrs["row_sha256"])) for k, g in groups.items()}
-            return PreviousExtraction(out, listings, rows, int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"]))
-    except HDF5_ERRORS as exc:
-        raise InputError(f"{out}: damaged ({str(exc).splitlines()[0]}); pass --overwrite to replace it") from None
+            bags = {patient_id: read_bag(group, patient_id) for patient_id, group in handle["patients"].items()}
+            n_images, n_skipped = int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"])
+    except (*HDF5_ERRORS, InputError, json.JSONDecodeError) as exc:
+        where = f"patient {patient_id}: " if patient_id else ""
+        raise InputError(f"{out}: {where}damaged ({str(exc).splitlines()[0]}); pass --overwrite to replace it") from None
+    listings = {k: bag.listing_sha256 for k, bag in bags.items()}
+    rows = {k: (bag.split, bag.row_sha256) for k, bag in bags.items()}
+    return PreviousExtraction(out, listings, rows, n_images, n_skipped)
 
 
 def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool) -> PreviousExtraction | None:
@@ -79,7 +84,12 @@ def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool
     elif attrs.get("dataset_root") != str(Path(root).resolve()):
         problem = f"was made from another dataset ({attrs.get('dataset_root')})"
     if problem is None:
-        return read_previous(out)
+        try:
+            return read_previous(out)
+        except InputError:
+            if not overwrite:
+                raise
+            problem = "is damaged"
     if not overwrite:
         raise InputError(f"{out}: {problem}; pass --overwrite to replace it, or choose another --out")
     log.info("%s %s: it will be replaced (--overwrite)", out, problem)
@@ -123,10 +133,9 @@ class UpdatePlan:
         entries = {p.patient_id: p for p in self.patients}
 
         def bag_of(patient_id: str) -> PatientBag:
-            if patient_id in embedded:
-                return parts.read(patient_id)
             entry = entries[patient_id]
-            return replace(self.previous.bag(patient_id), split=entry.split, row_sha256=entry.row_sha256)
+            bag = parts.read(patient_id) if patient_id in embedded else self.previous.bag(patient_id)
+            return replace(bag, split=entry.split, row_sha256=entry.row_sha256)  # the CSVs as they are now
 
         return bag_of
 

@@ -23,7 +23,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
-HEARTBEAT_TIMEOUT = float(os.environ.get("LYMPHOCYTOSIS_HEARTBEAT_TIMEOUT", "60"))
+def heartbeat_timeout() -> float:
+    """Seconds of silence after which another host's worker counts as stopped (LYMPHOCYTOSIS_HEARTBEAT_TIMEOUT)."""
+    try:
+        return max(3 * HEARTBEAT_SECONDS, float(os.environ.get("LYMPHOCYTOSIS_HEARTBEAT_TIMEOUT", "60")))
+    except ValueError:
+        return 60.0
+
+
+HEARTBEAT_TIMEOUT = heartbeat_timeout()
 ASSEMBLY = "_assembly"  # the claim on writing the final file
 
 
@@ -95,16 +103,20 @@ class Claims:
             return None
 
     def take(self, name: str) -> bool:
-        """Claim `name` if nobody holds it, or if its holder is gone; True when this worker now holds it."""
+        """Claim `name` if nobody holds it, or if its holder is gone; True when this worker now holds it. The claim
+        is written whole to a temporary file, then linked into place (exclusive, like O_EXCL): a claim file is
+        never seen empty or half-written."""
         path = self.path(name)
+        tmp = path.with_name(f".{path.name}.{safe_name(self.worker)}.tmp")
         try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            tmp.write_text(self.worker)
+            os.link(tmp, path)
         except FileExistsError:
             return self.take_over(name)
         except FileNotFoundError:  # the parts folder is gone: another worker has written the final file
             return False
-        with os.fdopen(handle, "w") as claim:
-            claim.write(self.worker)
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
 
     def take_over(self, name: str) -> bool:
@@ -116,7 +128,9 @@ class Claims:
             return self.take(name)
         if holder == self.worker:
             return True
-        if not holder or alive(holder, self.folder / "workers"):
+        if not holder and time.time() - before.st_mtime < HEARTBEAT_TIMEOUT:
+            return False  # written by an older version, or being written: judged once it is old
+        if holder and alive(holder, self.folder / "workers"):
             return False
         stale = path.with_name(f"{path.name}.stale-{safe_name(self.worker)}")
         try:

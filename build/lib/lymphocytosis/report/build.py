@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import progress
-from ..defaults import ARTIFACTS
+from .. import __version__, progress
 from ..errors import InputError
 from ..files import atomic_directory
 from ..metrics import bootstrap_intervals, decide
@@ -41,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PUSHES_PER_SIDE = 4
 REPORT_ENTRIES = {"index.html", "summary.md", "patients.csv", "figures", "cells", "patients"}
+MARKER = ".lymphocytosis-report"  # written in every report folder: what may be replaced by the next one
 
 
 def select_patients(cohort: Cohort, choice: str) -> list[str]:
@@ -63,23 +63,18 @@ def select_patients(cohort: Cohort, choice: str) -> list[str]:
     return wanted
 
 
-def prepare_out_dir(out_dir: Path | None) -> Path:
-    """The report folder: `out_dir`, or a new artifacts/report-<date>. An existing folder is replaced only when
-    it holds nothing but an earlier report (the new one is built beside it and swapped in whole, so no stale
-    thumbnail survives); anything else is refused rather than mixed or deleted."""
-    if not out_dir:
-        base = ARTIFACTS / f"report-{dt.datetime.now():%Y%m%d-%H%M%S}"
-        out_dir, k = base, 1
-        while out_dir.exists():
-            k += 1
-            out_dir = base.with_name(f"{base.name}-{k}")
+def prepare_out_dir(out_dir: Path) -> Path:
+    """The report folder. An existing one is replaced (the new report is built beside it and swapped in whole, so
+    no stale thumbnail survives) only when it is empty or an earlier report of this tool -- it carries MARKER and
+    nothing else -- never a folder that merely holds files of the same names."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
             raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPORT_ENTRIES and not p.name.startswith("."))
-        if foreign:
-            raise InputError(f"--out-dir {out_dir}: holds other files than a report ({foreign[0]}, ...); "
+        entries = {p.name for p in out_dir.iterdir()}
+        if entries and (MARKER not in entries or entries - REPORT_ENTRIES - {MARKER}):
+            other = sorted(entries - REPORT_ENTRIES - {MARKER}) or sorted(entries)
+            raise InputError(f"--out-dir {out_dir}: not an earlier report of this tool (holds {other[0]}, ...); "
                              "choose an empty or new folder")
     return out_dir
 
@@ -196,4 +191,5 @@ def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
                                intervals, banner)
     (out_dir / "summary.md").write_text(render_markdown(document), encoding="utf-8")
     (out_dir / "index.html").write_text(render_html(document), encoding="utf-8")
+    (out_dir / MARKER).write_text(f"lymphocytosis report {__version__}\n", encoding="utf-8")
     log.info("report: built in %.1f s", time.perf_counter() - started)
