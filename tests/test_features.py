@@ -258,3 +258,29 @@ def test_cross_fitting_with_fewer_patients_than_inner_folds():
         fit = cross_fitted_scores(CellStatistics(bags), bags, list(bags), labels, 0.1, 5, seed)
         assert set(fit.scores) == set(bags) and np.isfinite(fit.weights.beta).all()
         assert all(np.isfinite(s).all() for s in fit.scores.values())
+
+
+def test_cell_score_solve_falls_back_to_float64(monkeypatch):
+    """A near-constant embedding dimension can make float32 Cholesky fail: the float64 fallback gives the same
+    weights where both work, weight 0 to rounding-level dimensions, and no crash."""
+    from scipy import linalg
+
+    from lymphocytosis.model.cell_score import CellStatistics, cross_fitted_scores
+
+    rng = np.random.default_rng(0)
+    bags = {f"P{i}": (rng.normal(size=(6, 12)) + (i % 2)).astype(np.float32) for i in range(16)}
+    for bag in bags.values():
+        bag[:, 5] = 0.0
+    bags["P3"][0, 5] = 1e-6  # rounding-level variance in one dimension
+    labels = np.array([i % 2 for i in range(16)])
+    stats = CellStatistics(bags)
+    fast = cross_fitted_scores(stats, bags, list(bags), labels, 0.1, 5, 0).weights
+
+    def failing(*args, **kwargs):
+        raise linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(CellStatistics, "solve_float32", failing)
+    slow = cross_fitted_scores(CellStatistics(bags), bags, list(bags), labels, 0.1, 5, 0).weights
+    assert slow.beta[5] == 0.0 and np.isfinite(slow.beta).all()
+    keep = np.arange(12) != 5
+    np.testing.assert_allclose(slow.beta[keep], fast.beta[keep], rtol=2e-3, atol=1e-4)
