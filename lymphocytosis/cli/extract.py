@@ -30,6 +30,9 @@ def parse_args(argv=None):
     parser.add_argument("--input-size", type=int, default=None, help="resize the crop to this (default: the crop size)")
     parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
                         help="pooled final features, or also the pooled output of every intermediate stage")
+    parser.add_argument("--stain", choices=["none", "grayscale", "reinhard", "slide"], default="none",
+                        help="stain control before embedding: grayscale, reinhard (CIELAB statistics to a reference) or "
+                             "slide (each image against its own background and red cells); recorded in the provenance")
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees per cell")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (GPU; CPUs with AMX)")
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage dtype")
@@ -38,6 +41,13 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader processes decoding images (default: 0 on CPU, where decoding beside the "
                              "model's threads was measured slower; up to 8 on CUDA)")
+    parser.add_argument("--measure", choices=["morphometry", "colour"], default=None,
+                        help="instead of embedding: measure each cell (morphometry: nucleus and cell size and shape, "
+                             "N/C ratio, chromatin texture, cytoplasm basophilia; colour: raw colours, the stain "
+                             "shortcut's baseline) into a file of the same format; --stain applies; --workers: processes")
+    parser.add_argument("--pixel-size", type=float, default=None,
+                        help="with --measure: micrometres per pixel of the 224 px image (lengths in um, areas in um^2); "
+                             "default: px")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file or interrupted run")
     return parser.parse_args(argv)
 
@@ -45,12 +55,19 @@ def parse_args(argv=None):
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    if args.measure:
+        from ..extract.measuring import measure_dataset
+        from ..extract.morphometry import MeasurementSettings
+
+        settings = MeasurementSettings(kind=args.measure, pixel_size_um=args.pixel_size, stain=args.stain)
+        measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers)
+        return 0
     from ..extract.extraction import ExtractSettings, extract
 
     settings = ExtractSettings(
         model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
         precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, features=args.features,
+        device=args.device, features=args.features, stain=args.stain,
     )
     extract(args.root, args.out, settings, overwrite=args.overwrite)
     return 0

@@ -31,6 +31,9 @@ def parse_args(argv=None):
                         help=f"HDF5 from extract.py (default: {DEFAULT_EMBEDDINGS})")
     common.add_argument("--root", type=Path, default=None,
                         help="dataset root for the CSVs (default: the one recorded in the embeddings)")
+    common.add_argument("--measurements", type=Path, nargs="+", default=[],
+                        help="measurement files of the same images (extract.py --measure morphometry): their features "
+                             "join the model (with the defaults: each quantity's per-patient median)")
     tuned = argparse.ArgumentParser(add_help=False)
     tuned.add_argument("--params", default="auto",
                        help="'auto' (tune.py's saved best for these embeddings if any, else defaults), 'default', or a JSON path")
@@ -159,13 +162,14 @@ def command_report(args, cohort, settings):
 def main(argv=None):
     args = parse_args(argv)
     from ..model.cohort import load_cohort
+    from ..model.measurements import settings_for
     from ..model.tuned_params import load_settings
 
-    cohort = load_cohort(args.embeddings, args.root)
+    cohort = load_cohort([args.embeddings, *args.measurements], args.root)
     if args.command == "predict":
         command_predict(args, cohort)
         return 0
-    settings = load_settings(args.params, cohort)
+    settings = settings_for(cohort, load_settings(args.params, cohort))
     log.info("settings: %s", settings.source)
     {"cv": command_cv, "fit": command_fit, "report": command_report}[args.command](args, cohort, settings)
     return 0

@@ -26,6 +26,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embeddings", type=Path, default=DEFAULT_EMBEDDINGS)
     parser.add_argument("--root", type=Path, default=None, help="dataset root (default: recorded in the embeddings)")
+    parser.add_argument("--measurements", type=Path, nargs="+", default=[],
+                        help="measurement files of the same images (extract.py --measure morphometry): the search "
+                             "then also chooses how to use them")
     parser.add_argument("--trials", type=int, default=100, help="total finished trials wanted in the study (default: 100)")
     parser.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default: {DEFAULT_STORAGE})")
@@ -101,6 +104,6 @@ def main(argv=None):
     args = parse_args(argv)
     from ..model.cohort import load_cohort
 
-    cohort = load_cohort(args.embeddings, args.root)
+    cohort = load_cohort([args.embeddings, *args.measurements], args.root)
     (command_nested if args.nested else command_study)(args, cohort)
     return 0

@@ -13,13 +13,11 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import timm
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .. import __version__
@@ -27,6 +25,7 @@ from ..errors import InputError
 from ..provenance import require_same
 from .backbones import load_backbone
 from .embedder import Embedder, resolve_device
+from .images import read_cell_images
 from .layout import PatientEntry, discover_patients, list_cell_images
 from .parts import PartsFolder, exclusive_lock, parts_path
 from .preprocessing import Preprocessing, build_transform, resolve_preprocessing
@@ -48,6 +47,7 @@ class ExtractSettings:
     workers: int | None  # None: 0 on CPU, min(8, cores - 1) on CUDA
     device: str  # "auto", "cpu", "cuda"
     features: str = "pooled"  # "pooled" (the model's pooled features) or "multiscale" (+ pooled intermediate stages)
+    stain: str = "none"  # stain control before the crop (stain.py): none, grayscale, reinhard, slide
 
     def validate(self) -> None:
         if self.precision not in {"fp32", "bf16"}:
@@ -96,21 +96,10 @@ class PatientImages(torch.utils.data.Dataset):
     def __getitem__(self, index) -> DecodedPatient:
         if self.transform is None:
             self.transform = build_transform(self.prep)
-        tensors, names, skipped = [], [], []
-        for path in list_cell_images(self.patients[index].folder):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
-                    with Image.open(path) as image:
-                        image.load()
-                        tensors.append(self.transform(image))
-                names.append(path.name)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombWarning,
-                    Image.DecompressionBombError) as exc:
-                skipped.append({"file": path.name, "reason": f"{type(exc).__name__}: {exc}"[:300]})
+        read = read_cell_images(self.patients[index].folder, self.transform)
         size = self.prep.input_size
-        batch = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size)
-        return DecodedPatient(index, batch, names, skipped)
+        batch = torch.stack(read.outputs) if read.outputs else torch.empty(0, 3, size, size)
+        return DecodedPatient(index, batch, read.names, read.skipped)
 
 
 def dataset_identity(root: Path, patients: list[PatientEntry]) -> dict:
@@ -191,7 +180,7 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
     patients = discover_patients(root)
     device = resolve_device(settings.device)
     model, weights = load_backbone(settings.model, settings.weights)
-    prep = resolve_preprocessing(model, settings.crop, settings.input_size)
+    prep = resolve_preprocessing(model, settings.crop, settings.input_size, settings.stain)
     provenance = build_provenance(settings, weights, prep)
     with exclusive_lock(out):
         if out.exists() and not overwrite:

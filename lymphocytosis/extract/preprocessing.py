@@ -11,6 +11,8 @@ from PIL import Image
 from torchvision import transforms
 
 from ..errors import InputError
+from .images import canonical_image
+from .stain import check_method, normalise
 
 CHALLENGE_IMAGE_SIZE = 224  # every challenge image is 224x224; other sizes are resized to it first
 
@@ -25,12 +27,16 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    stain: str = "none"  # stain control applied to the image_size image (see stain.py)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if fields["stain"] == "none":
+            del fields["stain"]  # files extracted before stain controls existed stay comparable
+        return json.dumps(fields, sort_keys=True)
 
 
-def resolve_preprocessing(model: torch.nn.Module, crop: int, input_size: int | None) -> Preprocessing:
+def resolve_preprocessing(model: torch.nn.Module, crop: int, input_size: int | None, stain: str = "none") -> Preprocessing:
     """timm's data config for the model (normalisation, interpolation) with our explicit crop and size."""
     config = timm.data.resolve_model_data_config(model)
     if not 16 <= crop <= CHALLENGE_IMAGE_SIZE:
@@ -43,6 +49,7 @@ def resolve_preprocessing(model: torch.nn.Module, crop: int, input_size: int | N
         interpolation=str(config.get("interpolation", "bicubic")),
         mean=tuple(float(v) for v in config["mean"]),
         std=tuple(float(v) for v in config["std"]),
+        stain=check_method(stain),
     )
 
 
@@ -58,10 +65,7 @@ def build_transform(prep: Preprocessing):
     )
 
     def to_canonical(image: Image.Image) -> Image.Image:
-        image = image.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB
-        if image.size != (prep.image_size, prep.image_size):
-            image = image.resize((prep.image_size, prep.image_size), Image.Resampling.BICUBIC)
-        return image
+        return normalise(canonical_image(image, prep.image_size), prep.stain)
 
     tail = list(timm_tail.transforms)
     if prep.input_size == prep.crop:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+
 from ..errors import InputError
-from .statistics import statistic_function
+from .statistics import nan_statistic, statistic_function
 
 CLINICAL_CHOICES = ("age", "sex_male", "lymph_count", "log_lymph_count", "bag_size")
 
@@ -31,6 +33,10 @@ class FeatureSpec:
     cell_score_alpha: float = 0.1  # ridge penalty on standardised embeddings
     inner_folds: int = 5  # cross-fitting of training patients' cell scores
     seed: int = 0
+    # Measurement files (morphometry, colour; see measurements.py): statistics of each named quantity, and/or a
+    # cell score on the measurement vector (with cell_score_stats and cell_score_alpha). Off by default.
+    measurement_stats: tuple[str, ...] = ()  # e.g. ("q50",): NaN-aware mean, std, min, max, qNN
+    measurement_score: bool = False
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -57,6 +63,8 @@ class FeatureSpec:
                 raise InputError(f"feature specification: unknown clinical feature {name!r} ({', '.join(CLINICAL_CHOICES)})")
         for name in (*self.embedding_stats, *self.cell_score_stats):
             statistic_function(name)
+        for name in self.measurement_stats:
+            nan_statistic(name, np.zeros((1, 1)))
         if not (isinstance(self.cell_score_alpha, (int, float)) and self.cell_score_alpha > 0):
             raise InputError(f"feature specification: cell_score_alpha must be a positive number, not {self.cell_score_alpha!r}")
         for name in ("embedding_pca", "inner_folds"):
