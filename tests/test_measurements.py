@@ -22,7 +22,8 @@ from lymphocytosis.model.classifier import FittedModel
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.feature_spec import FeatureSpec
-from lymphocytosis.model.measurements import MEASUREMENT, settings_for, with_morphometry
+from lymphocytosis.model.features import MEASUREMENT
+from lymphocytosis.model.measurements import settings_for, with_morphometry
 from lymphocytosis.model.subgroups import hard_mask, paired
 from lymphocytosis.model.tuned_params import Settings
 
@@ -167,3 +168,26 @@ def test_hard_subgroup_and_paired_differences(fake_embeddings):
         comparison.model.balanced_accuracy.mean - comparison.reference.balanced_accuracy.mean)
     assert len(per_repeat[0]) == mask.sum()
     assert paired(full, full).difference.roc_auc.std == 0.0
+
+
+def test_report_shows_the_hard_subgroup_and_what_survives_stain_normalisation(fake_embeddings, tmp_path):
+    from conftest import write_fake_embeddings
+
+    stained = write_fake_embeddings(tmp_path / "stained", seed=0, provenance={
+        "preprocessing": '{"crop": 64, "input_size": 64, "stain": "slide"}'})
+    design = ["--params", "default", "--folds", "3", "--repeats", "2"]
+    for embeddings, cv in ((fake_embeddings, tmp_path / "cv"), (stained, tmp_path / "cv-stained")):
+        assert run_main(model_main, ["cv", "--embeddings", str(embeddings), "--cv-dir", str(cv), *design]).code == 0
+    report = ["report", "--embeddings", str(fake_embeddings), "--cv-dir", str(tmp_path / "cv"), *design,
+              "--patients", "none"]
+    plain = run_main(model_main, [*report, "--out-dir", str(tmp_path / "plain")])
+    assert plain.code == 0, plain.stderr
+    text = (tmp_path / "plain" / "summary.md").read_text(encoding="utf-8")
+    assert "hard subgroup: count ≤ 8" in text and "survives stain normalisation" not in text
+    both = run_main(model_main, [*report, "--out-dir", str(tmp_path / "both"), "--stain-cv", str(tmp_path / "cv-stained")])
+    assert both.code == 0, both.stderr
+    text = (tmp_path / "both" / "summary.md").read_text(encoding="utf-8")
+    assert "--stain slide" in text and "survives stain normalisation" in text
+    other = run_main(model_main, [*report[:-6], "--folds", "3", "--repeats", "1", "--patients", "none",
+                                  "--out-dir", str(tmp_path / "x"), "--stain-cv", str(tmp_path / "cv-stained")])
+    assert_one_line_error(other, "--stain-cv")

@@ -57,6 +57,9 @@ def parse_args(argv=None):
     report = commands.add_parser("report", parents=[common, tuned, cv_options], help="HTML/Markdown report with figures")
     report.add_argument("--out-dir", type=Path, default=None, help="default: artifacts/report-<date>")
     report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
+    report.add_argument("--stain-cv", type=Path, default=None,
+                        help="saved cross-validation (model.py cv --cv-dir) of the same settings on embeddings extracted "
+                             "with --stain: the report then says how much of the image signal survives stain normalisation")
     return parser.parse_args(argv)
 
 
@@ -148,14 +151,29 @@ def command_report(args, cohort, settings):
     from ..report.build import build_report, prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
-    out_dir = prepare_out_dir(args.out_dir)
     design = CVDesign(args.folds, args.repeats, args.seed)
+    stained = load_stain_cv(args.stain_cv, cohort, settings, design) if args.stain_cv else None
+    out_dir = prepare_out_dir(args.out_dir)
     directory = cv_dir_for(args)
     saved = load_cv(directory) if (directory / "cv.json").is_file() else None
     if saved is None or not saved.matches(cohort, settings, design):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, out_dir, patients)}")
+    print(f"report: {build_report(saved, cohort, out_dir, patients, stained)}")
+
+
+def load_stain_cv(directory: Path, cohort, settings, design):
+    """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
+    cross-validation runs)."""
+    from ..model.results import load_cv
+
+    stained = load_cv(directory)
+    same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
+            and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
+    if not same:
+        raise InputError(f"--stain-cv {directory}: cross-validation of other patients, folds or settings than the "
+                         "report's (run model.py cv on the stain-normalised embeddings with the same options)")
+    return stained
 
 
 @cli_main

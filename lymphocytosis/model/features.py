@@ -20,12 +20,13 @@ from .feature_spec import FeatureSpec
 from .statistics import bag_statistics
 
 CLINICAL, EMBEDDING, CELL_SCORE = "clinical", "embedding", "cell_score"
+MEASUREMENT = "measurement"  # a statistic of one named quantity of a measurement file (measurements.py)
 
 
 @dataclass(frozen=True)
 class FeatureColumn:
-    family: str  # CLINICAL, EMBEDDING or CELL_SCORE
-    attribute: str | None = None  # clinical attribute ("age", "sex_male", ...)
+    family: str  # CLINICAL, EMBEDDING, CELL_SCORE or MEASUREMENT
+    attribute: str | None = None  # clinical attribute ("age", "sex_male", ...) or measured quantity ("nc_ratio", ...)
     backbone: str | None = None  # the embeddings file (feature set) an image feature comes from
     statistic: str | None = None  # bag statistic ("mean", "q90", ...)
     basis: str | None = None  # embedding statistics: "dim" (raw dimension) or "pc" (principal component)

@@ -21,11 +21,10 @@ from ..errors import InputError
 from .cell_score import CellScoreWeights, CellStatistics, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
-from .features import CELL_SCORE, FeatureColumn, FeatureTable
+from .features import CELL_SCORE, MEASUREMENT, FeatureColumn, FeatureTable
 from .statistics import nan_statistic
 from .tuned_params import Settings
 
-MEASUREMENT = "measurement"  # FeatureColumn family: a statistic of one named quantity
 # The morphometry configuration measured best with the default pipeline (README, "Accuracy"): each quantity's
 # per-patient median -- robust to the odd mis-segmented cell, and one column per quantity.
 MORPHOMETRY_STATS = ("q50",)

@@ -139,8 +139,9 @@ def patients_table(saved: SavedCV) -> pd.DataFrame:
     })
 
 
-def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str]) -> Path:
-    """Write the report folder from saved CV results; returns it."""
+def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None = None) -> Path:
+    """Write the report folder from saved CV results (and, when given, those of the same settings on
+    stain-normalised embeddings, for one sentence on what survives stain normalisation); returns it."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     ex = saved.explanations
@@ -156,7 +157,7 @@ def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     cell_note = "" if ex.cell_scores else "no per-cell score in this feature specification (cell_score off): no cells to rank"
     context = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                "seconds": time.perf_counter() - started}
-    document = report_document(saved, cohort, importance, figures, views, cell_note, len(problems), context)
+    document = report_document(saved, cohort, importance, figures, views, cell_note, len(problems), context, stained)
     atomic_write_text(out_dir / "summary.md", render_markdown(document))
     atomic_write_text(out_dir / "index.html", render_html(document))
     log.info("report: wrote %s in %.1f s", out_dir / "index.html", time.perf_counter() - started)

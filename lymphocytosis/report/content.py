@@ -33,6 +33,7 @@ from .document import (
 )
 from .figures import TOP_FEATURES, confusion
 from .naming import CLASS_NAMES
+from .subgroup import subgroup_blocks
 from .thumbnails import CellGallery
 
 
@@ -218,10 +219,12 @@ def provenance_rows(saved: SavedCV, cohort: Cohort, context: dict) -> list[tuple
 
 
 def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figures: dict, views: list[PatientView],
-                    cell_note: str, n_missing: int, context: dict) -> Document:
+                    cell_note: str, n_missing: int, context: dict, stained: SavedCV | None = None) -> Document:
     design = saved.comparison.design
     full = saved.comparison.full
     shown = {v.patient_id for v in views}
+    performance_section = performance(saved, figures, shown)
+    performance_section.blocks[2:2] = subgroup_blocks(saved, cohort, stained)  # after the overall cards
     provenance = Table(["", ""], [[k, Code(v)] for k, v in provenance_rows(saved, cohort, context)], row_headers=True)
     return Document(
         title="Tumoral vs reactive lymphocytosis: classifier report",
@@ -232,6 +235,6 @@ def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figu
         nav=[Link("Performance", "#performance"), Link("Feature importance", "#feature-importance"),
              Link("Per patient", "#patients"), Link("Provenance", "#provenance"), Link("summary.md", "summary.md"),
              Link("patients.csv", "patients.csv")],
-        sections=[performance(saved, figures, shown), feature_importance_section(importance, figures),
+        sections=[performance_section, feature_importance_section(importance, figures),
                   patients_section(views, cell_note, n_missing), Section("provenance", "Provenance", [provenance])],
     )
