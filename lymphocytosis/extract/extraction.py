@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -189,18 +190,26 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
             shutil.rmtree(parts_path(out), ignore_errors=True)
         embedder = Embedder(model, device, settings.precision, settings.tta, settings.batch_size, settings.features)
         parts = PartsFolder(out, provenance, dim=embedder.dim, dataset=dataset_identity(root, patients))
-        todo = [p for p in patients if not parts.has(p.patient_id)]
-        if len(todo) < len(patients):
-            log.info("resuming: %d of %d patients already done in %s", len(patients) - len(todo), len(patients), parts.path)
-        started = time.perf_counter()
-        n_images = embed_patients(todo, prep, embedder, parts, settings.workers if settings.workers is not None
-                                  else default_workers(device))
-        seconds = time.perf_counter() - started
-        file_attrs = {"dataset_root": str(root.resolve()), "timm_version": timm.__version__,
-                      "torch_version": torch.__version__, "tool_version": __version__, "device": device.type,
-                      "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        totals = parts.assemble(out, [p.patient_id for p in patients], file_attrs)
+        file_attrs = {"timm_version": timm.__version__, "torch_version": torch.__version__, "device": device.type}
+        workers = settings.workers if settings.workers is not None else default_workers(device)
+        return fill_parts(root, out, patients, parts, lambda todo: embed_patients(todo, prep, embedder, parts, workers),
+                          file_attrs, "embedded")
+
+
+def fill_parts(root: Path, out: Path, patients: list[PatientEntry], parts: PartsFolder,
+               work: Callable[[list[PatientEntry]], int], file_attrs: dict, verb: str) -> ExtractionSummary:
+    """Run `work` (which writes parts and returns its number of images) on the patients not yet in `parts`,
+    then assemble the final file with `file_attrs`; shared by embedding and measuring."""
+    todo = [p for p in patients if not parts.has(p.patient_id)]
+    if len(todo) < len(patients):
+        log.info("resuming: %d of %d patients already done in %s", len(patients) - len(todo), len(patients), parts.path)
+    started = time.perf_counter()
+    n_images = work(todo)
+    seconds = time.perf_counter() - started
+    file_attrs = {"dataset_root": str(root.resolve()), "tool_version": __version__, **file_attrs,
+                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    totals = parts.assemble(out, [p.patient_id for p in patients], file_attrs)
     rate = n_images / seconds if seconds > 0 else float("nan")
-    log.info("wrote %s: %d patients, %d images, %d skipped; embedded %d images in %.1fs (%.1f img/s)",
-             out, totals["n_patients"], totals["n_images"], totals["n_skipped"], n_images, seconds, rate)
+    log.info("wrote %s: %d patients, %d images, %d skipped; %s %d images in %.1fs (%.1f img/s)",
+             out, totals["n_patients"], totals["n_images"], totals["n_skipped"], verb, n_images, seconds, rate)
     return ExtractionSummary(out, **totals, seconds=seconds, images_per_second=rate)

@@ -9,13 +9,11 @@ Patients are measured in parallel processes (the segmentation is CPU work); resu
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .. import __version__
-from .extraction import ExtractionSummary, dataset_identity, existing_output, patient_note
+from .extraction import ExtractionSummary, dataset_identity, existing_output, fill_parts, patient_note
 from .images import canonical_image, read_cell_images
 from .layout import PatientEntry, discover_patients, list_cell_images
 from .morphometry import MeasurementSettings, measure
@@ -105,15 +102,5 @@ def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = 
         if overwrite:
             shutil.rmtree(parts_path(out), ignore_errors=True)
         parts = PartsFolder(out, provenance, dim=len(settings.names()), dataset=dataset_identity(root, patients))
-        todo = [p for p in patients if not parts.has(p.patient_id)]
-        started = time.perf_counter()
-        n_images = measure_patients(todo, settings, parts, workers)
-        seconds = time.perf_counter() - started
-        file_attrs = {"dataset_root": str(root.resolve()), "tool_version": __version__, "device": "cpu",
-                      "dimension_names": json.dumps(settings.names()),
-                      "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        totals = parts.assemble(out, [p.patient_id for p in patients], file_attrs)
-    rate = n_images / seconds if seconds > 0 else float("nan")
-    log.info("wrote %s: %d patients, %d images, %d skipped; measured %d images in %.1fs (%.1f img/s)",
-             out, totals["n_patients"], totals["n_images"], totals["n_skipped"], n_images, seconds, rate)
-    return ExtractionSummary(out, **totals, seconds=seconds, images_per_second=rate)
+        return fill_parts(root, out, patients, parts, lambda todo: measure_patients(todo, settings, parts, workers),
+                          {"device": "cpu", "dimension_names": json.dumps(settings.names())}, "measured")
