@@ -3,7 +3,8 @@
 Two measurement sets, each a fixed, named vector per cell (NaN where the cell's nucleus was not found):
 
 - `morphometry`: size and shape of the nucleus and the cell (areas in um^2 and lengths in um when the pixel size
-  is given, else px; and relative to the image's own red cells, which needs no calibration), N/C ratio,
+  is given, else px; and relative to the diameter of the image's own red cells, which needs no calibration and
+  does not change with the microscope's magnification), N/C ratio,
   cytoplasm width, chromatin density and texture (optical density relative to the slide's background), and
   cytoplasm basophilia relative to the red cells of the same image. These are the quantities that describe
   CLL (small mature cells, clumped chromatin, scant cytoplasm) against reactive lymphocytes (larger, with
@@ -70,7 +71,7 @@ def morphometry_names(unit: str = "px") -> list[str]:
         f"cytoplasm_width_{length}", "nc_ratio", "nucleus_offset", "nucleus_to_red_cell_diameter",
         "cell_to_red_cell_diameter", "chromatin_density", "chromatin_heterogeneity", "chromatin_clumping",
         "chromatin_contrast", "chromatin_homogeneity", "chromatin_entropy", "cytoplasm_basophilia",
-        "cytoplasm_density", f"red_cell_diameter_{length}",
+        "cytoplasm_density",
     ]
 
 
@@ -135,8 +136,7 @@ def stain_measures(rgb: np.ndarray, seg: Segmentation) -> dict[str, float]:
 def measure_morphometry(rgb: np.ndarray, seg: Segmentation, pixel_size_um: float | None) -> np.ndarray:
     if not seg.found:
         return np.full(len(morphometry_names()), np.nan)
-    values = {**shape_measures(seg.nucleus, seg.cell), **stain_measures(rgb, seg),
-              "red_cell_diameter": seg.red_cell_diameter}
+    values = {**shape_measures(seg.nucleus, seg.cell), **stain_measures(rgb, seg)}
     values["nucleus_to_red_cell_diameter"] = values["nucleus_diameter"] / seg.red_cell_diameter
     values["cell_to_red_cell_diameter"] = values["cell_diameter"] / seg.red_cell_diameter
     scale = 1.0 if pixel_size_um is None else pixel_size_um
@@ -144,7 +144,7 @@ def measure_morphometry(rgb: np.ndarray, seg: Segmentation, pixel_size_um: float
         if name in {"nucleus_area", "cell_area", "cytoplasm_area"}:
             values[name] *= scale**2
         elif name in {"nucleus_diameter", "nucleus_perimeter", "nucleus_major_axis", "nucleus_minor_axis",
-                      "cell_diameter", "cytoplasm_width", "red_cell_diameter"}:
+                      "cell_diameter", "cytoplasm_width"}:
             values[name] *= scale
     order = [name.rsplit("_", 1)[0] if name.endswith(("_px", "_px2", "_um", "_um2")) else name for name in morphometry_names()]
     return np.array([values[name] for name in order], dtype=np.float64)
