@@ -28,7 +28,7 @@ from skimage.morphology import disk
 from skimage.segmentation import watershed
 
 SMOOTHING_SIGMA = 1.0  # px, before thresholding: JPEG noise and chromatin texture would fragment the masks
-MIN_NUCLEUS_AREA = 60  # px at 224 px; a lymphocyte nucleus is about 1,500-5,000
+MIN_NUCLEUS_AREA = 400  # px at 224 px: a lymphocyte nucleus is about 1,500-5,000, a platelet under 300
 MAX_CENTRE_DISTANCE = 45  # px: the nucleus must come within this distance of the image centre
 NUCLEUS_OPENING = 2  # px radius: cuts bridges to touching platelets and red cells
 CELL_OPENING = 3  # px radius: cuts the red cells that touch the cytoplasm
