@@ -3,17 +3,19 @@
 the hard subgroup (lymphocyte count <= 8 x 10^9/L, where the count cannot decide), each paired against the
 default pipeline repeat by repeat:
 
-  clinical only            LightGBM on age, sex, lymphocyte count
-  design card, literal     + mean/max/quartiles of every embedding dimension (thousands of columns)
-  default pipeline         + statistics of the cross-fitted per-cell score (model.py's defaults)
-  colour only              clinical + a cell score on raw per-cell colours (--colour FILE): the stain shortcut
-  stain-normalised default the default on embeddings extracted with --stain (--stain-embeddings FILE)
-  default + morphometry    + the median of each morphometric quantity (--morphometry FILE)
-  tuned, nested CV         tune.py's search re-run inside every outer training fold, judged outside
+  clinical only                   LightGBM on age, sex, lymphocyte count
+  design card, literal            + mean/max/quartiles of every embedding dimension (thousands of columns)
+  default pipeline                + statistics of the cross-fitted per-cell score (model.py's defaults)
+  colour only                     clinical + a cell score on raw per-cell colours (--colour FILE): the stain shortcut
+  colour only, stain-norm.        the same on colours measured with --stain (--stain-colour FILE): what is left of it
+  stain-normalised default        the default on embeddings extracted with --stain (--stain-embeddings FILE)
+  default + morphometry           + the median of each morphometric quantity (--morphometry FILE)
+  stain-normalised + morphometry  both files made with --stain (--stain-embeddings, --stain-morphometry)
+  tuned, nested CV                tune.py's search re-run inside every outer training fold, judged outside
 
     python benchmarks/accuracy.py --embeddings artifacts/embeddings.h5 [--repeats 20] [--nested-repeats 2 --trials 30]
-        [--colour colour.h5] [--stain-embeddings embeddings-slide.h5] [--morphometry morphometry.h5]
-        [--stain-morphometry morphometry-slide.h5]
+        [--colour colour.h5] [--stain-colour colour-slide.h5] [--stain-embeddings embeddings-slide.h5]
+        [--morphometry morphometry.h5] [--stain-morphometry morphometry-slide.h5]
 
 Balanced accuracy at p >= 0.5 and ROC AUC, mean ± std over repeats of stratified 5-fold CV. The hard-subgroup
 columns read the out-of-fold predictions of the hard patients from models trained on everyone. "vs default"
@@ -40,8 +42,10 @@ from lymphocytosis.model.measurements import with_morphometry
 from lymphocytosis.model.subgroups import hard_mask, paired
 from lymphocytosis.model.tuned_params import Settings
 from lymphocytosis.model.tuning import nested_cv
+from lymphocytosis.provenance import stain_control
 
-HEADER = ("| pipeline                 | balanced accuracy | ROC AUC       | hard: balanced acc. | hard: ROC AUC "
+NAME_WIDTH = 26
+HEADER = (f"| {'pipeline':<{NAME_WIDTH}} | balanced accuracy | ROC AUC       | hard: balanced acc. | hard: ROC AUC "
           "| vs default, all | vs default, hard | notes |")
 
 
@@ -64,37 +68,41 @@ def extra_cohort(path: Path, base: Cohort, embeddings: Path | None = None) -> Co
 
 def build_rows(args, base: Cohort) -> list[Row]:
     spec, clinical = Settings().spec, Settings().spec.clinical_only()
-    rows = [
-        Row("clinical only", base, clinical, "3 columns"),
-        Row("design card, literal", base, replace(clinical, embedding_stats=("mean", "max", "q25", "q75")),
-            f"3 + 4 x {base.primary.dim} columns"),
-        Row("default pipeline", base, spec, f"{len(spec.clinical)} + {len(spec.cell_score_stats)} columns"),
-    ]
-    if args.colour:
-        rows.append(Row("colour only", extra_cohort(args.colour, base), replace(clinical, measurement_score=True),
-                        "clinical + cell score on 12 raw colours (nucleus, cytoplasm, red cells, background)"))
+    rows = [Row("clinical only", base, clinical, "3 columns")]
+    if not args.no_literal:
+        rows.append(Row("design card, literal", base, replace(clinical, embedding_stats=("mean", "max", "q25", "q75")),
+                        f"3 + 4 x {base.primary.dim} columns"))
+    rows.append(Row("default pipeline", base, spec, f"{len(spec.clinical)} + {len(spec.cell_score_stats)} columns"))
+    for name, path in (("colour only", args.colour), ("colour only, stain-norm.", args.stain_colour)):
+        if path:
+            colours = extra_cohort(path, base)
+            rows.append(Row(name, colours, replace(clinical, measurement_score=True),
+                            f"clinical + cell score on 12 raw colours (nucleus, cytoplasm, red cells, background); "
+                            f"--stain {stain_of(colours)}"))
     if args.stain_embeddings:
         stained = extra_cohort(args.stain_embeddings, base)
         rows.append(Row("stain-normalised default", stained, spec, f"--stain {stain_of(stained)}"))
     if args.morphometry:
-        rows.append(Row("default + morphometry", extra_cohort(args.morphometry, base, args.embeddings), with_morphometry(spec),
-                        "+ median of each of 25 morphometric quantities"))
+        measured = extra_cohort(args.morphometry, base, args.embeddings)
+        rows.append(Row("default + morphometry", measured, with_morphometry(spec),
+                        f"+ median of each of {measured.sets[-1].dim} morphometric quantities"))
     if args.stain_embeddings and args.stain_morphometry:
         both = extra_cohort(args.stain_morphometry, base, args.stain_embeddings)
-        rows.append(Row("stain-normalised + morph.", both, with_morphometry(spec),
+        rows.append(Row("stain-normalised + morphometry", both, with_morphometry(spec),
                         f"both extracted with --stain {stain_of(both)}"))
     return rows
 
 
 def stain_of(cohort: Cohort) -> str:
-    return json.loads(cohort.primary.provenance.get("preprocessing", "{}")).get("stain", "none")
+    """The stain control of a cohort's last file (measurement files record it in their settings too)."""
+    return stain_control(cohort.sets[-1].provenance)
 
 
 def table_row(name: str, summary, hard, detail: str, versus=None, versus_hard=None) -> str:
     diff = [f"{v.difference.balanced_accuracy.mean:+.3f} ± {v.difference.balanced_accuracy.std:.3f}" if v else ""
             for v in (versus, versus_hard)]
     hard_cells = [str(hard.balanced_accuracy), str(hard.roc_auc)] if hard else ["", ""]
-    return (f"| {name:<24} | {summary.balanced_accuracy!s:<17} | {summary.roc_auc!s:<13} | {hard_cells[0]:<19} "
+    return (f"| {name:<{NAME_WIDTH}} | {summary.balanced_accuracy!s:<17} | {summary.roc_auc!s:<13} | {hard_cells[0]:<19} "
             f"| {hard_cells[1]:<13} | {diff[0]:<15} | {diff[1]:<16} | {detail} |")
 
 
@@ -121,6 +129,7 @@ def parse_args():
     parser.add_argument("--embeddings", type=Path, default=Path("artifacts/embeddings.h5"))
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--colour", type=Path, default=None, help="extract.py --measure colour file: the colour-only row")
+    parser.add_argument("--stain-colour", type=Path, default=None, help="the same, measured with --stain")
     parser.add_argument("--stain-embeddings", type=Path, default=None, help="embeddings extracted with --stain")
     parser.add_argument("--morphometry", type=Path, default=None, help="extract.py --measure morphometry file")
     parser.add_argument("--stain-morphometry", type=Path, default=None,
@@ -130,6 +139,8 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trials", type=int, default=30, help="Optuna trials per outer fold of the nested CV")
     parser.add_argument("--nested-repeats", type=int, default=2, help="outer repeats of the nested CV (0: skip the row)")
+    parser.add_argument("--no-literal", action="store_true",
+                        help="skip the design card's literal row (thousands of columns: the slowest row by far)")
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
 
@@ -146,7 +157,7 @@ def main():
     print(f"hard subgroup (lymphocyte count <= 8): {int(hard.sum())} patients ({int(cohort.labels(ids)[hard].sum())} tumoral)")
     print(f"{args.folds}-fold CV x {args.repeats} repeats (seed {args.seed}); mean ± std over repeats\n")
     print(HEADER)
-    print("|" + "|".join("-" * (len(cell) + 2) for cell in HEADER.strip("|").split("|")[:-1]) + "|-------|")
+    print("".join(ch if ch == "|" else "-" for ch in HEADER))
     results = run_rows(build_rows(args, cohort), folds, Settings().params)
     if args.nested_repeats:
         started = time.perf_counter()

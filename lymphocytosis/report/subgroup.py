@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from ..model.cohort import Cohort
 from ..model.results import SavedCV
 from ..model.subgroups import HARD_LYMPH_COUNT, PairedSummary, hard_mask, paired
+from ..provenance import stain_control
 from .document import Card, Cards, Code, Paragraph
 
 
@@ -16,13 +15,8 @@ def difference_note(comparison: PairedSummary, metric: str) -> str:
 
 
 def stain_of(saved: SavedCV) -> str:
-    """The stain control of a saved CV's first embeddings file, from its provenance."""
-    for identity in saved.provenance.values():
-        try:
-            return json.loads(identity.get("preprocessing") or "{}").get("stain", "none")
-        except (TypeError, ValueError):
-            return "unknown"
-    return "unknown"
+    """The stain control of a saved CV's embeddings (the first file's)."""
+    return stain_control(next(iter(saved.provenance.values()), {}))
 
 
 def stain_sentence(saved: SavedCV, stained: SavedCV, cohort: Cohort, here: PairedSummary) -> Paragraph:
