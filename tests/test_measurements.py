@@ -191,3 +191,22 @@ def test_report_shows_the_hard_subgroup_and_what_survives_stain_normalisation(fa
     other = run_main(model_main, [*report[:-6], "--folds", "3", "--repeats", "1", "--patients", "none",
                                   "--out-dir", str(tmp_path / "x"), "--stain-cv", str(tmp_path / "cv-stained")])
     assert_one_line_error(other, "--stain-cv")
+
+
+def test_measured_quantities_are_named_for_readers_and_tuned_when_given(fake_embeddings, tmp_path):
+    import optuna
+
+    from lymphocytosis.model.features import FeatureColumn
+    from lymphocytosis.model.tuning import create_study, run_study, settings_from_trial
+    from lymphocytosis.report.naming import readable_name
+
+    column = FeatureColumn(MEASUREMENT, attribute="nucleus_area_um2", backbone="morphometry", statistic="q50")
+    assert readable_name(column) == "nucleus area (µm²), median [morphometry]"
+    assert readable_name(replace(column, attribute="nc_ratio")) == "N/C ratio, median [morphometry]"
+    cohort = load_cohort([fake_embeddings, fake_measurements(fake_embeddings, tmp_path / "m.h5")])
+    folds = repeated_folds(cohort.labelled_ids, cohort.labels(cohort.labelled_ids), 3, 1, 0)
+    study = create_study("measured", optuna.storages.InMemoryStorage(), 0)
+    run_study(study, cohort, folds, 2)
+    assert all("measurements" in t.params for t in study.trials)
+    spec = settings_from_trial(study.best_trial).spec
+    assert spec.measurement_stats or spec.measurement_score

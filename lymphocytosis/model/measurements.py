@@ -22,7 +22,7 @@ from .cell_score import CellScoreWeights, CellStatistics, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .features import CELL_SCORE, MEASUREMENT, FeatureColumn, FeatureTable
-from .statistics import nan_statistic
+from .statistics import bag_statistics, nan_statistic
 from .tuned_params import Settings
 
 # The morphometry configuration measured best with the default pipeline (README, "Accuracy"): each quantity's
@@ -89,8 +89,7 @@ def score_table(feature_set: CellFeatureSet, spec: FeatureSpec, ids: list[str], 
         full = np.full(len(keep), np.nan)
         full[keep] = score
         per_cell[patient_id] = full
-        values.append(np.concatenate([nan_statistic(s, score[:, None]) if len(score) else [np.nan]
-                                      for s in spec.cell_score_stats]))
+        values.append(bag_statistics(score[:, None], spec.cell_score_stats, 1))  # complete cells only: no NaN
     return FeatureTable(ids, columns, np.array(values, dtype=np.float64).reshape(len(ids), len(columns)),
                         {feature_set.name: per_cell})
 
