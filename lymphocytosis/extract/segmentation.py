@@ -1,15 +1,19 @@
 """Where the lymphocyte is in a May-Grünwald-Giemsa image: its nucleus, its whole cell, and the slide around it.
 
 Written for the challenge's images (224 px RGB, one lymphocyte centred, red cells and pale background around)
-and checked by eye on grids of cells of both classes (`benchmarks/segmentation_grid.py`). No learning: each
-image is segmented from its own colour statistics, so a slide that is stained darker moves the thresholds with it.
+and checked by eye on grids of cells of both classes (`benchmarks/segmentation_grid.py` draws them). No learning:
+each image is segmented from its own colour statistics, so a slide stained darker moves the thresholds with it.
+Known limits, seen on those grids: a cluster of three touching lymphocytes stays one nucleus; a granulocyte's
+lobes are measured as a nucleus (the dataset has a few); in a dense smear, overlapping red cells darker than
+usual can join the nucleus. Per-patient medians are robust to such a few cells.
 
 - Nucleus: the darkest class of a 3-class Otsu split of the (smoothed) green channel -- chromatin absorbs green
   most -- keeping the dark object nearest the image centre, holes filled, thin bridges to touching platelets or
   red cells cut by an opening.
 - Cell: the nucleus plus the cytoplasm around it. Lymphocyte cytoplasm is blue (basophilic), red cells are
-  pink: pixels bluer (B - R) than the image's own red cells, neither background nor chromatin, connected to the
-  nucleus and within reach of it; an opening cuts the red cells that touch the cell.
+  pink: in optical density relative to the image's background, cytoplasm absorbs relatively more red light
+  than the image's own red cells do. Such stained pixels connected to the nucleus and within reach of it are
+  cytoplasm; an opening cuts the red cells that touch the cell.
 - Slide: background (the brightest class) and red cells (the rest, away from the cell). Their colours are the
   per-image reference that stain controls and relative measurements use; the typical red-cell diameter in the
   image gives a scale that does not depend on the microscope.
