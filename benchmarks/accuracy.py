@@ -44,7 +44,7 @@ from lymphocytosis.model.tuned_params import Settings
 from lymphocytosis.model.tuning import nested_cv
 from lymphocytosis.provenance import stain_control
 
-NAME_WIDTH = 26
+NAME_WIDTH = 30
 HEADER = (f"| {'pipeline':<{NAME_WIDTH}} | balanced accuracy | ROC AUC       | hard: balanced acc. | hard: ROC AUC "
           "| vs default, all | vs default, hard | notes |")
 
