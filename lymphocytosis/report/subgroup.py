@@ -11,7 +11,7 @@ from .document import Card, Cards, Code, Paragraph
 
 def difference_note(comparison: PairedSummary, metric: str) -> str:
     reference, difference = getattr(comparison.reference, metric), getattr(comparison.difference, metric)
-    return f"clinical only: {reference} ({difference.mean:+.3f} ± {difference.std:.3f} per repeat)"
+    return f"clinical only: {reference}; difference {difference.mean:+.3f} ± {difference.std:.3f} (paired, per repeat)"
 
 
 def stain_of(saved: SavedCV) -> str:
