@@ -68,11 +68,12 @@ def extra_cohort(path: Path, base: Cohort, embeddings: Path | None = None) -> Co
 
 def build_rows(args, base: Cohort) -> list[Row]:
     spec, clinical = Settings().spec, Settings().spec.clinical_only()
-    rows = [Row("clinical only", base, clinical, "3 columns")]
+    # The default first: every other row is paired against it.
+    rows = [Row("default pipeline", base, spec, f"{len(spec.clinical)} + {len(spec.cell_score_stats)} columns"),
+            Row("clinical only", base, clinical, "3 columns")]
     if not args.no_literal:
         rows.append(Row("design card, literal", base, replace(clinical, embedding_stats=("mean", "max", "q25", "q75")),
                         f"3 + 4 x {base.primary.dim} columns"))
-    rows.append(Row("default pipeline", base, spec, f"{len(spec.clinical)} + {len(spec.cell_score_stats)} columns"))
     for name, path in (("colour only", args.colour), ("colour only, stain-norm.", args.stain_colour)):
         if path:
             colours = extra_cohort(path, base)
@@ -107,16 +108,16 @@ def table_row(name: str, summary, hard, detail: str, versus=None, versus_hard=No
 
 
 def run_rows(rows: list[Row], folds, params) -> dict:
-    """Cross-validate each row on `folds`; print and return its metrics, overall and hard, paired with the default."""
+    """Cross-validate each row on `folds`; print and return its metrics, overall and hard, each paired with the
+    first row's (the default pipeline)."""
     results, document = {}, {}
     for row in rows:
         started = time.perf_counter()
         results[row.name] = cross_validate(row.cohort, row.spec, params, folds)
-        default = results.get("default pipeline")
+        default = results[rows[0].name]
         mask = hard_mask(row.cohort, results[row.name].ids)
-        overall = paired(results[row.name], default if default else results[row.name])
-        hard = paired(results[row.name], default if default else results[row.name], mask)
-        versus = (overall, hard) if default is not None and row.name != "default pipeline" else (None, None)
+        overall, hard = paired(results[row.name], default), paired(results[row.name], default, mask)
+        versus = (overall, hard) if row is not rows[0] else (None, None)
         print(table_row(row.name, overall.model, hard.model, f"{row.detail}; {time.perf_counter() - started:.0f} s", *versus),
               flush=True)
         document[row.name] = {"all": overall.to_dict(), "hard": hard.to_dict(), "n_hard": int(mask.sum()),
