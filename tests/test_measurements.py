@@ -101,6 +101,12 @@ def test_extract_cli_measures_with_units_and_stain(synthetic_root, tmp_path, run
     bad = run_cli(extract_main, ["--root", str(synthetic_root), "--out", str(tmp_path / "x.h5"), "--measure",
                                  "morphometry", "--pixel-size", "0"])
     assert_one_line_error(bad, "--pixel-size")
+    ignored = run_cli(extract_main, ["--root", str(synthetic_root), "--out", str(tmp_path / "x.h5"), "--measure",
+                                     "colour", "--tta", "--crop", "64"])
+    assert_one_line_error(ignored, "--crop, --tta", "embedding options")
+    unitless = run_cli(extract_main, ["--root", str(synthetic_root), "--out", str(tmp_path / "x.h5"), "--pixel-size", "0.2"])
+    assert_one_line_error(unitless, "--pixel-size applies to --measure only")
+    assert not (tmp_path / "x.h5").exists()
 
 
 def test_stage2_runs_with_morphometry_switched_on(synthetic_embeddings, measured):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
 from ..defaults import DEFAULT_EMBEDDINGS as DEFAULT_OUT
+from ..errors import InputError
 from .common import cli_main
 
 
@@ -52,9 +53,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+EMBEDDING_ONLY = ("model", "weights", "crop", "input_size", "features", "tta", "precision", "dtype", "batch_size", "device")
+
+
+def check_options(args) -> None:
+    """Options that mean nothing for the chosen task are refused, not silently ignored."""
+    if args.pixel_size is not None and not args.measure:
+        raise InputError("--pixel-size applies to --measure only (embeddings have no units)")
+    if args.measure:
+        defaults = vars(parse_args([]))
+        given = [f"--{name.replace('_', '-')}" for name in EMBEDDING_ONLY if getattr(args, name) != defaults[name]]
+        if given:
+            raise InputError(f"--measure {args.measure} does not use {', '.join(given)} (embedding options)")
+
+
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    check_options(args)
     if args.measure:
         from ..extract.measuring import measure_dataset
         from ..extract.morphometry import MeasurementSettings
