@@ -31,6 +31,9 @@ def shared_options() -> dict[str, Parser]:
                            "embeddings.h5, or the only artifacts/*/embeddings.h5")
     data.add_argument("--root", type=Path, default=None,
                       help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
+    data.add_argument("--measurements", type=Path, action="append", default=None,
+                      help="a measurement file of the same images (extract.py --measure morphometry); repeatable; its "
+                           "features join the model (with the defaults: each quantity's per-patient median); default: none")
     add_run_options(data)
     tuned = Parser(add_help=False)
     tuned.add_argument("--params", default="auto",
@@ -69,12 +72,16 @@ def build_parser() -> Parser:
                                              "for these embeddings, settings and folds).")
     report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
     report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
+    report.add_argument("--stain-cv", type=Path, default=None,
+                        help="saved CV (model.py cv --cv-dir) of the same settings on embeddings extracted with --stain: "
+                             "the report then says how much of the image signal survives stain normalisation; default: none")
     return parser
 
 
 def parse_args(argv=None):
     args = parse_with_config(build_parser(), argv)
     args.embeddings = args.embeddings or [default_embeddings()]
+    args.measurements = args.measurements or []
     home = Path(args.embeddings[0]).parent
     defaults = {"cv_dir": home / "cv", "model_dir": home / "model", "out": home / "predictions.csv",
                 "submission": home / "submission.csv", "out_dir": home / "report"}
@@ -199,15 +206,30 @@ def command_report(args, cohort, settings):
     from ..report.build import build_report, prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
+    design = CVDesign(args.folds, args.repeats, args.seed)
+    stained = load_stain_cv(args.stain_cv, cohort, settings, design) if args.stain_cv else None
     out_dir = prepare_out_dir(args.out_dir)
     check_results_dir(args.cv_dir)
-    design = CVDesign(args.folds, args.repeats, args.seed)
     directory = args.cv_dir
     saved = load_cv(directory) if (directory / "cv.json").is_file() else None
     if saved is None or not saved.matches(cohort, settings, design):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, out_dir, patients)}")
+    print(f"report: {build_report(saved, cohort, out_dir, patients, stained)}")
+
+
+def load_stain_cv(directory: Path, cohort, settings, design):
+    """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
+    cross-validation runs)."""
+    from ..model.results import load_cv
+
+    stained = load_cv(directory)
+    same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
+            and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
+    if not same:
+        raise InputError(f"--stain-cv {directory}: cross-validation of other patients, folds or settings than the "
+                         "report's (run model.py cv on the stain-normalised embeddings with the same options)")
+    return stained
 
 
 def inputs_of(args, cohort) -> list[Path]:
@@ -240,14 +262,15 @@ def main(argv=None):
     start_run(args, args.command, args._home)
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
+    from ..model.measurements import settings_for
     from ..model.tuned_params import load_settings
 
-    cohort = load_cohort(args.embeddings, args.root)
+    cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
     if args.command == "predict":
         command_predict(args, cohort)
         return 0
-    settings = load_settings(args.params, cohort)
+    settings = settings_for(cohort, load_settings(args.params, cohort))
     log.info("settings: %s", settings.source)
     {"cv": command_cv, "fit": command_fit, "report": command_report}[args.command](args, cohort, settings)
     return 0

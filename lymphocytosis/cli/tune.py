@@ -42,6 +42,9 @@ def build_parser() -> Parser:
                              "embeddings.h5, or the only artifacts/*/embeddings.h5")
     parser.add_argument("--root", type=Path, default=None,
                         help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
+    parser.add_argument("--measurements", type=Path, action="append", default=None,
+                        help="a measurement file of the same images (extract.py --measure morphometry); repeatable; the "
+                             "search then also chooses how to use them; default: none")
     parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
                         help="finished trials wanted in the study, all workers together")
     parser.add_argument("--timeout", type=positive_float, default=None,
@@ -73,6 +76,7 @@ def build_parser() -> Parser:
 def parse_args(argv=None):
     args = parse_with_config(build_parser(), argv, "tune")
     args.embeddings = args.embeddings or [default_embeddings()]
+    args.measurements = args.measurements or []
     args._home = Path(args.embeddings[0]).parent
     args.storage = args.storage or f"sqlite:///{args._home / 'tune.sqlite3'}"
     args.best_params = args.best_params or args._home / BEST_PARAMS
@@ -134,7 +138,7 @@ def main(argv=None):
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
 
-    cohort = load_cohort(args.embeddings, args.root)
+    cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
     refuse_inputs_as_outputs({"--json": args.json, "--best-params": None if args.nested else args.best_params}, inputs)
     (command_nested if args.nested else command_study)(args, cohort)

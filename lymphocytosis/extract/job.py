@@ -17,7 +17,6 @@ from .embedder import Embedder
 from .images import FolderScan
 from .layout import PatientEntry
 from .parts import PartsFolder, assemble
-from .preprocessing import Preprocessing
 from .store import PatientBag, read_provenance
 from .update import UpdatePlan
 from .workers import ASSEMBLY, Claims
@@ -83,10 +82,10 @@ def write_group(job: Job, group: list[DecodedPatient], features: list[np.ndarray
         job.claims.release(patient.patient_id)
 
 
-def embed_pass(job: Job, prep: Preprocessing, embedder: Embedder, workers: int, bar) -> int:
-    """Embed every patient this worker can claim now; returns the number of images embedded."""
+def embed_pass(job: Job, decoder, embedder: Embedder, workers: int, bar) -> int:
+    """Embed (or measure) every patient this worker can claim now; returns the number of images done."""
     cuda = embedder.device.type == "cuda"
-    dataset = ClaimedPatients(job.remaining(), job.scans, job.parts, job.claims, prep)
+    dataset = ClaimedPatients(job.remaining(), job.scans, job.parts, job.claims, decoder)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=cuda,
                                          prefetch_factor=4 if workers else None, persistent_workers=False)
     embedded = 0
@@ -98,10 +97,10 @@ def embed_pass(job: Job, prep: Preprocessing, embedder: Embedder, workers: int, 
     return embedded
 
 
-def embed_all(job: Job, prep: Preprocessing, embedder: Embedder, workers: int) -> int:
+def embed_all(job: Job, decoder, embedder: Embedder, workers: int, verb: str = "embedding") -> int:
     """Embed until no patient is left: what this worker claims, then what others held if they stop."""
     embedded = 0
-    with progress.bar(total=job.images(job.plan.to_embed), unit="img", desc="embedding") as bar:
+    with progress.bar(total=job.images(job.plan.to_embed), unit="img", desc=verb) as bar:
         job.progress(bar)
         while True:
             remaining = job.remaining()
@@ -111,7 +110,7 @@ def embed_all(job: Job, prep: Preprocessing, embedder: Embedder, workers: int) -
                 time.sleep(POLL_SECONDS)  # others are on them; a claim whose worker stops is taken over
                 job.progress(bar)
                 continue
-            done = embed_pass(job, prep, embedder, workers, bar)
+            done = embed_pass(job, decoder, embedder, workers, bar)
             if not done and len(job.remaining()) == len(remaining):
                 time.sleep(POLL_SECONDS)  # nothing could be claimed after all (a claim judged later): do not spin
             embedded += done

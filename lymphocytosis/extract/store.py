@@ -63,14 +63,19 @@ def plain_name(name: str) -> bool:
     return bool(name) and name not in {".", ".."} and "/" not in name and "\\" not in name and "\0" not in name
 
 
-def check_embeddings(values: np.ndarray, n_files: int) -> str | None:
+def is_measurement(provenance: dict) -> bool:
+    """A measurement file (extract.py --measure): named quantities per cell, NaN where one could not be measured."""
+    return str(provenance.get("weights_source", "")).startswith("measurement:")
+
+
+def check_embeddings(values: np.ndarray, n_files: int, measured: bool = False) -> str | None:
     if values.ndim != 2 or values.shape[0] != n_files or values.shape[1] < 1:
         return f"embeddings of shape {values.shape} for {n_files} file names"
     if values.dtype.kind != "f":
         return f"embeddings of type {values.dtype}, not floating point"
-    if not np.isfinite(values).all():
+    if np.isinf(values).any() or (not measured and np.isnan(values).any()):
         return "embeddings hold NaN or infinite values"
-    largest = float(np.abs(values).max()) if values.size else 0.0
+    largest = float(np.nanmax(np.abs(values))) if values.size and not np.isnan(values).all() else 0.0
     if largest > MAX_ABS_VALUE:
         return f"embeddings hold values up to {largest:.3g} (expected |x| < {MAX_ABS_VALUE:g})"
     return None
@@ -89,14 +94,14 @@ def check_attrs(attrs: dict) -> str | None:
     return None
 
 
-def read_bag(group: h5py.Group, patient_id: str) -> PatientBag:
+def read_bag(group: h5py.Group, patient_id: str, measured: bool = False) -> PatientBag:
     """One patient's group, checked; ValueError names what is wrong."""
     validate_patient_id(patient_id, "patient group")
     names = [s.decode() if isinstance(s, bytes) else str(s) for s in group["filenames"][()]]
     embeddings = group["embeddings"][()]
     attrs = {key: str(group.attrs[key]) for key in ("split", "note", "listing_sha256", "row_sha256")}
     attrs["skipped"] = json.loads(group.attrs["skipped"])
-    problem = check_embeddings(embeddings, len(names)) or check_attrs(attrs)
+    problem = check_embeddings(embeddings, len(names), measured) or check_attrs(attrs)
     bad_names = [n for n in names if not plain_name(n)]
     if bad_names:
         problem = f"file name {bad_names[0]!r} is not a plain name inside the patient's folder"
@@ -156,7 +161,7 @@ def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
     try:
         with h5py.File(path, "r") as handle:
             for patient_id, group in handle["patients"].items():
-                bags[patient_id] = read_bag(group, patient_id)
+                bags[patient_id] = read_bag(group, patient_id, is_measurement(provenance))
     except InputError as exc:
         raise in_file(path, exc) from None
     except (*HDF5_ERRORS, json.JSONDecodeError) as exc:

@@ -21,7 +21,7 @@ from ..provenance import describe_difference, same
 from .images import FolderScan
 from .layout import PatientEntry
 from .parts import PartsFolder
-from .store import FORMAT, HDF5_ERRORS, PatientBag, read_attrs, read_bag
+from .store import FORMAT, HDF5_ERRORS, PatientBag, is_measurement, read_attrs, read_bag
 
 log = logging.getLogger(__name__)
 OLD_FORMATS = ("lymphocytosis-embeddings/1",)
@@ -52,7 +52,8 @@ class PreviousExtraction:
 
     def bag(self, patient_id: str) -> PatientBag:
         with h5py.File(self.path, "r") as handle:
-            return read_bag(handle["patients"][patient_id], patient_id)
+            measured = is_measurement({k: str(v) for k, v in handle.attrs.items()})
+            return read_bag(handle["patients"][patient_id], patient_id, measured)
 
 
 def read_previous(out: Path) -> PreviousExtraction:
@@ -60,7 +61,8 @@ def read_previous(out: Path) -> PreviousExtraction:
     patient_id = None
     try:
         with h5py.File(out, "r") as handle:
-            bags = {patient_id: read_bag(group, patient_id) for patient_id, group in handle["patients"].items()}
+            measured = is_measurement({k: str(v) for k, v in handle.attrs.items()})
+            bags = {patient_id: read_bag(group, patient_id, measured) for patient_id, group in handle["patients"].items()}
             n_images, n_skipped = int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"])
     except (*HDF5_ERRORS, InputError, json.JSONDecodeError) as exc:
         where = f"patient {patient_id}: " if patient_id else ""

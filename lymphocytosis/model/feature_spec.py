@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+
 from ..errors import InputError
-from .statistics import statistic_function
+from .statistics import nan_statistic, statistic_function
 
 CLINICAL_CHOICES = ("age", "sex_male", "lymph_count", "log_lymph_count", "bag_size")
-LIST_FIELDS = ("clinical", "embedding_stats", "cell_score_stats")
+LIST_FIELDS = ("clinical", "embedding_stats", "cell_score_stats", "measurement_stats")
 INT_RANGES = {"embedding_pca": (0, 256), "inner_folds": (2, 50), "seed": (0, 2**31 - 1)}
 
 
@@ -33,6 +35,10 @@ class FeatureSpec:
     cell_score_alpha: float = 0.1  # ridge penalty on standardised embeddings
     inner_folds: int = 5  # cross-fitting of training patients' cell scores
     seed: int = 0
+    # Measurement files (morphometry, colour; see measurements.py): statistics of each named quantity, and/or a
+    # cell score on the measurement vector (with cell_score_stats and cell_score_alpha). Off by default.
+    measurement_stats: tuple[str, ...] = ()  # e.g. ("q50",): NaN-aware mean, std, min, max, qNN
+    measurement_score: bool = False
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -71,6 +77,8 @@ class FeatureSpec:
                 raise InputError(f"feature specification: unknown clinical feature {name!r} ({', '.join(CLINICAL_CHOICES)})")
         for name in (*self.embedding_stats, *self.cell_score_stats):
             statistic_function(name)
+        for name in self.measurement_stats:
+            nan_statistic(name, np.zeros((1, 1)))
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
             if type(value) is not int or not low <= value <= high:
@@ -78,8 +86,9 @@ class FeatureSpec:
         alpha = self.cell_score_alpha
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 1e-6 <= alpha <= 1e6:
             raise InputError(f"feature specification: cell_score_alpha must be a number from 1e-6 to 1e6, not {alpha!r}")
-        if not isinstance(self.cell_score, bool):
-            raise InputError(f"feature specification: cell_score must be true or false, not {self.cell_score!r}")
+        for name in ("cell_score", "measurement_score"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"feature specification: {name} must be true or false, not {getattr(self, name)!r}")
         if self.cell_score and not self.cell_score_stats:
             raise InputError("feature specification: cell_score is on but cell_score_stats is empty")
         if not (self.clinical or self.embedding_stats or self.cell_score):

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import optuna
@@ -25,6 +25,7 @@ from .classifier import FittedModel
 from .cohort import Cohort
 from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
 from .feature_spec import FeatureSpec
+from .measurements import settings_for
 from .params import DEFAULT_PARAMS
 from .trial_sampler import TrialSeededTPESampler
 from .tuned_params import Settings
@@ -39,8 +40,12 @@ CELL_SCORE_STATS = {
 }
 
 
-def suggest_settings(trial: optuna.Trial) -> Settings:
-    """The search space, sized for ~100-130 training patients (small trees, strong regularisation)."""
+MEASUREMENT_CHOICES = {"median": (("q50",), False), "score": ((), True), "median+score": (("q50",), True)}
+
+
+def suggest_settings(trial: optuna.Trial, measured: bool = False) -> Settings:
+    """The search space, sized for ~100-130 training patients (small trees, strong regularisation); with
+    measurement files (`measured`), also how their features are used."""
     clinical = ["age", "sex_male", "lymph_count"]
     if trial.suggest_categorical("bag_size", [False, True]):
         clinical.append("bag_size")
@@ -53,6 +58,9 @@ def suggest_settings(trial: optuna.Trial) -> Settings:
         cell_score_stats=CELL_SCORE_STATS[trial.suggest_categorical("cell_score_stats", list(CELL_SCORE_STATS))],
         cell_score_alpha=trial.suggest_categorical("cell_score_alpha", [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]),
     )
+    if measured:
+        stats, score = MEASUREMENT_CHOICES[trial.suggest_categorical("measurements", list(MEASUREMENT_CHOICES))]
+        spec = replace(spec, measurement_stats=stats, measurement_score=score)
     params = {
         **DEFAULT_PARAMS,
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
@@ -68,12 +76,12 @@ def suggest_settings(trial: optuna.Trial) -> Settings:
 
 
 def settings_from_trial(trial: optuna.trial.FrozenTrial) -> Settings:
-    return suggest_settings(optuna.trial.FixedTrial(trial.params, number=trial.number))
+    return suggest_settings(optuna.trial.FixedTrial(trial.params, number=trial.number), "measurements" in trial.params)
 
 
 def make_objective(cohort: Cohort, folds: list[Fold]):
     def objective(trial: optuna.Trial) -> float:
-        settings = suggest_settings(trial)
+        settings = suggest_settings(trial, any(s.measured for s in cohort.sets))
         fold_scores = []
 
         def report(step: int, result: FoldResult) -> None:
@@ -193,7 +201,7 @@ def nested_cv(cohort: Cohort, n_trials: int, outer_folds: int = 5, outer_repeats
         train, rows = list(fold.train_ids), [position[p] for p in fold.test_ids]
         study = tune_on(cohort, train, n_trials, inner_folds, inner_repeats, seed, f"nested-{fold.repeat}-{fold.fold}")
         chosen.append({"repeat": fold.repeat, "fold": fold.fold, "inner_best_value": study.best_value, **study.best_trial.params})
-        for name, settings in (("tuned", settings_from_trial(study.best_trial)), ("default", Settings())):
+        for name, settings in (("tuned", settings_from_trial(study.best_trial)), ("default", settings_for(cohort, Settings()))):
             model = FittedModel.fit(cohort, train, settings.spec, settings.params)
             probabilities[name][fold.repeat, rows] = model.predict_proba(cohort, fold.test_ids).probabilities
         log.info("outer fold %d.%d: inner best %.4f; held-out balanced accuracy tuned %.3f, default %.3f",

@@ -155,15 +155,17 @@ def write_patient_pages(out_dir: Path, views: list[PatientView], cell_note: str,
         (pages / f"{view.patient_id}.html").write_text(page, encoding="utf-8")
 
 
-def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str]) -> Path:
-    """Write the report folder from saved CV results (built beside it, then swapped in); returns it."""
+def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str],
+                 stained: SavedCV | None = None) -> Path:
+    """Write the report folder from saved CV results (built beside it, then swapped in); returns it. `stained`, when
+    given, is the same settings' CV on stain-normalised embeddings: one sentence on what survives stain normalisation."""
     with atomic_directory(out_dir) as tmp:
-        write_report(saved, cohort, tmp, patients)
+        write_report(saved, cohort, tmp, patients, stained)
     log.info("report: wrote %s", Path(out_dir) / "index.html")
     return Path(out_dir)
 
 
-def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str]) -> None:
+def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None) -> None:
     started = time.perf_counter()
     ex = saved.explanations
     importance = importance_of(ex)
@@ -188,7 +190,7 @@ def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     intervals = {"full": bootstrap_intervals(full.labels, full.probabilities),
                  "clinical": bootstrap_intervals(clinical.labels, clinical.probabilities)}
     document = report_document(saved, cohort, importance, figures, {v.patient_id for v in views}, len(problems), context,
-                               intervals, banner)
+                               intervals, banner, stained)
     (out_dir / "summary.md").write_text(render_markdown(document), encoding="utf-8")
     (out_dir / "index.html").write_text(render_html(document), encoding="utf-8")
     (out_dir / MARKER).write_text(f"lymphocytosis report {__version__}\n", encoding="utf-8")

@@ -27,6 +27,7 @@ from .document import (
 )
 from .figures import TOP_FEATURES, confusion
 from .naming import CLASS_NAMES
+from .subgroup import subgroup_blocks
 from .summary import plain_summary
 from .views import Importance
 
@@ -166,9 +167,12 @@ def provenance_rows(saved: SavedCV, cohort: Cohort, context: dict) -> list[tuple
 
 
 def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figures: dict, shown: set[str],
-                    n_missing: int, context: dict, intervals: dict, banner: str | None) -> Document:
+                    n_missing: int, context: dict, intervals: dict, banner: str | None,
+                    stained: SavedCV | None = None) -> Document:
     design = saved.comparison.design
     full = saved.comparison.full
+    performance_section = performance(saved, figures, shown, intervals)
+    performance_section.blocks[2:2] = subgroup_blocks(saved, cohort, stained)  # after the overall cards
     provenance = Table(["", ""], [[k, Code(v)] for k, v in provenance_rows(saved, cohort, context)], row_headers=True)
     return Document(
         title="Tumoral vs reactive lymphocytosis: classifier report",
@@ -180,7 +184,7 @@ def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figu
              Link("Feature importance", "#feature-importance"), Link("Per patient", "#patients"),
              Link("Provenance", "#provenance"), Link("summary.md", "summary.md"), Link("patients.csv", "patients.csv")],
         sections=[Section("summary", "In short", plain_summary(saved, intervals)),
-                  performance(saved, figures, shown, intervals), feature_importance_section(importance, figures),
+                  performance_section, feature_importance_section(importance, figures),
                   patients_section(saved, shown, n_missing), Section("provenance", "Provenance", [provenance])],
         banner=banner,
     )

@@ -9,6 +9,8 @@ recorded must still match a rerun with the same weights.
 
 from __future__ import annotations
 
+import json
+
 from .errors import InputError
 
 PROVENANCE_KEYS = ("model", "weights_source", "weights_sha256", "features", "preprocessing", "tta", "precision", "dtype")
@@ -40,3 +42,12 @@ def require_same_sets(expected: dict[str, dict], actual: dict[str, dict], what: 
         raise InputError(f"{what} (embeddings {', '.join(expected)} vs {', '.join(actual)}); {remedy}")
     for name in expected:
         require_same(expected[name], actual[name], f"{what}, {name}", remedy)
+
+
+def stain_control(provenance: dict) -> str:
+    """The stain control (extract.py --stain) recorded in a file's preprocessing; "none" when absent (files made
+    before stain controls existed), "unknown" when unreadable."""
+    try:
+        return str(json.loads(provenance.get("preprocessing") or "{}").get("stain", "none"))
+    except (TypeError, ValueError, AttributeError):
+        return "unknown"

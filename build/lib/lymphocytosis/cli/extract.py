@@ -39,6 +39,10 @@ def build_parser() -> Parser:
                              "size they take)")
     parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
                         help="pooled final features, or also the pooled output of every intermediate stage")
+    parser.add_argument("--stain", choices=["none", "grayscale", "reinhard", "slide"], default="none",
+                        help="stain control before embedding (or measuring): grayscale, reinhard (CIELAB statistics to "
+                             "a reference) or slide (each image against its own background and red cells); recorded in "
+                             "the provenance")
     parser.add_argument("--tta", action="store_true", help="average the 8 flips/rotations by 90 degrees of each cell")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16 autocast (GPU, or CPUs with AMX)")
@@ -47,10 +51,32 @@ def build_parser() -> Parser:
     parser.add_argument("--batch-size", type=int_in(1, 65536), default=128, help="images per forward pass")
     parser.add_argument("--workers", type=int_in(0, 256), default=None,
                         help="processes decoding images; default: 0 on CPU (measured faster on 2 cores), up to 8 on CUDA")
+    parser.add_argument("--measure", choices=["morphometry", "colour"], default=None,
+                        help="instead of embedding: measure each cell (morphometry: nucleus and cell size and shape, N/C "
+                             "ratio, chromatin texture, cytoplasm basophilia; colour: raw colours, the stain shortcut's "
+                             "baseline) into a file of the same format; --stain applies, --workers are measuring "
+                             "processes; default: embed")
+    parser.add_argument("--pixel-size", type=float, default=None,
+                        help="with --measure: micrometres per pixel of the 224 px image (lengths in um, areas in um^2); "
+                             "default: lengths in px")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an embeddings file made with other settings or from another dataset")
     add_run_options(parser)
     return parser
+
+
+EMBEDDING_ONLY = ("model", "weights", "crop", "input_size", "features", "tta", "precision", "dtype", "batch_size", "device")
+
+
+def check_options(args) -> None:
+    """Options that mean nothing for the chosen task are refused, not silently ignored."""
+    if args.pixel_size is not None and not args.measure:
+        raise InputError("--pixel-size applies to --measure only (embeddings have no units)")
+    if args.measure:
+        defaults = vars(build_parser().parse_args([]))
+        given = [f"--{name.replace('_', '-')}" for name in EMBEDDING_ONLY if getattr(args, name) != defaults[name]]
+        if given:
+            raise InputError(f"--measure {args.measure} does not use {', '.join(given)} (embedding options)")
 
 
 def resolve(args):
@@ -60,7 +86,8 @@ def resolve(args):
         if not args.root.exists():
             raise InputError(f"no dataset given: pass --root PATH (a folder with trainset/ and testset/ in the challenge "
                              f"layout) or set DATA; `make demo` creates a synthetic one in {args.root}")
-    args.out = args.out or ARTIFACTS / dataset_name(args.root) / "embeddings.h5"
+    check_options(args)
+    args.out = args.out or ARTIFACTS / dataset_name(args.root) / (f"{args.measure}.h5" if args.measure else "embeddings.h5")
     return args
 
 
@@ -68,12 +95,20 @@ def resolve(args):
 def main(argv=None):
     args = resolve(parse_with_config(build_parser(), argv, "extract"))
     start_run(args, "extract", Path(args.out).parent)
+    if args.measure:
+        from ..extract.measuring import measure_dataset
+        from ..extract.morphometry import MeasurementSettings
+
+        settings = MeasurementSettings(kind=args.measure, pixel_size_um=args.pixel_size, stain=args.stain)
+        summary = measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers)
+        print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images measured")
+        return 0
     from ..extract.extraction import ExtractSettings, extract
 
     settings = ExtractSettings(
         model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
         precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, features=args.features,
+        device=args.device, features=args.features, stain=args.stain,
     )
     summary = extract(args.root, args.out, settings, overwrite=args.overwrite)
     print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images"

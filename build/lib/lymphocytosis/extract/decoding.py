@@ -1,15 +1,18 @@
-"""Turning claimed patients' image files into tensors, in DataLoader worker processes when there are several.
+"""Turning claimed patients' image files into per-cell inputs, in DataLoader worker processes when there are several.
 
 The dataset is iterable: each process that iterates it (the main process, or each DataLoader worker) claims
 the next patient nobody holds, decodes its images and yields them; so several extraction processes, and the
-decoding processes of each, share the work without a central scheduler.
+decoding processes of each, share the work without a central scheduler. What each image becomes is the
+decoder's business: the network's input tensor (embedding), or a vector of measured quantities (measuring).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .images import DECODE_ERRORS, FolderScan, decode_failure, load_rgb
 from .layout import PatientEntry
@@ -20,36 +23,53 @@ from .workers import Claims
 
 @dataclass
 class DecodedPatient:
-    """One patient's images as a batch tensor, in file-name order, and the files that could not be used."""
+    """One patient's decoded images (a batch tensor, or an array of measurements), in file-name order, and the
+    files that could not be used."""
 
     patient: PatientEntry
     scan: FolderScan
-    images: torch.Tensor  # (n, 3, H, W)
+    images: torch.Tensor | np.ndarray  # (n, ...)
     names: list[str]
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
 
     def pin_memory(self) -> DecodedPatient:
-        return replace(self, images=self.images.pin_memory())
+        return replace(self, images=self.images.pin_memory()) if isinstance(self.images, torch.Tensor) else self
 
 
-def decode(patient: PatientEntry, scan: FolderScan, transform, input_size: int) -> DecodedPatient:
-    tensors, names, skipped = [], [], list(scan.skipped)
+class NetworkInput:
+    """Image -> the network's normalised input tensor (built once per process: transforms hold no state)."""
+
+    def __init__(self, prep: Preprocessing):
+        self.prep = prep
+        self.transform = None
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if self.transform is None:
+            self.transform = build_transform(self.prep)
+        return self.transform(image)
+
+    def stack(self, outputs: list) -> torch.Tensor:
+        size = self.prep.input_size
+        return torch.stack(outputs) if outputs else torch.empty(0, 3, size, size)
+
+
+def decode(patient: PatientEntry, scan: FolderScan, decoder) -> DecodedPatient:
+    outputs, names, skipped = [], [], list(scan.skipped)
     for path in scan.images:
         try:
-            tensors.append(transform(load_rgb(path)))
+            outputs.append(decoder(load_rgb(path)))
             names.append(path.name)
         except DECODE_ERRORS as exc:
             skipped.append(decode_failure(path, exc))
-    batch = torch.stack(tensors) if tensors else torch.empty(0, 3, input_size, input_size)
-    return DecodedPatient(patient, scan, batch, names, skipped)
+    return DecodedPatient(patient, scan, decoder.stack(outputs), names, skipped)
 
 
 class ClaimedPatients(torch.utils.data.IterableDataset):
     """Yields the decoded images of each patient of `todo` that this worker claims and nobody has finished."""
 
     def __init__(self, todo: list[PatientEntry], scans: dict[str, FolderScan], parts: PartsFolder, claims: Claims,
-                 prep: Preprocessing):
-        self.todo, self.scans, self.parts, self.claims, self.prep = todo, scans, parts, claims, prep
+                 decoder):
+        self.todo, self.scans, self.parts, self.claims, self.decoder = todo, scans, parts, claims, decoder
 
     def done(self, patient: PatientEntry) -> bool:
         return self.parts.listing(patient.patient_id) == self.scans[patient.patient_id].fingerprint
@@ -57,7 +77,6 @@ class ClaimedPatients(torch.utils.data.IterableDataset):
     def __iter__(self):
         """Each decoding process takes its own share of the list (one patient never goes to two of them: they
         claim under the same worker id), in CSV order."""
-        transform = build_transform(self.prep)
         info = torch.utils.data.get_worker_info()
         share = self.todo if info is None else self.todo[info.id::info.num_workers]
         for patient in share:
@@ -66,4 +85,4 @@ class ClaimedPatients(torch.utils.data.IterableDataset):
             if self.done(patient):  # finished by another worker between our check and our claim
                 self.claims.release(patient.patient_id)
                 continue
-            yield decode(patient, self.scans[patient.patient_id], transform, self.prep.input_size)
+            yield decode(patient, self.scans[patient.patient_id], self.decoder)

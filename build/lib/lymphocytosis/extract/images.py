@@ -109,6 +109,14 @@ def to_rgb8(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def canonical_image(image: Image.Image, size: int) -> Image.Image:
+    """RGB at `size` x `size` (other sizes resized, bicubic): the frame both the network and the measurements see."""
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return image
+
+
 def load_rgb(path: Path) -> Image.Image:
     """The image at `path` as 8-bit RGB, upright; `UnusableImage` (or PIL's errors) when it holds no cell."""
     with warnings.catch_warnings():

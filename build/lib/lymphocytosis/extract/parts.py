@@ -24,7 +24,7 @@ import h5py
 from ..errors import InputError
 from ..files import atomic_hdf5, temporary_sibling
 from ..provenance import describe_difference, identity, same
-from .store import HDF5_ERRORS, PatientBag, read_bag, write_bag, write_file_attrs
+from .store import HDF5_ERRORS, PatientBag, is_measurement, read_bag, write_bag, write_file_attrs
 from .workers import HEARTBEAT_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class PartsFolder:
 
     def read(self, patient_id: str) -> PatientBag:
         with h5py.File(self.part(patient_id), "r") as handle:
-            return read_bag(handle["bag"], patient_id)
+            return read_bag(handle["bag"], patient_id, is_measurement(self.provenance))
 
     def remove(self) -> None:
         """Gone at once for every other worker (renamed away atomically), then deleted."""

@@ -13,7 +13,9 @@ from torchvision import transforms
 
 from ..defaults import DEFAULT_CROP
 from ..errors import InputError
+from .images import canonical_image
 from .registry import registered_crop_and_size, registered_of
+from .stain import check_method, normalise
 
 CHALLENGE_IMAGE_SIZE = 224  # every challenge image is 224x224; other sizes are resized to it first
 
@@ -28,12 +30,17 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    stain: str = "none"  # stain control applied to the image_size image (see stain.py)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if fields["stain"] == "none":
+            del fields["stain"]  # files extracted before stain controls existed stay comparable
+        return json.dumps(fields, sort_keys=True)
 
 
-def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: int | None) -> Preprocessing:
+def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: int | None,
+                          stain: str = "none") -> Preprocessing:
     """The crop and size asked for (or the model's defaults) with the model's normalisation and interpolation:
     a registered encoder's own (`registry.py`; its limits refused in one line), else timm's data config."""
     entry = registered_of(model)
@@ -54,6 +61,7 @@ def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: 
         interpolation=interpolation,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
+        stain=check_method(stain),
     )
 
 
@@ -86,10 +94,7 @@ def build_transform(prep: Preprocessing):
     )
 
     def to_canonical(image: Image.Image) -> Image.Image:
-        image = image.convert("RGB")  # grayscale, RGBA, palette, CMYK -> RGB
-        if image.size != (prep.image_size, prep.image_size):
-            image = image.resize((prep.image_size, prep.image_size), Image.Resampling.BICUBIC)
-        return image
+        return normalise(canonical_image(image, prep.image_size), prep.stain)
 
     resize = [t for t in timm_tail.transforms if isinstance(t, (transforms.Resize, transforms.CenterCrop))]
     if prep.input_size == prep.crop:  # resizing 112 px to 112 px is the identity, at half the per-image CPU time

@@ -86,12 +86,20 @@ class CellStatistics:
         """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
-        # The D x D work in float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix
-        # has unit diagonal plus alpha, so its conditioning is bounded by about D / alpha.
+        cov_xy = class_weight[1] * m1[1] - 0.5 * mean
+        try:
+            beta = self.solve_float32(class_weight, mean, m2, cov_xy, alpha)
+        except linalg.LinAlgError:
+            beta = self.solve_float64(class_weight, mean, m2, cov_xy, alpha)
+        return CellScoreWeights(beta, float(0.5 - mean @ beta))
+
+    def solve_float32(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
+        """The D x D work in float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix
+        has unit diagonal plus alpha, so its conditioning is bounded by about D / alpha -- unless a dimension
+        is nearly constant, when float32 cancellation noise is magnified by the standardisation (LinAlgError)."""
         cov = np.zeros((self.dim, self.dim), dtype=np.float32)  # lower triangle: all that Cholesky reads
         cov[self.lower] = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
         cov -= np.outer(mean.astype(np.float32), mean.astype(np.float32))
-        cov_xy = class_weight[1] * m1[1] - 0.5 * mean
         scale = np.sqrt(np.clip(np.diag(cov).astype(np.float64), 1e-12, None))
         inverse_scale = (1.0 / scale).astype(np.float32)
         cov *= inverse_scale[:, None]
@@ -99,8 +107,25 @@ class CellStatistics:
         cov[np.diag_indices_from(cov)] += np.float32(alpha)
         factor = linalg.cho_factor(cov, lower=True, overwrite_a=True)
         solution = linalg.cho_solve(factor, (cov_xy / scale).astype(np.float32))
-        beta = solution.astype(np.float64) / scale
-        return CellScoreWeights(beta, float(0.5 - mean @ beta))
+        return solution.astype(np.float64) / scale
+
+    def solve_float64(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
+        """The fallback: float64, and dimensions whose variance is at rounding level (relative to the largest)
+        get weight 0 instead of being standardised into noise."""
+        cov = np.zeros((self.dim, self.dim))
+        cov[self.lower] = class_weight[0] * m2[0].astype(np.float64) + class_weight[1] * m2[1].astype(np.float64)
+        cov = np.tril(cov) + np.tril(cov, -1).T
+        cov -= np.outer(mean, mean)
+        variance = np.diag(cov).copy()
+        used = variance > 1e-6 * max(float(variance.max()), 1e-300)
+        beta = np.zeros(self.dim)
+        if used.any():
+            scale = np.sqrt(variance[used])
+            standardised = cov[np.ix_(used, used)] / np.outer(scale, scale)
+            standardised[np.diag_indices_from(standardised)] += alpha
+            beta[used] = linalg.solve(standardised, cov_xy[used] / scale, assume_a="pos") / scale
+        log.debug("cell score: float64 solve, %d of %d dimensions used", int(used.sum()), self.dim)
+        return beta
 
 
 def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarray:

@@ -40,6 +40,11 @@ class CellFeatureSet:
     def dim(self) -> int:
         return next(iter(self.bags.values())).shape[1]
 
+    @property
+    def measured(self) -> bool:
+        """A measurement file (named quantities per cell, see measurements.py), not embeddings."""
+        return "dimension_names" in self.provenance
+
     def statistics(self, ids: list[str]) -> CellStatistics:
         """Per-patient sufficient statistics of the cell score's ridge, computed once (for `ids`: the labelled
         patients, the only ones ever fitted on)."""
@@ -123,8 +128,9 @@ class Cohort:
 
     @property
     def primary(self) -> CellFeatureSet:
-        """The first embeddings file: its images and thumbnails are the ones shown."""
-        return self.sets[0]
+        """The first embeddings file (measurement files only when there is none): its images and thumbnails are
+        the ones shown."""
+        return next((s for s in self.sets if not s.measured), self.sets[0])
 
 
 def set_names(provenances: list[dict], paths: list[Path]) -> list[str]:

@@ -21,13 +21,14 @@ from .feature_spec import FeatureSpec
 from .statistics import bag_statistics
 
 CLINICAL, EMBEDDING, CELL_SCORE = "clinical", "embedding", "cell_score"
-FAMILIES = (CLINICAL, EMBEDDING, CELL_SCORE)
+MEASUREMENT = "measurement"  # a statistic of one named quantity of a measurement file (measurements.py)
+FAMILIES = (CLINICAL, EMBEDDING, CELL_SCORE, MEASUREMENT)
 
 
 @dataclass(frozen=True)
 class FeatureColumn:
-    family: str  # CLINICAL, EMBEDDING or CELL_SCORE
-    attribute: str | None = None  # clinical attribute ("age", "sex_male", ...)
+    family: str  # CLINICAL, EMBEDDING, CELL_SCORE or MEASUREMENT
+    attribute: str | None = None  # clinical attribute ("age", "sex_male", ...) or measured quantity ("nc_ratio", ...)
     backbone: str | None = None  # the embeddings file (feature set) an image feature comes from
     statistic: str | None = None  # bag statistic ("mean", "q90", ...)
     basis: str | None = None  # embedding statistics: "dim" (raw dimension) or "pc" (principal component)
@@ -39,6 +40,8 @@ class FeatureColumn:
         if self.family == CLINICAL:
             return f"clinical:{self.attribute}"
         key = f"{self.family}[{self.backbone}]:{self.statistic}"
+        if self.attribute is not None:  # a measured quantity
+            key = f"{key}[{self.attribute}]"
         return key if self.basis is None else f"{key}[{self.basis}{self.index}]"
 
     def to_dict(self) -> dict:
@@ -129,10 +132,15 @@ class FittedFeatures:
 
     def transform(self, cohort: Cohort, ids) -> FeatureTable:
         """Feature table of patients not used in the fit."""
+        from .measurements import measurement_features  # it builds on this module's tables
+
         ids = list(ids)
         parts = [clinical_table(cohort, self.spec, ids)]
         for name in self.backbones:
             feature_set = cohort.feature_set(name)
+            if feature_set.measured:
+                parts += measurement_features(feature_set, self.spec, ids, self.cell_score)
+                continue
             pca = self.pca.get(name)
             if pca is not None and len(pca.mean) != feature_set.dim:
                 raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's PCA "
@@ -170,12 +178,17 @@ def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]
 def fit_features(cohort: Cohort, spec: FeatureSpec, train_ids) -> tuple[FittedFeatures, FeatureTable]:
     """Fit the learned parts on `train_ids`; their feature table has cross-fitted cell scores (a training
     patient's cells scored by a ridge that never saw that patient)."""
+    from .measurements import fit_measurement_features  # it builds on this module's tables
+
     spec.validate()
     train_ids = list(train_ids)
     fitted = FittedFeatures(spec, [s.name for s in cohort.sets])
     parts = [clinical_table(cohort, spec, train_ids)]
     for feature_set in cohort.sets:
-        parts += fit_image_features(cohort, feature_set, spec, train_ids, fitted)
+        if feature_set.measured:
+            parts += fit_measurement_features(cohort, feature_set, spec, train_ids, fitted.cell_score)
+        else:
+            parts += fit_image_features(cohort, feature_set, spec, train_ids, fitted)
     return fitted, FeatureTable.join(train_ids, parts)
 
 

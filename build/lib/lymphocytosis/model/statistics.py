@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import InputError
@@ -31,3 +33,18 @@ def bag_statistics(bag: np.ndarray, stats: tuple[str, ...], dim: int) -> np.ndar
         return np.full(len(stats) * dim, np.nan)
     bag = bag.reshape(len(bag), dim)
     return np.concatenate([np.asarray(statistic_function(s)(bag, axis=0), dtype=np.float64) for s in stats])
+
+
+NAN_STATISTICS = {"mean": np.nanmean, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}
+
+
+def nan_statistic(name: str, bag: np.ndarray) -> np.ndarray:
+    """A statistic of each column of `bag` (n_cells, dim) ignoring NaN (mean, std, min, max, qNN): for measured
+    quantities, where a cell whose nucleus was not found is missing, not zero. NaN where a column has no value."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN is the answer
+        if name in NAN_STATISTICS:
+            return np.asarray(NAN_STATISTICS[name](bag, axis=0), dtype=np.float64)
+        if name.startswith("q") and name[1:].isdigit() and 0 <= int(name[1:]) <= 100:
+            return np.asarray(np.nanpercentile(bag, int(name[1:]), axis=0), dtype=np.float64)
+    raise InputError(f"unknown measurement statistic {name!r} (mean, std, min, max, qNN)")

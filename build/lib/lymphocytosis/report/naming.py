@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.features import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn
+from ..model.features import CELL_SCORE, CLINICAL, EMBEDDING, MEASUREMENT, FeatureColumn
 
 CLASS_NAMES = {0: "reactive", 1: "tumoral"}
 CLINICAL_NAMES = {
@@ -17,7 +17,18 @@ CLINICAL_NAMES = {
 COUNT_UNIT = "×10⁹/L"  # the challenge's LYMPH_COUNT: lymphocytes per litre of blood, in 10^9
 CELL_SCORE_SCALE = ("the cell score is learned on the training patients: about 0 for a cell typical of reactive "
                     "patients' cells, about 1 for one typical of tumoral patients' cells (beyond 0-1: more so)")
-SOURCE_NAMES = {CLINICAL: "clinical attributes", CELL_SCORE: "cell-score statistics", EMBEDDING: "embedding statistics"}
+SOURCE_NAMES = {CLINICAL: "clinical attributes", CELL_SCORE: "cell-score statistics", EMBEDDING: "embedding statistics",
+                MEASUREMENT: "measured quantities"}
+UNITS = {"px2": "px²", "um2": "µm²", "px": "px", "um": "µm"}
+
+
+def quantity_name(name: str) -> str:
+    """A measured quantity as a reader says it: nucleus_area_um2 -> 'nucleus area (µm²)', nc_ratio -> 'N/C ratio'."""
+    words, unit = name.split("_"), ""
+    if words[-1] in UNITS:
+        unit = f" ({UNITS[words.pop()]})"
+    text = " ".join(words).replace("nc ratio", "N/C ratio")
+    return f"{text}{unit}"
 
 
 def statistic_name(stat: str) -> str:
@@ -41,6 +52,8 @@ def readable_name(column: FeatureColumn, several_backbones: bool = False) -> str
     suffix = f" [{column.backbone}]" if several_backbones else ""
     if column.family == CELL_SCORE:
         return f"cell score, {statistic_name(column.statistic)}{suffix}"
+    if column.family == MEASUREMENT:
+        return f"{quantity_name(str(column.attribute))}, {statistic_name(column.statistic)} [{column.backbone}]"
     unit = "dim" if column.basis == "dim" else "PC"
     return f"embedding {unit} {column.index}, {statistic_name(column.statistic)}{suffix}"
 
