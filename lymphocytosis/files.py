@@ -29,6 +29,19 @@ def cannot_write(path: Path, exc: OSError) -> InputError:
     return InputError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
+def write_error(path: Path, tmp: Path, exc: OSError) -> InputError:
+    """The one-line error of a failed write: naming the target when the error is about it (or about no file, as a
+    full disk is), and the file concerned otherwise (an input that could not be read while writing)."""
+    concerned = exc.filename
+    if concerned is None or same_path(concerned, tmp) or same_path(concerned, path):
+        return cannot_write(path, exc)
+    return InputError(f"{concerned}: {exc.strerror or exc} (while writing {path})")
+
+
+def same_path(a, b) -> bool:
+    return os.path.abspath(os.fsdecode(a)) == os.path.abspath(os.fsdecode(b))
+
+
 def temporary_sibling(path: Path) -> Path:
     """A new, unique, empty file beside `path` (hidden, `.tmp` suffix), for a writer to fill then rename."""
     path = Path(path)
@@ -52,7 +65,7 @@ def atomic_output(path: Path):
         fsync_file(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        raise cannot_write(path, exc) from None
+        raise write_error(path, tmp, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -76,13 +89,20 @@ def atomic_write_json(path: Path, document) -> None:
 
 
 def replace_directory(new: Path, target: Path) -> None:
-    """Put the complete folder `new` in place of `target` (removed after), never leaving a half-written one."""
+    """Put the complete folder `new` in place of `target` (removed after), never leaving a half-written one: the
+    old folder is moved aside first and moved back if the new one cannot take its place."""
     new, target = Path(new), Path(target)
     old = None
     if target.exists():
         old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
         os.replace(target, old / target.name)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old is not None:
+            os.replace(old / target.name, target)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -101,7 +121,7 @@ def atomic_directory(target: Path):
         yield tmp
         replace_directory(tmp, target)
     except OSError as exc:
-        raise cannot_write(target, exc) from None
+        raise write_error(target, tmp, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
