@@ -72,10 +72,6 @@ class Summary:
     def of(cls, per_repeat: list[Scores]) -> Summary:
         return cls(*(Spread.of(getattr(s, metric) for s in per_repeat) for metric in METRICS))
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Summary:
-        return cls(*(Spread(float(data[m]["mean"]), float(data[m]["std"])) for m in METRICS))
-
     def to_dict(self) -> dict:
         return {metric: getattr(self, metric).to_dict() for metric in METRICS}
 

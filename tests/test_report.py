@@ -293,3 +293,22 @@ def test_saved_results_of_other_cells_or_rows_are_not_reused(report, cohort):
     patient = moved.labelled_ids[1]
     moved.primary.records[patient] = [moved.primary.records[patient][0], "f" * 64]  # as if its CSV row changed
     assert not saved.matches(moved, settings, CVDesign(3, 2, 0))
+
+
+def test_summary_says_a_loss_is_a_loss_and_claims_nothing_without_image_features():
+    from types import SimpleNamespace
+
+    from lymphocytosis.metrics import Interval, Spread
+    from lymphocytosis.model.feature_spec import FeatureSpec
+    from lymphocytosis.report.summary import images_in_words
+
+    def saved(spec):
+        clinical = SimpleNamespace(summary=SimpleNamespace(balanced_accuracy=Spread(0.82, 0.02)))
+        return SimpleNamespace(comparison=SimpleNamespace(clinical=clinical), settings=SimpleNamespace(spec=spec))
+
+    intervals = {"clinical": {"balanced_accuracy": Interval(0.78, 0.86)}}
+    assert "add +0.050" in images_in_words(saved(FeatureSpec()), 0.05, intervals)
+    assert "make it worse (-0.040" in images_in_words(saved(FeatureSpec()), -0.04, intervals)
+    assert "nothing measurable" in images_in_words(saved(FeatureSpec()), 0.001, intervals)
+    without = images_in_words(saved(FeatureSpec().clinical_only()), 0.0, intervals)
+    assert "uses no image feature" in without and "add" not in without

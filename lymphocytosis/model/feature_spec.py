@@ -62,6 +62,11 @@ class FeatureSpec:
         spec.validate()
         return spec
 
+    @property
+    def uses_images(self) -> bool:
+        """Does any column come from the cells (embeddings, cell scores or measured quantities)?"""
+        return bool(self.embedding_stats or self.cell_score or self.measurement_stats or self.measurement_score)
+
     def clinical_only(self) -> FeatureSpec:
         return FeatureSpec(clinical=tuple(c for c in self.clinical if c != "bag_size"), embedding_stats=(),
                            cell_score=False, seed=self.seed)

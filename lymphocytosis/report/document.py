@@ -110,16 +110,6 @@ class Columns:
 
 
 @dataclass
-class Panel:
-    """A framed group (a patient's card); `highlight` frames it in orange (misclassified)."""
-
-    id: str
-    title: str
-    blocks: list
-    highlight: bool = False
-
-
-@dataclass
 class Section:
     id: str
     title: str

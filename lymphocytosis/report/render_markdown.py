@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import singledispatch
 
-from .document import Bars, Cards, Code, Columns, Document, Gallery, Heading, Image, Link, Mark, Panel, Paragraph, Section, Table
+from .document import Bars, Cards, Code, Columns, Document, Gallery, Heading, Image, Link, Mark, Paragraph, Section, Table
 
 
 def inline(item) -> str:
@@ -72,11 +72,6 @@ def _(item: Gallery) -> list[str]:
 @block.register
 def _(item: Columns) -> list[str]:
     return [line for column in item.columns for child in column for line in block(child)]
-
-
-@block.register
-def _(item: Panel) -> list[str]:
-    return [f"### {item.title}", "", *(line for child in item.blocks for line in block(child))]
 
 
 def section(item: Section) -> list[str]:
