@@ -55,7 +55,8 @@ def plain_summary(saved: SavedCV, intervals: dict[str, dict[str, Interval]]) -> 
     unsure = int(((mean > UNCERTAIN[0]) & (mean < UNCERTAIN[1])).sum())
     inputs = "the cell images, age, sex and lymphocyte count" if saved.settings.spec.uses_images else "the clinical attributes"
     says = (f"Each of the {len(full.ids)} labelled patients was predicted by models that never saw them "
-            f"({design.folds}-fold cross-validation, repeated {design.repeats} times). With {inputs}, the model recognises {sensitivity:.0%} of tumoral and {specificity:.0%} of "
+            f"({design.folds}-fold cross-validation, repeated {design.repeats} times). With {inputs}, the model "
+            f"recognises {sensitivity:.0%} of tumoral and {specificity:.0%} of "
             f"reactive patients: balanced accuracy {f.balanced_accuracy.mean:.3f} (95% CI "
             f"{intervals['full']['balanced_accuracy']}), ROC AUC {f.roc_auc.mean:.3f} (95% CI {intervals['full']['roc_auc']}).")
     adds = images_in_words(saved, gain, intervals)
