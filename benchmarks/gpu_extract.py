@@ -9,7 +9,9 @@ architecture, random weights written as a DinoBloom checkpoint: speed does not d
 - end-to-end img/s: the public `extract()` on a whole dataset (decode in DataLoader workers + model + writing
   each patient's part), as `extract.py` reports it; the ratio end-to-end / forward shows what decoding and
   writing cost;
-- peak GPU memory of each (`torch.cuda.max_memory_allocated`), on CUDA only.
+- peak GPU memory of each (`torch.cuda.max_memory_allocated`), on CUDA only;
+- how far the embeddings of 64 images are from CPU fp32's (largest absolute difference over the largest
+  absolute value): CUDA and bf16 are not bit-identical to the CPU, and this says by how much.
 
 No network: the dataset is synthetic (`lymphocytosis.synthetic`, ~3,200 images by default) unless --root
 names one; Lite0 uses the embedded weights. One command, a few minutes at most on one GPU:
@@ -58,6 +60,7 @@ class Row:
     forward_peak_mib: float | None
     e2e_peak_mib: float | None
     n_images: int
+    vs_cpu_fp32: float  # max |embedding - CPU fp32 embedding| / max |CPU fp32 embedding|, on 64 images
 
     def markdown(self) -> str:
         def mib(value):
@@ -65,7 +68,7 @@ class Row:
 
         return (f"| {self.config} | {self.precision} | {self.forward_ips:,.0f} | {self.e2e_ips:,.0f} | "
                 f"{self.e2e_ips / self.forward_ips:.2f} | {mib(self.forward_peak_mib)} | {mib(self.e2e_peak_mib)} | "
-                f"{self.e2e_seconds:.1f} |")
+                f"{self.e2e_seconds:.1f} | {self.vs_cpu_fp32:.1e} |")
 
 
 def random_dinobloom_s(path: Path) -> Path:
@@ -105,13 +108,27 @@ def peak_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
+CHECKED = 64  # images compared with CPU fp32
+
+
+def cpu_reference(model_name: str, weights: str | None, images: torch.Tensor, batch_size: int):
+    model, _ = load_backbone(model_name, weights)
+    return Embedder(model, torch.device("cpu"), "fp32", tta=False, batch_size=batch_size)(images[:CHECKED], "reference")
+
+
+def relative_difference(embeddings, reference) -> float:
+    return float(abs(embeddings - reference).max() / max(abs(reference).max(), 1e-12))
+
+
 def forward_rate(model_name: str, weights: str | None, precision: str, images: torch.Tensor,
-                 device: torch.device, batch_size: int) -> tuple[float, float | None]:
-    """Best of 3 timed passes of `Embedder` over `images`, after one warm-up pass (cuDNN autotuning, lazy init)."""
+                 device: torch.device, batch_size: int) -> tuple[float, float | None, object]:
+    """Best of 3 timed passes of `Embedder` over `images`, after one warm-up pass (cuDNN autotuning, lazy init);
+    also the embeddings of the first CHECKED images, to compare with CPU fp32."""
     model, _ = load_backbone(model_name, weights)
     embedder = Embedder(model, device, precision, tta=False, batch_size=batch_size)
     if device.type == "cuda":
         images = images.pin_memory()
+    checked = embedder(images[:CHECKED], "check")
     embedder(images[:batch_size], "warm-up")
     reset_peak(device)
     seconds = []
@@ -123,7 +140,7 @@ def forward_rate(model_name: str, weights: str | None, precision: str, images: t
     del embedder, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return len(images) / min(seconds), peak
+    return len(images) / min(seconds), peak, checked
 
 
 def end_to_end(root: Path, out: Path, settings: ExtractSettings, device: torch.device) -> tuple[float, float, float | None]:
@@ -141,14 +158,17 @@ def run(root: Path, tmp: Path, args, device: torch.device) -> list[Row]:
         weights = dinobloom_file if model_name == "dinobloom-s" else None
         prep = resolve_preprocessing(load_backbone(model_name, weights)[0], crop, None)
         images = decoded_images(root, prep, args.forward_images)
+        reference = cpu_reference(model_name, weights, images, args.batch_size)
         for precision in args.precisions:
-            forward, forward_peak = forward_rate(model_name, weights, precision, images, device, args.batch_size)
+            forward, forward_peak, checked = forward_rate(model_name, weights, precision, images, device,
+                                                          args.batch_size)
             settings = ExtractSettings(model=model_name, weights=weights, crop=crop, input_size=None, tta=False,
                                        precision=precision, dtype="float32", batch_size=args.batch_size,
                                        workers=args.workers, device=device.type)
             e2e, wall, e2e_peak = end_to_end(root, tmp / f"{model_name}-{crop}-{precision}.h5", settings, device)
             n_images = sum(len(list_cell_images(p.folder)) for p in discover_patients(root))
-            rows.append(Row(config, precision, forward, e2e, wall, forward_peak, e2e_peak, n_images))
+            rows.append(Row(config, precision, forward, e2e, wall, forward_peak, e2e_peak, n_images,
+                            relative_difference(checked, reference)))
             print(rows[-1].markdown(), flush=True)
     return rows
 
@@ -186,8 +206,8 @@ def main():
         print(f"device: {name}; torch {torch.__version__}; dataset: {args.root or 'synthetic'}; batch {args.batch_size}; "
               f"workers {'auto' if args.workers is None else args.workers}; forward pass of {args.forward_images} images")
         print("| config | precision | forward img/s | end-to-end img/s | e2e / forward | forward peak MiB | "
-              "e2e peak MiB | extract() s |")
-        print("|---|---|---|---|---|---|---|---|", flush=True)
+              "e2e peak MiB | extract() s | vs CPU fp32 |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
         rows = run(root, tmp, args, device)
     print(f"total {time.perf_counter() - started:.0f} s; {rows[0].n_images} images end to end per row")
     if args.json:
