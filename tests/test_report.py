@@ -312,3 +312,18 @@ def test_summary_says_a_loss_is_a_loss_and_claims_nothing_without_image_features
     assert "nothing measurable" in images_in_words(saved(FeatureSpec()), 0.001, intervals)
     without = images_in_words(saved(FeatureSpec().clinical_only()), 0.0, intervals)
     assert "uses no image feature" in without and "add" not in without
+
+
+def test_results_of_an_older_version_are_recomputed_not_read_nor_refused(tmp_path):
+    import json
+
+    from lymphocytosis.model.results import check_results_dir, current_results
+
+    folder = tmp_path / "cv"
+    folder.mkdir()
+    (folder / "cv.json").write_text(json.dumps({"format": "lymphocytosis-cv/1"}))
+    check_results_dir(folder)  # replaceable
+    assert not current_results(folder)
+    (folder / "cv.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(InputError, match="holds other files"):
+        check_results_dir(folder)

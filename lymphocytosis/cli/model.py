@@ -202,7 +202,7 @@ def command_predict(args, cohort):
 
 def command_report(args, cohort, settings):
     from ..model.evaluation import CVDesign
-    from ..model.results import check_results_dir, load_cv
+    from ..model.results import check_results_dir, current_results, load_cv
     from ..report.build import build_report, prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
@@ -211,7 +211,7 @@ def command_report(args, cohort, settings):
     out_dir = prepare_out_dir(args.out_dir)
     check_results_dir(args.cv_dir)
     directory = args.cv_dir
-    saved = load_cv(directory) if (directory / "cv.json").is_file() else None
+    saved = load_cv(directory) if current_results(directory) else None
     if saved is None or not saved.matches(cohort, settings, design):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, cohort, settings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,10 @@ from .params import validate_params
 from .persistence import save_model
 from .tuned_params import Settings
 
-RESULTS_FORMAT = "lymphocytosis-cv/1"
+log = logging.getLogger(__name__)
+
+RESULTS_FORMAT = "lymphocytosis-cv/2"  # /2: data fingerprint, backbone names as attributes in explanations.h5
+OLD_RESULTS_FORMATS = ("lymphocytosis-cv/1",)  # replaced by a new run, never read
 
 
 @dataclass
@@ -54,19 +58,32 @@ class SavedCV:
         return same_data and same_run
 
 
+def results_format(directory: Path) -> str | None:
+    """The format recorded in a results folder's cv.json; None when there is none or it cannot be read."""
+    try:
+        found = json.loads((Path(directory) / "cv.json").read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def current_results(directory: Path) -> bool:
+    """Does the folder hold results this version reads? Those of an older version are recomputed, not read."""
+    found = results_format(directory)
+    if found in OLD_RESULTS_FORMATS:
+        log.info("%s: cross-validation results of an older version (%s): they will be recomputed", directory, found)
+    return (Path(directory) / "cv.json").is_file() and found not in OLD_RESULTS_FORMATS
+
+
 def check_results_dir(directory: Path) -> None:
     """Results replace only earlier results: never a folder holding anything else (the folder is swapped whole)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--cv-dir {directory}: exists and is not a folder")
-    if directory.is_dir() and any(directory.iterdir()):
-        try:
-            ours = json.loads((directory / "cv.json").read_text()).get("format") == RESULTS_FORMAT
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise InputError(f"--cv-dir {directory}: holds other files than saved cross-validation results; "
-                             "choose an empty or new folder")
+    ours = results_format(directory) in (RESULTS_FORMAT, *OLD_RESULTS_FORMATS)
+    if directory.is_dir() and any(directory.iterdir()) and not ours:
+        raise InputError(f"--cv-dir {directory}: holds other files than saved cross-validation results; "
+                         "choose an empty or new folder")
 
 
 def predictions_frame(comparison: Comparison) -> pd.DataFrame:
