@@ -11,11 +11,13 @@ default pipeline repeat by repeat:
   stain-normalised default        the default on embeddings extracted with --stain (--stain-embeddings FILE)
   default + morphometry           + the median of each morphometric quantity (--morphometry FILE)
   stain-normalised + morphometry  both files made with --stain (--stain-embeddings, --stain-morphometry)
+  default on <backbone>           the default on another embeddings file of the same images (--backbone FILE)
+  default, both backbones         the default on the main file and that one together (a cell score each)
   tuned, nested CV                tune.py's search re-run inside every outer training fold, judged outside
 
     python benchmarks/accuracy.py --embeddings artifacts/embeddings.h5 [--repeats 20] [--nested-repeats 2 --trials 30]
         [--colour colour.h5] [--stain-colour colour-slide.h5] [--stain-embeddings embeddings-slide.h5]
-        [--morphometry morphometry.h5] [--stain-morphometry morphometry-slide.h5]
+        [--morphometry morphometry.h5] [--stain-morphometry morphometry-slide.h5] [--backbone dinobloom-s.h5 ...]
 
 Balanced accuracy at p >= 0.5 and ROC AUC, mean ± std over repeats of stratified 5-fold CV. The hard-subgroup
 columns read the out-of-fold predictions of the hard patients from models trained on everyone. "vs default"
@@ -87,6 +89,12 @@ def build_rows(args, base: Cohort) -> list[Row]:
         measured = extra_cohort(args.morphometry, base, args.embeddings)
         rows.append(Row("default + morphometry", measured, with_morphometry(spec),
                         f"+ median of each of {measured.sets[-1].dim} morphometric quantities"))
+    for path in args.backbone or []:
+        alone = extra_cohort(path, base)
+        rows.append(Row(f"default on {alone.primary.name}"[:NAME_WIDTH], alone, spec, f"{path}; dim {alone.primary.dim}"))
+        both = extra_cohort(path, base, args.embeddings)
+        rows.append(Row(f"default, + {alone.primary.name}"[:NAME_WIDTH], both, spec,
+                        f"{base.primary.name} and {alone.primary.name}: a cell score each"))
     if args.stain_embeddings and args.stain_morphometry:
         both = extra_cohort(args.stain_morphometry, base, args.stain_embeddings)
         rows.append(Row("stain-normalised + morphometry", both, with_morphometry(spec),
@@ -135,6 +143,9 @@ def parse_args():
     parser.add_argument("--morphometry", type=Path, default=None, help="extract.py --measure morphometry file")
     parser.add_argument("--stain-morphometry", type=Path, default=None,
                         help="morphometry measured with --stain, for a row beside --stain-embeddings")
+    parser.add_argument("--backbone", type=Path, action="append", default=None,
+                        help="another embeddings file of the same images (another network or input size): a row on "
+                             "it alone and one on both files together; repeatable")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
