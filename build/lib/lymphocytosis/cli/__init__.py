@@ -1,1 +1,0 @@
-"""The command-line front ends (`extract.py`, `model.py`, `tune.py` are thin entry points to these)."""
