@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -138,7 +139,10 @@ def test_pip_install_gives_the_command(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     site = next((venv / "lib").glob("python3*/site-packages"))
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--quiet", str(REPO)],
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "artifacts", "data", "build", "*.egg-info",
+                                                                "__pycache__", "tests", "benchmarks"))
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--quiet", str(source)],
                              capture_output=True, text=True, env=subprocess_env())
     assert install.returncode == 0, install.stderr[-3000:]
     for argv, expected in ((["--version"], f"lymphocytosis {__version__}"), (["cv", "--help"], "usage: lymphocytosis cv"),
