@@ -92,31 +92,32 @@ def resolve(args):
 
 
 def settings_of(args):
-    """The run's settings, checked with the dataset and the output before anything is written (a refused command
-    leaves no log behind)."""
+    """The run's settings, checked with the dataset and the output (first), the device and the weights file
+    before anything is written: a refused command leaves no log behind."""
+    from ..extract.extraction import checked_patients
+
+    checked_patients(args.root, args.out)
     if args.measure:
         from ..extract.morphometry import MeasurementSettings
 
         settings = MeasurementSettings(kind=args.measure, pixel_size_um=args.pixel_size, stain=args.stain)
-    else:
-        from ..extract.backbones import weights_choice
-        from ..extract.embedder import resolve_device
-        from ..extract.extraction import ExtractSettings
-        from ..extract.registry import registered_crop_and_size
+        settings.validate()
+        return settings
+    from ..extract.backbones import weights_choice
+    from ..extract.embedder import resolve_device
+    from ..extract.extraction import ExtractSettings
+    from ..extract.registry import registered_crop_and_size
 
-        settings = ExtractSettings(
-            model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
-            precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
-            device=args.device, features=args.features, stain=args.stain,
-        )
-        resolve_device(args.device)
-        weights_choice(args.model, args.weights)
-        if args.model in REGISTRY:
-            registered_crop_and_size(REGISTRY[args.model], args.crop, args.input_size)
-    from ..extract.extraction import checked_patients
-
+    settings = ExtractSettings(
+        model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
+        precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, features=args.features, stain=args.stain,
+    )
     settings.validate()
-    checked_patients(args.root, args.out)
+    resolve_device(args.device)
+    weights_choice(args.model, args.weights)
+    if args.model in REGISTRY:
+        registered_crop_and_size(REGISTRY[args.model], args.crop, args.input_size)
     return settings
 
 
