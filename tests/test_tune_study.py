@@ -17,6 +17,7 @@ import pytest
 
 import tune as tune_cli
 from conftest import assert_one_line_error, run_main, write_fake_embeddings
+from lymphocytosis.cli import tune as tune_cli_module
 from lymphocytosis.model import study_storage, tuning
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import repeated_folds
@@ -164,3 +165,6 @@ def test_the_password_is_never_shown(embeddings, tmp_path, monkeypatch):
     assert json.loads(best.read_text())["storage"] == "postgresql://user:***@host/db"
     for text in (*texts.values(), best.read_text(), result.stdout, result.stderr):
         assert "secret" not in text
+    settings = next(path for path in logs_of(embeddings) if path.suffix == ".toml")
+    again = tune_cli_module.parse_args(["--config", str(settings)])  # the settings file reads back (password masked)
+    assert (again.storage, again.trials, again.embeddings) == ("postgresql://user:***@host/db", 1, [embeddings])

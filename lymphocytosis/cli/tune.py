@@ -6,9 +6,10 @@
 <artifacts> is the folder of the (first) embeddings file: artifacts/<dataset>/ by default, where extract.py
 writes. The study lives in a database: by default SQLite there (<artifacts>/tune.sqlite3; browse it with
 `optuna-dashboard sqlite:///...`); the same command continues it. A study is tied to the patients, embeddings
-and CV design it was made on: --study-name of a study made on others is refused. Several workers, on one machine or
-many, share one study when started with the same PostgreSQL URL (postgresql://user@host/db) or journal file
-on a shared filesystem (journal:///shared/study.log): --trials is the study's total, all workers together.
+and CV design it was made on: --study-name of a study made on others is refused. Several workers, on one
+machine or many, share one study when started with the same PostgreSQL URL (postgresql://user@host/db) or
+journal file on a shared filesystem (journal:///shared/study.log): --trials is the study's total, all
+workers together.
 `model.py --params auto` (the default) uses the best settings saved beside the embeddings.
 """
 
@@ -76,11 +77,12 @@ def build_parser() -> Parser:
     return parser
 
 
-NESTED_ONLY = {"json": None, "outer_folds": 5, "outer_repeats": 1}  # options of --nested, and their defaults
+NESTED_ONLY = ("json", "outer_folds", "outer_repeats")  # options that mean something with --nested only
 
 
 def parse_args(argv=None):
-    args = parse_with_config(build_parser(), argv, "tune")
+    parser = build_parser()
+    args = parse_with_config(parser, argv, "tune")
     args.embeddings = args.embeddings or [default_embeddings()]
     args.measurements = args.measurements or []
     paths = artifact_paths(args.embeddings[0])
@@ -88,7 +90,7 @@ def parse_args(argv=None):
     args.storage = args.storage or paths.tune_storage
     remember(args.storage)  # its password is masked wherever it would be shown
     args.best_params = args.best_params or paths.best_params
-    given = [f"--{name.replace('_', '-')}" for name, default in NESTED_ONLY.items() if getattr(args, name) != default]
+    given = [f"--{name.replace('_', '-')}" for name in NESTED_ONLY if getattr(args, name) != parser.get_default(name)]
     if given and not args.nested:
         raise InputError(f"{', '.join(given)}: options of --nested, which is not given")
     return args
