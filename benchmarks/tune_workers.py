@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # postgr
 
 import optuna
 
-from lymphocytosis.model.study_storage import masked, open_storage
+from lymphocytosis.model.study_storage import open_storage
 from lymphocytosis.model.tuning import FINISHED
+from lymphocytosis.passwords import masked
 
 REPO = Path(__file__).resolve().parents[1]
 

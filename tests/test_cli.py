@@ -76,7 +76,7 @@ def test_config_file_under_the_command_line(fake_embeddings, tmp_path):
     assert_one_line_error(run_main(model_cli.main, ["cv", "--config", str(config)]), str(config), "not valid TOML")
     config.write_text("[cv]\nrepeats = 0\n")
     assert_one_line_error(run_main(model_cli.main, ["cv", "--config", str(config), "--embeddings", str(fake_embeddings)]),
-                          "argument --repeats: 0 is out of range")
+                          str(config), "[cv] repeats = 0: 0 is out of range")
 
 
 def test_every_run_leaves_its_log_and_resolved_settings(tmp_path):
@@ -150,3 +150,154 @@ def test_pip_install_gives_the_command(tmp_path):
         result = subprocess.run([str(venv / "bin" / "lymphocytosis"), *argv], capture_output=True, text=True,
                                 cwd=tmp_path)
         assert result.returncode == 0 and expected in result.stdout, result.stderr
+
+
+# --- settings files: strict, and what every run writes reads back ---------------------------------------------------
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("colour = 3\n", ["unknown setting 'colour'", "folds", "trials"]),
+    ("[crossval]\nfolds = 3\n", ["unknown table [crossval]", "[cv], [fit]"]),
+    ("cv = 3\n", ["cv = 3: cv is a command", "[cv] table"]),
+    ("[tune]\nnested = \"yes\"\n", ['[tune] nested = "yes"', "--nested is a flag, true or false"]),
+    ("folds = [3, 4]\n", ["folds = [3, 4]", "a list, but --folds takes one value"]),
+    ("[cv]\nfolds = \"three\"\n", ['[cv] folds = "three"', "'three' is not an integer"]),
+    ("[cv]\nrepeats = true\n", ["[cv] repeats = true", "--repeats takes a number, not bool"]),
+    ("[extract]\nfeatures = \"all\"\n", ['[extract] features = "all"', "--features is one of pooled, multiscale"]),
+    ("[tune]\ntrials = 0\n", ["[tune] trials = 0", "0 is out of range"]),  # checked whole, whichever command runs
+    ("[fit]\nfolds = 3\n", ["[fit] has no setting 'folds'", "model-dir"]),
+    ("[cv]\ncv-dir = \"a\"\ncv_dir = \"b\"\n", ["[cv] cv_dir and [cv] cv-dir are the same setting"]),
+    ("config = \"other.toml\"\n", ["unknown setting 'config'"]),
+    ("[cv.more]\nfolds = 3\n", ["[cv] has no setting 'more'"]),
+])
+def test_config_file_is_strict(tmp_path, text, fragments):
+    """Whatever a settings file cannot mean is one line naming the file and the key, before anything runs."""
+    embeddings = write_fake_embeddings(tmp_path)
+    config = tmp_path / "run.toml"
+    config.write_text(text)
+    result = run_main(model_cli.main, ["cv", "--config", str(config), "--embeddings", str(embeddings), "--params", "default"])
+    assert_one_line_error(result, f"--config {config}: ", *fragments, exact_one_line=True)
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "cv").exists()
+
+
+def test_config_values_are_defaults_under_the_command_line(fake_embeddings, tmp_path):
+    """A command's table over the top level, the command line over both; a list on the command line replaces
+    the file's (whatever form the option takes there), and a flag in the file works."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'embeddings = ["{tmp_path / "missing.h5"}"]\nrepeats = 3\nquiet = true\n'
+                      f'[cv]\nrepeats = 1\nfolds = 3\nparams = "default"\ncv-dir = "{tmp_path / "cv"}"\n')
+    for given in (["--embeddings", str(fake_embeddings)], [f"--embeddings={fake_embeddings}"], ["--embed", str(fake_embeddings)]):
+        json_path = tmp_path / "r.json"
+        result = run_main(model_cli.main, ["cv", "--config", str(config), *given, "--json", str(json_path)])
+        assert result.code == 0 and result.stderr == "", (given, result.stderr)  # quiet from the file
+        document = json.loads(json_path.read_text())
+        assert (document["folds"], document["repeats"]) == (3, 1)
+        assert [e["path"] for e in document["embeddings"]] == [str(fake_embeddings)]
+
+
+def test_settings_file_round_trip(tmp_path, monkeypatch):
+    """The settings a run writes are valid TOML, non-ASCII written as it is, passwords masked, and --config reads
+    them back into the same settings."""
+    from lymphocytosis.cli.config import read_config, settings_toml
+
+    home = tmp_path / "données-é"
+    embeddings = write_fake_embeddings(home)
+    result = run_main(model_cli.main, ["cv", "--embeddings", str(embeddings), "--params", "default", "--folds", "3",
+                                       "--repeats", "1", "-q"])
+    assert result.code == 0, result.stderr
+    written = next((home / "logs").glob("cv-*.toml"))
+    assert "données-é" in written.read_text(encoding="utf-8") and "\\u00e9" not in written.read_text(encoding="utf-8")
+    assert read_config(written)["cv"]["cv-dir"] == str(home / "cv")
+    again = run_main(model_cli.main, ["cv", "--config", str(written), "--json", str(tmp_path / "again.json"), "-q"])
+    assert again.code == 0, again.stderr
+    assert json.loads((tmp_path / "again.json").read_text())["embeddings"][0]["path"] == str(embeddings)
+
+    settings = {"embeddings": [embeddings], "storage": "postgresql://tuner:s3cr3t-pw@db.example/study", "trials": 3,
+                "timeout": 1.5, "study_name": 'quote " back\\slash \x7f tab\t é', "nested": False}
+    path = tmp_path / "tune.toml"
+    path.write_text(settings_toml(settings, "tune", "by hand"), encoding="utf-8")
+    assert "s3cr3t-pw" not in path.read_text(encoding="utf-8")
+    table = read_config(path)["tune"]
+    assert table["storage"] == "postgresql://tuner:***@db.example/study" and table["study-name"] == settings["study_name"]
+    args = tune_cli_module.parse_args(["--config", str(path)])
+    assert (args.embeddings, args.trials, args.timeout, args.study_name, args.nested) == (
+        [embeddings], 3, 1.5, settings["study_name"], False)
+    odd = settings_toml({"root": Path("/data/\udcff"), "trials": 3}, "tune", "a file name that is not UTF-8")
+    assert tomllib.loads(odd) == {"tune": {"trials": 3}}  # the unwritable path left out, said in a comment
+
+
+# --- the run's record: only for runs that start, everything logged, no library chatter ------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["cv", "--cv-dir", "{embeddings}"],                                  # an output onto an input
+    ["predict", "--out", "{csv}"],
+    ["cv", "--params", "default", "--json", "{embeddings}"],
+])
+def test_a_refused_command_leaves_no_log(tmp_path, argv):
+    embeddings = write_fake_embeddings(tmp_path)
+    fill = {"embeddings": str(embeddings), "csv": str(tmp_path / "dlmi" / "trainset" / "trainset_true.csv"), "tmp": tmp_path}
+    result = run_main(model_cli.main, [argv[0], "--embeddings", str(embeddings), *(a.format(**fill) for a in argv[1:])])
+    assert_one_line_error(result)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_extract_refused_leaves_no_log(synthetic_root, tmp_path):
+    out = tmp_path / "out" / "embeddings.h5"
+    for extra, fragment in ((["--weights", str(tmp_path / "none.pth")], "weights file not found"),
+                            (["--model", "dinobloom-s"], "needs --weights FILE"),
+                            (["--device", "cuda:99"], "--device cuda:99"),
+                            (["--out", str(synthetic_root / "trainset" / "trainset_true.csv")], "an input of this run")):
+        result = run_main(extract_cli_module.main, ["--root", str(synthetic_root), "--out", str(out), *extra])
+        assert_one_line_error(result, fragment)
+    assert not (tmp_path / "out").exists() and not (synthetic_root / "trainset" / "logs").exists()
+
+
+def test_run_log_has_what_came_before_it_and_no_library_chatter(tmp_path, monkeypatch):
+    """Messages logged while the inputs were checked reach the log file; third-party DEBUG lines do not."""
+    import logging
+
+    from lymphocytosis.model import evaluation
+
+    embeddings = write_fake_embeddings(tmp_path, empty=("F1",))  # load_cohort warns, before the run's log starts
+    original = evaluation.compare
+
+    def noisy(*args, **kwargs):
+        for name in ("matplotlib.font_manager", "PIL.PngImagePlugin", "h5py._conv", "numba.core", "urllib3.connectionpool",
+                     "filelock", "fsspec.local"):
+            logging.getLogger(name).debug("library chatter from %s", name)
+        logging.getLogger("lymphocytosis.model.evaluation").debug("our own debugging message")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "compare", noisy)
+    result = run_main(model_cli.main, ["cv", "--embeddings", str(embeddings), "--params", "default", "--folds", "3",
+                                       "--repeats", "1", "-q"])
+    assert result.code == 0, result.stderr
+    text = next((tmp_path / "logs").glob("cv-*.log")).read_text()
+    assert "patient F1 has 0 cells" in text and "our own debugging message" in text
+    assert "library chatter" not in text
+
+
+def test_default_outputs_come_from_one_place(tmp_path, monkeypatch):
+    """Every command's default outputs are `artifact_paths` of the (first) embeddings file; extract's output is
+    artifacts/<dataset>/."""
+    from lymphocytosis.defaults import ArtifactPaths, artifact_paths, dataset_home, extraction_path
+
+    embeddings = tmp_path / "artifacts" / "dlmi" / "embeddings.h5"
+    paths = artifact_paths(embeddings)
+    assert paths == ArtifactPaths(embeddings.parent)
+    expected = {"cv": {"cv_dir": paths.cv_dir}, "fit": {"model_dir": paths.model_dir},
+                "predict": {"model_dir": paths.model_dir, "out": paths.predictions, "submission": paths.submission},
+                "report": {"cv_dir": paths.cv_dir, "out_dir": paths.report_dir}}
+    for command, values in expected.items():
+        args = model_cli_module.parse_args([command, "--embeddings", str(embeddings)])
+        assert {k: getattr(args, k) for k in values} == values and args._home == paths.home
+    args = tune_cli_module.parse_args(["--embeddings", str(embeddings)])
+    assert (args.storage, args.best_params, args._home) == (paths.tune_storage, paths.best_params, paths.home)
+    assert paths.tune_storage == f"sqlite:///{embeddings.parent / 'tune.sqlite3'}"
+    root = tmp_path / "data" / "dlmi"
+    root.mkdir(parents=True)
+    args = extract_cli_module.resolve(extract_cli_module.build_parser().parse_args(["--root", str(root)]))
+    assert args.out == extraction_path(root) == dataset_home(root) / "embeddings.h5" == Path("artifacts/dlmi/embeddings.h5")
+    args = extract_cli_module.resolve(extract_cli_module.build_parser().parse_args(["--root", str(root), "--measure", "colour"]))
+    assert args.out == Path("artifacts/dlmi/colour.h5")

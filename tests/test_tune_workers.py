@@ -22,8 +22,9 @@ import pytest
 import tune as tune_cli
 from conftest import REPO, assert_one_line_error, run_main, subprocess_env
 from lymphocytosis.model import tuning
-from lymphocytosis.model.study_storage import masked, open_storage, sqlalchemy_url
+from lymphocytosis.model.study_storage import open_storage, sqlalchemy_url
 from lymphocytosis.model.trial_sampler import TrialSeededTPESampler
+from lymphocytosis.passwords import masked
 
 CV_DESIGN = ["--folds", "3", "--repeats", "1", "--seed", "0"]
 STUDY = "workers"
@@ -220,6 +221,11 @@ def test_urls_masked_and_postgres_means_psycopg():
     assert masked("postgresql://u:p%40ss@h:5/db") == "postgresql://u:***@h:5/db"
     assert masked("sqlite:///artifacts/tune.sqlite3") == "sqlite:///artifacts/tune.sqlite3"
     assert masked("no url://u:pw@h") == "no url://u:***@h"
+    assert masked("postgresql://u:p@s/s@h/db") == "postgresql://u:***@h/db"  # unencoded "@" and "/": hidden whole
+    assert masked('{"storage": "mysql://u:pw@h/db", "x": "a@b"}') == '{"storage": "mysql://u:***@h/db", "x": "a@b"}'
+    # a driver's message may quote the password on its own, plain or %-encoded: masked once the URL was seen
+    assert masked("auth failed (p@ss9 / p%40ss9)", "postgresql://u:p%40ss9@h/db") == "auth failed (*** / ***)"
+    assert masked("later: p@ss9") == "later: ***"
     assert sqlalchemy_url("postgresql://u:p%40ss@h/db") == "postgresql+psycopg://u:p%40ss@h/db"
     assert sqlalchemy_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert sqlalchemy_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"

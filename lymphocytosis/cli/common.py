@@ -6,17 +6,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
-import json
 import logging
 import os
-import re
 import sys
-import tomllib
 from pathlib import Path
 
 from .. import __version__, progress
-from ..defaults import ARTIFACTS
+from ..defaults import ARTIFACTS, ArtifactPaths, extraction_path
 from ..errors import InputError
+from ..files import atomic_write_text
+from ..passwords import masked
+from .config import config_arguments, settings_toml
 
 log = logging.getLogger("lymphocytosis")
 TERMINAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -95,10 +95,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 # --- the artifacts layout ------------------------------------------------------------------------------------------
 
 
-def dataset_name(root: Path) -> str:
-    return Path(root).resolve().name or "dataset"
-
-
 def default_root() -> Path:
     return Path(os.environ.get("DATA", "data/synthetic"))
 
@@ -106,84 +102,95 @@ def default_root() -> Path:
 def default_embeddings() -> Path:
     """artifacts/<dataset>/embeddings.h5 of $DATA's dataset; else the only one extracted; else the synthetic one."""
     if os.environ.get("DATA"):
-        return ARTIFACTS / dataset_name(Path(os.environ["DATA"])) / "embeddings.h5"
+        return extraction_path(Path(os.environ["DATA"]))
     found = sorted(ARTIFACTS.glob("*/embeddings.h5"))
     if len(found) > 1:
         raise InputError(f"several extractions in {ARTIFACTS}/ ({', '.join(str(p) for p in found)}): choose one with "
                          "--embeddings, or set DATA to its dataset")
-    return found[0] if found else ARTIFACTS / "synthetic" / "embeddings.h5"
+    return found[0] if found else extraction_path(Path("synthetic"))
 
 
-# --- config file ----------------------------------------------------------------------------------------------------
-
-
-def read_config(path: Path) -> dict:
-    try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--config {path}: file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--config {path}: not valid TOML ({exc})") from None
-
-
-def config_arguments(path: Path, command: str, parser: argparse.ArgumentParser, given: list[str]) -> list[str]:
-    """The config file's settings for `command` as command-line arguments, placed before the real ones so those
-    win. Top-level keys apply wherever the command has the option; a [command] table's keys must exist."""
-    document = read_config(path)
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
-    shared = {k: v for k, v in document.items() if not isinstance(v, dict)}
-    own = document.get(command, {})
-    arguments = []
-    for key, value in [*shared.items(), *own.items()]:
-        action = actions.get(key.replace("-", "_"))
-        if action is None:
-            if key in own:
-                raise InputError(f"--config {path}: [{command}] has no setting {key!r}")
-            continue
-        option = action.option_strings[-1]
-        if any(g == option or g.startswith(option + "=") for g in given):
-            continue  # given on the command line: it wins (and lists are replaced, not extended)
-        if isinstance(action, argparse._StoreTrueAction):
-            arguments += [option] if value is True else []
-        else:
-            for item in value if isinstance(value, list) else [value]:
-                arguments += [option, str(item)]
-    return arguments
+# --- config file (see config.py) -----------------------------------------------------------------------------------
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None, command: str | None = None):
     """Parse `argv`; with --config, the file's settings go first and the command line on top. `command` names
-    the config table to read; for a parser with subcommands (model.py) it is the subcommand given."""
+    the config table to read; for a parser with subcommands (model.py) it is the subcommand given. The run's
+    verbosity (-v, -q) applies from here on."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    probe = argparse.ArgumentParser(add_help=False)
+    probe = Parser(prog=parser.prog, add_help=False)
     probe.add_argument("-c", "--config", type=Path)
     config = probe.parse_known_args(argv)[0].config
     if config is None:
-        return parser.parse_args(argv)
-    if command is not None:
-        return parser.parse_args([*config_arguments(config, command, parser, argv), *argv])
-    choices = parser._subparsers._group_actions[0].choices
-    index = next((i for i, token in enumerate(argv) if token in choices), None)
-    if index is None:
-        return parser.parse_args(argv)  # argparse says that the subcommand is missing
-    extra = config_arguments(config, argv[index], choices[argv[index]], argv)
-    return parser.parse_args([*argv[: index + 1], *extra, *argv[index + 1:]])
+        args = parser.parse_args(argv)
+    elif command is not None:
+        args = parser.parse_args([*config_arguments(config, command, parser, argv), *argv])
+    else:
+        choices = parser._subparsers._group_actions[0].choices
+        index = next((i for i, token in enumerate(argv) if token in choices), None)
+        if index is None:
+            return parser.parse_args(argv)  # argparse says that the subcommand is missing
+        extra = config_arguments(config, argv[index], choices[argv[index]], argv)
+        args = parser.parse_args([*argv[: index + 1], *extra, *argv[index + 1:]])
+    set_verbosity(args)
+    return args
 
 
 # --- logging and the run's record -----------------------------------------------------------------------------------
 
 
+QUIET_LIBRARIES = ("matplotlib", "PIL", "h5py", "numba", "urllib3", "filelock", "fsspec")  # their DEBUG is noise
+
+
+class MaskingFormatter(logging.Formatter):
+    """Every message, on the terminal and in the run's log, with database passwords masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return masked(super().format(record))
+
+
+class PendingRecords(logging.Handler):
+    """What is logged while a command checks its options and inputs, before its log file exists: written into
+    that file once the run starts (`start_run`), dropped if the command is refused (which leaves no log)."""
+
+    LIMIT = 100_000
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._lymphocytosis = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.LIMIT:
+            self.records.append(record)
+
+
+def ours(handler: logging.Handler) -> bool:
+    return getattr(handler, "_lymphocytosis", False)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
+    """The terminal handler at `level`; everything reaches the root logger (for the run's log file), except the
+    DEBUG chatter of libraries that have nothing to say to a user of this tool."""
     root = logging.getLogger()
-    if not any(getattr(h, "_lymphocytosis", False) for h in root.handlers):
+    if not any(ours(h) and type(h) is logging.StreamHandler for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(TERMINAL_FORMAT))
+        handler.setFormatter(MaskingFormatter(TERMINAL_FORMAT))
         handler._lymphocytosis = True
         root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(logging.DEBUG)
     for handler in root.handlers:
-        if getattr(handler, "_lymphocytosis", False) and not isinstance(handler, logging.FileHandler):
+        if ours(handler) and type(handler) is logging.StreamHandler:
             handler.setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def set_verbosity(args: argparse.Namespace) -> None:
+    """-v: debugging messages too; -q: warnings and errors only, no progress bars."""
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    setup_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    progress.QUIET = bool(quiet)
 
 
 def route_optuna_logging() -> None:
@@ -194,69 +201,66 @@ def route_optuna_logging() -> None:
     optuna.logging.enable_propagation()
 
 
-URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
-
-
-def without_passwords(text: str) -> str:
-    """A database URL's password never reaches a log or settings file: user:***@host."""
-    return URL_PASSWORD.sub(r"\1***@", text)
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(without_passwords(str(value)))  # a JSON string is a valid TOML basic string
+def run_settings(args: argparse.Namespace) -> dict:
+    hidden = {"config", "verbose", "quiet", "command"}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in hidden and not k.startswith("_") and v is not None}
 
 
 def start_run(args: argparse.Namespace, command: str, home: Path) -> Path:
-    """Set verbosity, and record this run beside its outputs: `<home>/logs/<command>-<time>.log` (everything
-    logged, at debug level) and `.toml` (the resolved settings; usable again with --config)."""
+    """Record this run beside its outputs, once its options are checked (a refused command leaves nothing):
+    `<home>/logs/<command>-<time>.log` (everything logged, at debug level, from the start) and `.toml` (the
+    resolved settings; usable again with --config)."""
     global RUN_LOG
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    setup_logging(level)
-    progress.QUIET = bool(args.quiet)
-    logs = Path(home) / "logs"
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    set_verbosity(args)
+    logs = ArtifactPaths(Path(home)).logs
+    now = dt.datetime.now()
+    base = logs / f"{command}-{now.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    header = f"lymphocytosis {__version__}: {command}, {now.isoformat(timespec='seconds')}"
     try:
         logs.mkdir(parents=True, exist_ok=True)
-        base = logs / f"{command}-{stamp}-{os.getpid()}"
-        settings = {k: v for k, v in sorted(vars(args).items())
-                    if k not in {"config", "verbose", "quiet", "command"} and not k.startswith("_") and v is not None}
-        lines = [f"# lymphocytosis {__version__}: {command}, {dt.datetime.now().isoformat(timespec='seconds')}",
-                 f"[{command}]", *(f"{k.replace('_', '-')} = {toml_value(v)}" for k, v in settings.items())]
-        base.with_suffix(".toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write_text(base.with_suffix(".toml"), settings_toml(run_settings(args), command, header))
         handler = logging.FileHandler(base.with_suffix(".log"), encoding="utf-8")
-    except OSError as exc:
-        log.warning("cannot write this run's log in %s (%s); going on without it", logs, exc.strerror or exc)
+    except (OSError, InputError) as exc:
+        log.warning("cannot write this run's log in %s (%s); going on without it", logs,
+                    getattr(exc, "strerror", None) or exc)
         return Path()
-    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    handler.setFormatter(MaskingFormatter(FILE_FORMAT))
     handler.setLevel(logging.DEBUG)
     handler._lymphocytosis = True
-    logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    for pending in [h for h in root.handlers if isinstance(h, PendingRecords)]:
+        root.removeHandler(pending)
+        for record in pending.records:
+            handler.handle(record)
+    root.addHandler(handler)
     RUN_LOG = base.with_suffix(".log")
-    log.debug("command line: %s", without_passwords(" ".join(sys.argv)))
+    log.debug("command line: %s", " ".join(sys.argv))
     return RUN_LOG
+
+
+def remove_run_handlers() -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if ours(h) and isinstance(h, (logging.FileHandler, PendingRecords))]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def cli_main(main):
     """Wrap a command's `main(argv)`: an `InputError` or OS error becomes `error: <message>` on stderr and exit
     code 2; Ctrl-C says that finished work is kept and exits 130; anything else is a bug: one line saying where
-    the traceback was written, exit code 3."""
+    the traceback was written, exit code 3. Passwords are masked in every line."""
 
     @functools.wraps(main)
     def wrapper(argv=None):
         global RUN_LOG
         RUN_LOG = None
         setup_logging()
+        remove_run_handlers()
+        logging.getLogger().addHandler(PendingRecords())
         try:
             return main(argv)
         except (InputError, OSError) as exc:  # an OS error's message names the path (full disk, unreadable file)
-            print(f"error: {exc}", file=sys.stderr)
+            print(masked(f"error: {exc}"), file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
@@ -264,12 +268,10 @@ def cli_main(main):
         except Exception as exc:  # a bug, not the user's input: keep the details, say where
             logging.getLogger().debug("internal error", exc_info=True)  # into the run's log file, and with -v
             where = f"details in {RUN_LOG}" if RUN_LOG else "rerun with -v for details"
-            print(f"error: internal error ({type(exc).__name__}: {exc}); please report it; {where}", file=sys.stderr)
+            print(masked(f"error: internal error ({type(exc).__name__}: {exc}); please report it; {where}"),
+                  file=sys.stderr)
             return 3
         finally:
-            for handler in list(logging.getLogger().handlers):
-                if isinstance(handler, logging.FileHandler) and getattr(handler, "_lymphocytosis", False):
-                    logging.getLogger().removeHandler(handler)
-                    handler.close()
+            remove_run_handlers()
 
     return wrapper

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..defaults import ARTIFACTS, DEFAULT_BACKBONE, DEFAULT_CROP
+from ..defaults import DEFAULT_BACKBONE, DEFAULT_CROP, extraction_path
 from ..errors import InputError
 from ..extract.registry import REGISTRY
-from .common import Parser, add_run_options, cli_main, dataset_name, default_root, int_in, parse_with_config, program, start_run
+from .common import Parser, add_run_options, cli_main, default_root, int_in, parse_with_config, program, start_run
 
 PROG = "extract.py"
 
@@ -87,31 +87,54 @@ def resolve(args):
             raise InputError(f"no dataset given: pass --root PATH (a folder with trainset/ and testset/ in the challenge "
                              f"layout) or set DATA; `make demo` creates a synthetic one in {args.root}")
     check_options(args)
-    args.out = args.out or ARTIFACTS / dataset_name(args.root) / (f"{args.measure}.h5" if args.measure else "embeddings.h5")
+    args.out = args.out or extraction_path(args.root, args.measure)
     return args
 
 
-@cli_main
-def main(argv=None):
-    args = resolve(parse_with_config(build_parser(), argv, "extract"))
-    start_run(args, "extract", Path(args.out).parent)
+def settings_of(args):
+    """The run's settings, checked with the dataset and the output (first), the device and the weights file
+    before anything is written: a refused command leaves no log behind."""
+    from ..extract.extraction import checked_patients
+
+    checked_patients(args.root, args.out)
     if args.measure:
-        from ..extract.measuring import measure_dataset
         from ..extract.morphometry import MeasurementSettings
 
         settings = MeasurementSettings(kind=args.measure, pixel_size_um=args.pixel_size, stain=args.stain)
-        summary = measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers)
-        print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images measured")
-        return 0
-    from ..extract.extraction import ExtractSettings, extract
+        settings.validate()
+        return settings
+    from ..extract.backbones import weights_choice
+    from ..extract.embedder import resolve_device
+    from ..extract.extraction import ExtractSettings
+    from ..extract.registry import registered_crop_and_size
 
     settings = ExtractSettings(
         model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
         precision=args.precision, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
         device=args.device, features=args.features, stain=args.stain,
     )
+    settings.validate()
+    resolve_device(args.device)
+    weights_choice(args.model, args.weights)
+    if args.model in REGISTRY:
+        registered_crop_and_size(REGISTRY[args.model], args.crop, args.input_size)
+    return settings
+
+
+@cli_main
+def main(argv=None):
+    args = resolve(parse_with_config(build_parser(), argv, "extract"))
+    settings = settings_of(args)
+    start_run(args, "extract", Path(args.out).parent)
+    if args.measure:
+        from ..extract.measuring import measure_dataset
+
+        summary = measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers)
+        print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images measured")
+        return 0
+    from ..extract.extraction import extract
+
     summary = extract(args.root, args.out, settings, overwrite=args.overwrite)
     print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images"
           f"{f', {summary.n_skipped} skipped (reasons in the log)' if summary.n_skipped else ''}")
     return 0
-

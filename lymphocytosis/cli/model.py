@@ -15,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..defaults import artifact_paths
 from ..errors import InputError
 from ..files import atomic_write_json
 from .common import Parser, add_run_options, cli_main, default_embeddings, int_in, parse_with_config, program, start_run
@@ -82,9 +83,10 @@ def parse_args(argv=None):
     args = parse_with_config(build_parser(), argv)
     args.embeddings = args.embeddings or [default_embeddings()]
     args.measurements = args.measurements or []
-    home = Path(args.embeddings[0]).parent
-    defaults = {"cv_dir": home / "cv", "model_dir": home / "model", "out": home / "predictions.csv",
-                "submission": home / "submission.csv", "out_dir": home / "report"}
+    paths = artifact_paths(args.embeddings[0])
+    home = paths.home
+    defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
+                "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)
@@ -259,7 +261,6 @@ def outputs_of(args) -> dict:
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
-    start_run(args, args.command, args._home)
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.measurements import settings_for
@@ -267,6 +268,7 @@ def main(argv=None):
 
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
+    start_run(args, args.command, args._home)
     if args.command == "predict":
         command_predict(args, cohort)
         return 0

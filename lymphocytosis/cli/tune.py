@@ -3,10 +3,13 @@
     tune.py --trials 100              # run or resume the study; best settings to <artifacts>/best_params.json
     tune.py --nested --trials 30      # what tuning really buys, on patients the search never saw
 
-The study lives in a database: by default SQLite beside the embeddings (<artifacts>/tune.sqlite3; browse it
-with `optuna-dashboard sqlite:///...`); the same command continues it. Several workers, on one machine or
-many, share one study when started with the same PostgreSQL URL (postgresql://user@host/db) or journal file
-on a shared filesystem (journal:///shared/study.log): --trials is the study's total, all workers together.
+<artifacts> is the folder of the (first) embeddings file: artifacts/<dataset>/ by default, where extract.py
+writes. The study lives in a database: by default SQLite there (<artifacts>/tune.sqlite3; browse it with
+`optuna-dashboard sqlite:///...`); the same command continues it. A study is tied to the patients, embeddings
+and CV design it was made on: --study-name of a study made on others is refused. Several workers, on one
+machine or many, share one study when started with the same PostgreSQL URL (postgresql://user@host/db) or
+journal file on a shared filesystem (journal:///shared/study.log): --trials is the study's total, all
+workers together.
 `model.py --params auto` (the default) uses the best settings saved beside the embeddings.
 """
 
@@ -15,9 +18,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..defaults import BEST_PARAMS, DEFAULT_HEARTBEAT_S
+from ..defaults import DEFAULT_HEARTBEAT_S, artifact_paths
 from ..errors import InputError
 from ..files import atomic_write_json
+from ..passwords import masked, remember
 from .common import (
     Parser,
     add_run_options,
@@ -73,19 +77,51 @@ def build_parser() -> Parser:
     return parser
 
 
+NESTED_ONLY = ("json", "outer_folds", "outer_repeats")  # options that mean something with --nested only
+
+
 def parse_args(argv=None):
-    args = parse_with_config(build_parser(), argv, "tune")
+    parser = build_parser()
+    args = parse_with_config(parser, argv, "tune")
     args.embeddings = args.embeddings or [default_embeddings()]
     args.measurements = args.measurements or []
-    args._home = Path(args.embeddings[0]).parent
-    args.storage = args.storage or f"sqlite:///{args._home / 'tune.sqlite3'}"
-    args.best_params = args.best_params or args._home / BEST_PARAMS
+    paths = artifact_paths(args.embeddings[0])
+    args._home = paths.home
+    args.storage = args.storage or paths.tune_storage
+    remember(args.storage)  # its password is masked wherever it would be shown
+    args.best_params = args.best_params or paths.best_params
+    given = [f"--{name.replace('_', '-')}" for name in NESTED_ONLY if getattr(args, name) != parser.get_default(name)]
+    if given and not args.nested:
+        raise InputError(f"{', '.join(given)}: options of --nested, which is not given")
     return args
+
+
+def check_outputs(args, cohort) -> None:
+    """No output may be an input (embeddings, measurements, CSVs), the study's file or a file tune.py did not
+    write (--best-params replaces only a best-settings file of its own)."""
+    from ..extract.layout import split_csv_paths
+    from ..files import refuse_inputs_as_outputs, same_file
+    from ..model.study_storage import storage_file
+    from ..model.tuned_params import is_best_params_file
+
+    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    if args.nested:
+        refuse_inputs_as_outputs({"--json": args.json}, inputs)
+        return
+    database = storage_file(args.storage)
+    refuse_inputs_as_outputs({"--best-params": args.best_params, "--storage": database}, inputs)
+    if database is not None and same_file(database, args.best_params):
+        raise InputError(f"--best-params {args.best_params}: is the study's storage ({masked(args.storage)}); "
+                         "choose another path")
+    if Path(args.best_params).exists() and not is_best_params_file(args.best_params):
+        raise InputError(f"--best-params {args.best_params}: exists and is not a best-settings file written by tune.py; "
+                         "refusing to replace it (choose another --best-params)")
 
 
 def command_nested(args, cohort) -> None:
     from ..model.tuning import nested_cv
 
+    start_run(args, "tune", args._home)
     result = nested_cv(cohort, args.trials, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.seed)
     for name, summary in (("tuned", result.tuned), ("default", result.default)):
         print(f"{name:8s} balanced accuracy {summary.balanced_accuracy}   ROC AUC {summary.roc_auc}")
@@ -94,20 +130,33 @@ def command_nested(args, cohort) -> None:
         atomic_write_json(args.json, result.to_dict())
 
 
+def open_study(args, cohort):
+    """The study of `--study-name` (default: named after the data and CV design), created or resumed; one made
+    on other patients, embeddings or CV design is refused."""
+    from ..model import tuning
+    from ..model.study_storage import open_storage
+
+    default_name = tuning.study_name(cohort, args.folds, args.repeats, args.seed)
+    name = args.study_name or default_name
+    record = tuning.study_record(cohort, args.folds, args.repeats, args.seed)
+    route_optuna_logging()
+    study = tuning.create_study(name, open_storage(args.storage, args.heartbeat), args.seed)
+    tuning.claim_study(study, record, adopt_unrecorded=name == default_name, where=masked(args.storage))
+    return study
+
+
 def command_study(args, cohort) -> None:
     import optuna
 
     from ..model import tuning
     from ..model.evaluation import repeated_folds
-    from ..model.study_storage import masked, open_storage
     from ..model.tuned_params import save_settings
 
     ids = cohort.labelled_ids
     folds = repeated_folds(ids, cohort.labels(ids), args.folds, args.repeats, args.seed)
-    name = args.study_name or tuning.study_name(cohort, args.folds, args.repeats, args.seed)
-    route_optuna_logging()
-    study = tuning.create_study(name, open_storage(args.storage, args.heartbeat), args.seed)
-    shown = masked(args.storage)
+    study = open_study(args, cohort)
+    name, shown = study.study_name, masked(args.storage)
+    start_run(args, "tune", args._home)
     log.info("study %s in %s: %d finished trials so far", name, shown, tuning.finished_trials(study))
 
     def save_best(study, _trial=None):
@@ -132,14 +181,11 @@ def command_study(args, cohort) -> None:
 
 @cli_main
 def main(argv=None):
+    """Options, inputs and outputs are all checked (and the study opened) before the run's log starts."""
     args = parse_args(argv)
-    start_run(args, "tune", args._home)
-    from ..extract.layout import split_csv_paths
-    from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
 
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
-    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
-    refuse_inputs_as_outputs({"--json": args.json, "--best-params": None if args.nested else args.best_params}, inputs)
+    check_outputs(args, cohort)
     (command_nested if args.nested else command_study)(args, cohort)
     return 0

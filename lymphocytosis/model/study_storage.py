@@ -8,7 +8,7 @@
   Opening retries on exactly those errors, after a short random pause, a bounded number of times: by then the
   winner's tables exist and the retry just finds them. Any other error (wrong password or host, missing driver)
   is one line, at once.
-- The password never leaves this module: `masked(url)` is what logs, errors and saved files show.
+- The password is never shown: logs, errors and saved files show `passwords.masked(url)` (user:***@host).
 - RDB storages record a heartbeat for running trials, so a worker killed mid-trial (kill -9, lost node) leaves
   a RUNNING trial that the next worker marks FAIL once its grace period has passed. (Journal files have no
   heartbeat in Optuna: a killed worker's trial stays RUNNING there, and is never counted as finished.)
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
-import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import optuna
 
 from ..defaults import DEFAULT_HEARTBEAT_S
 from ..errors import InputError
+from ..passwords import masked
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +46,20 @@ def journal_path(url: str) -> Path | None:
     return None
 
 
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***, for everything shown or saved."""
+def storage_file(url: str) -> Path | None:
+    """The file a `--storage` value writes (a journal file or a SQLite database), or None for a database server."""
     from sqlalchemy.engine import make_url
 
+    path = journal_path(url)
+    if path is not None:
+        return path
     try:
         parsed = make_url(url)
-    except Exception:  # not a URL SQLAlchemy can parse: hide whatever sits between "user:" and "@"
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
-
-
-def redacted(text: str, url: str) -> str:
-    """`text` (e.g. a driver's error message) with the URL's password, plain or %-encoded, replaced by ***."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        password = make_url(url).password
-    except Exception:
-        match = re.search(r"://[^:/@]*:([^@]*)@", url)
-        password = match.group(1) if match else None
-    for secret in {password, urllib.parse.quote(password or "", safe="")} - {None, ""}:
-        text = text.replace(secret, "***")
-    return text
+    except Exception:  # refused with one line when opened
+        return None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(parsed.database)
+    return None
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -80,7 +70,7 @@ def sqlalchemy_url(url: str) -> str:
         parsed = make_url(url)
     except Exception as exc:
         raise InputError(f"--storage {masked(url)}: not a SQLAlchemy URL or journal file "
-                         f"({redacted(str(exc).splitlines()[0], url)})") from None
+                         f"({masked(str(exc).splitlines()[0], url)})") from None
     if parsed.drivername in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if parsed.drivername == "sqlite" and parsed.database not in (None, "", ":memory:"):
@@ -124,7 +114,7 @@ def open_rdb(url: str, heartbeat_s: int | None) -> optuna.storages.RDBStorage:
             raise missing_driver_error(url, exc) from None
         except Exception as exc:  # SQLAlchemy raises many types for bad URLs and unreachable servers
             if attempt >= CREATE_ATTEMPTS or not is_creation_race(exc):
-                first_line = redacted(str(exc).splitlines()[0] if str(exc) else "", url)
+                first_line = masked(str(exc).splitlines()[0] if str(exc) else "", url)
                 raise InputError(f"--storage {masked(url)}: cannot open ({type(exc).__name__}: {first_line})") from None
         pause = random.uniform(0.05, 0.3) * attempt
         log.info("another worker is creating the study tables; retrying in %.2f s", pause)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..defaults import BEST_PARAMS
+from ..defaults import artifact_paths
 from ..errors import InputError, in_file
 from ..files import atomic_write_json
 from ..provenance import require_same_sets
@@ -23,6 +23,8 @@ from .params import DEFAULT_PARAMS, validate_params
 log = logging.getLogger(__name__)
 
 DEFAULTS = "defaults"
+BEST_PARAMS_FORMAT = "lymphocytosis-best-params/1"  # the `format` of tune.py's best-settings file
+EARLIER_BEST_PARAMS_KEYS = {"feature_spec", "params", "embeddings_provenance", "dataset_fingerprint", "study", "trial"}
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,22 @@ class Settings:
 
 
 def save_settings(path: Path, settings: Settings, cohort: Cohort, extra: dict) -> None:
-    atomic_write_json(path, {"feature_spec": settings.spec.to_dict(), "params": settings.params,
+    """Write tune.py's best settings (callers check first that `path` is new or `is_best_params_file`)."""
+    atomic_write_json(path, {"format": BEST_PARAMS_FORMAT, "feature_spec": settings.spec.to_dict(), "params": settings.params,
                              "embeddings_provenance": cohort.provenance, "dataset_fingerprint": cohort.fingerprint,
                              **extra})
+
+
+def is_best_params_file(path: Path) -> bool:
+    """True for a best-settings file that tune.py wrote (now, or before the `format` key existed): the only kind
+    of file `--best-params` may replace."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable, a folder, not UTF-8 or not JSON
+        return False
+    if not isinstance(document, dict):
+        return False
+    return document.get("format") == BEST_PARAMS_FORMAT or document.keys() >= EARLIER_BEST_PARAMS_KEYS
 
 
 def read_settings_file(path: Path) -> tuple[Settings, dict]:
@@ -71,7 +86,7 @@ def load_settings(choice: str, cohort: Cohort, best_params: Path | None = None) 
     provenance, else the defaults) or a path (refused when tuned on other embeddings or patients)."""
     if choice == "default":
         return Settings()
-    path = Path(best_params or cohort.primary.path.parent / BEST_PARAMS) if choice == "auto" else Path(choice)
+    path = Path(best_params or artifact_paths(cohort.primary.path).best_params) if choice == "auto" else Path(choice)
     if not path.is_file():
         if choice == "auto":
             return Settings()

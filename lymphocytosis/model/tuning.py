@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from .. import progress
 from ..errors import InputError
 from ..metrics import Scores, Summary
+from ..provenance import describe_difference
 from .classifier import FittedModel
 from .cohort import Cohort
 from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
@@ -111,6 +112,57 @@ def create_study(name: str, storage, seed: int) -> optuna.Study:
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=4))
     study.sampler = TrialSeededTPESampler(seed)
     return study
+
+
+RECORD_KEY = "lymphocytosis"  # the study's user attribute: what its trials were computed on
+
+
+def study_record(cohort: Cohort, folds: int, repeats: int, seed: int) -> dict:
+    """What a study's objective depends on: the labelled patients, each embeddings or measurement file's identity
+    and the CV design (compared when a study is resumed); the files' paths are recorded for the reader."""
+    return {"dataset_fingerprint": cohort.fingerprint, "embeddings_provenance": cohort.provenance,
+            "cv_design": {"folds": folds, "repeats": repeats, "seed": seed},
+            "files": {"embeddings": [str(s.path) for s in cohort.sets if not s.measured],
+                      "measurements": [str(s.path) for s in cohort.sets if s.measured]}}
+
+
+def record_differences(saved: dict, record: dict) -> list[str]:
+    """What differs between a study's record and this run's, in words (saved value first)."""
+    differences = []
+    if saved.get("dataset_fingerprint") != record["dataset_fingerprint"]:
+        differences.append(f"other labelled patients (fingerprint {saved.get('dataset_fingerprint')} vs "
+                           f"{record['dataset_fingerprint']})")
+    saved_sets, sets = saved.get("embeddings_provenance") or {}, record["embeddings_provenance"]
+    if list(saved_sets) != list(sets):
+        differences.append(f"other embeddings or measurement files ({', '.join(saved_sets)} vs {', '.join(sets)})")
+    else:
+        differences += [f"{name} of another provenance ({describe_difference(saved_sets[name], sets[name])})"
+                        for name in sets if saved_sets[name] != sets[name]]
+    design = saved.get("cv_design") or {}
+    if design != record["cv_design"]:
+        differences.append("another CV design (" + ", ".join(f"{key} {design.get(key)} vs {value}"
+                                                            for key, value in record["cv_design"].items()) + ")")
+    return differences
+
+
+def claim_study(study: optuna.Study, record: dict, adopt_unrecorded: bool, where: str) -> None:
+    """Tie a new study to `record`, or check that a resumed one was made on the same data and CV design: trials
+    on other patients, embeddings or folds are not comparable, and their best would be saved as these ones'.
+    A study without a record (made by an earlier version) is adopted when empty or under the default name
+    (which is derived from the data and design), else refused."""
+    record = json.loads(json.dumps(record))  # as the storage returns it (lists, not tuples)
+    saved = study.user_attrs.get(RECORD_KEY)
+    remedy = "choose another --study-name (or leave it out: the default name is derived from the data and design)"
+    if saved is None:
+        if study.get_trials(deepcopy=False) and not adopt_unrecorded:
+            raise InputError(f"--study-name {study.study_name}: the study in {where} has trials but no record of the "
+                             f"data and CV design they were computed on (an earlier version made it); {remedy}")
+        study.set_user_attr(RECORD_KEY, record)
+        return
+    differences = record_differences(saved, record)
+    if differences:
+        raise InputError(f"--study-name {study.study_name}: the study in {where} was made on {'; '.join(differences)}; "
+                         f"{remedy}")
 
 
 def log_progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
