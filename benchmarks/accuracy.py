@@ -91,10 +91,12 @@ def build_rows(args, base: Cohort) -> list[Row]:
                         f"+ median of each of {measured.sets[-1].dim} morphometric quantities"))
     for path in args.backbone or []:
         alone = extra_cohort(path, base)
-        rows.append(Row(f"default on {alone.primary.name}"[:NAME_WIDTH], alone, spec, f"{path}; dim {alone.primary.dim}"))
+        label = Path(path).stem if alone.primary.name == base.primary.name else alone.primary.name
+        rows.append(Row(f"default on {label}"[:NAME_WIDTH], alone, spec,
+                        f"{alone.primary.name}, {alone.primary.provenance['preprocessing']}; dim {alone.primary.dim}"))
         both = extra_cohort(path, base, args.embeddings)
-        rows.append(Row(f"default, + {alone.primary.name}"[:NAME_WIDTH], both, spec,
-                        f"{base.primary.name} and {alone.primary.name}: a cell score each"))
+        rows.append(Row(f"default, main + {label}"[:NAME_WIDTH], both, spec,
+                        f"{' and '.join(s.name for s in both.sets)}: a cell score each"))
     if args.stain_embeddings and args.stain_morphometry:
         both = extra_cohort(args.stain_morphometry, base, args.stain_embeddings)
         rows.append(Row("stain-normalised + morphometry", both, with_morphometry(spec),
