@@ -284,7 +284,7 @@ def booster_files(copy: Path) -> list[Path]:
     (lambda d: d["params"].update(learning_rate=-1), "learning_rate = -1 is out of range"),
     (lambda d: d["features"]["cell_score"]["fake-backbone"].update(beta=[1.0] * 8), "16-dimensional embeddings"),
     (lambda d: d["features"]["cell_score"]["fake-backbone"].update(beta=[float("nan")] * 16), "not finite"),
-    (lambda d: d["features"]["cell_score"]["fake-backbone"].update(intercept="high"), "damaged model description"),
+    (lambda d: d["features"]["cell_score"]["fake-backbone"].update(intercept="high"), "intercept must be a number"),
     (lambda d: d["columns"].append({"family": "weather"}), "damaged model description"),
     (lambda d: d.update(format="lymphocytosis-model/1"), "refit it"),
     (lambda d: d.update(embeddings_provenance={"fake-backbone": "x"}), "embeddings_provenance must map"),
