@@ -106,7 +106,7 @@ def tamper(path: Path, patient: str, dataset: str, value) -> None:
      ["patient F2", "not floating point"]),
     (lambda h5: tamper(h5, "F2", "embeddings", np.zeros((1, 16), np.float32)), ["patient F2", "embeddings of shape"]),
     (lambda h5: tamper(h5, "F3", "embeddings", np.zeros((len(names(h5, "F3")), 8), np.float32)),
-     ["different dimensions"]),
+     ["patient F3", "8 dimensions where the file records 16"]),
     (lambda h5: tamper(h5, "F0", "filenames", np.array(["../../x.jpg"] * len(names(h5, "F0")), dtype=object)),
      ["patient F0", "'../../x.jpg' is not a plain name"]),
     (lambda h5: tamper(h5, "F0", "filenames", np.array(["/etc/passwd"] * len(names(h5, "F0")), dtype=object)),
