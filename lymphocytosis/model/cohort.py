@@ -61,6 +61,13 @@ class CellFeatureSet:
         return self._raw[key]
 
 
+def patients_fingerprint(ids: list[str], labels) -> str:
+    """Which patients, with which labels (order aside): what tuned settings and saved results are tied to."""
+    pairs = sorted(zip(ids, (int(label) for label in labels)))
+    text = ",".join(f"{patient_id}:{label}" for patient_id, label in pairs)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class FitMemo:
     """Learned parts depend on the training patients and their own settings only, not on LightGBM's parameters:
     tuning trials that revisit the same folds reuse them. Bounded, least recently used first out."""
@@ -105,9 +112,7 @@ class Cohort:
     @property
     def fingerprint(self) -> str:
         """Which labelled patients (and labels) this is: tuned settings and studies are tied to it."""
-        pairs = sorted(zip(self.labelled_ids, self.labels(self.labelled_ids)))
-        text = ",".join(f"{patient_id}:{label}" for patient_id, label in pairs)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return patients_fingerprint(self.labelled_ids, self.labels(self.labelled_ids))
 
     @property
     def data_fingerprint(self) -> str:
