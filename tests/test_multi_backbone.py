@@ -25,6 +25,7 @@ def second(fake_embeddings, tmp_path_factory) -> Path:
     rng = np.random.default_rng(5)
     with h5py.File(path, "r+") as handle:
         handle.attrs["model"] = "fake-b"
+        handle.attrs["dim"] = 8  # the dimension every bag is checked against
         handle.attrs["weights_sha256"] = "1" * 64
         for group in handle["patients"].values():
             values = group["embeddings"][()]

@@ -243,7 +243,25 @@ def inputs_of(args, cohort) -> list[Path]:
         inputs.append(Path(args.params))
     if args.command == "predict" and Path(args.model_dir).is_dir():
         inputs += sorted(Path(args.model_dir).iterdir())
+    if getattr(args, "stain_cv", None):
+        inputs.append(Path(args.stain_cv))
     return inputs
+
+
+FOLDER_OUTPUTS = ("--cv-dir", "--out-dir")  # replaced as a whole: nothing else may be written inside
+
+
+def refuse_nested_outputs(outputs: dict) -> None:
+    """No output inside (or equal to) a folder output: the folder is swapped in whole, so what was written inside
+    it would be lost, or would block the swap, on this run or the next."""
+    for folder_option in FOLDER_OUTPUTS:
+        folder = outputs.get(folder_option)
+        for option, output in outputs.items():
+            if folder is None or output is None or option == folder_option:
+                continue
+            if Path(output).resolve().is_relative_to(Path(folder).resolve()):
+                raise InputError(f"{option} {output}: inside {folder_option} {folder}, a folder that is replaced as a "
+                                 "whole; choose a path outside it")
 
 
 def outputs_of(args) -> dict:
@@ -266,6 +284,7 @@ def main(argv=None):
     from ..model.measurements import settings_for
     from ..model.tuned_params import load_settings
 
+    refuse_nested_outputs(outputs_of(args))
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
     start_run(args, args.command, args._home)

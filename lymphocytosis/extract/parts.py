@@ -161,5 +161,5 @@ def assemble(out: Path, patient_ids: list[str], bag_of: Callable[[str], PatientB
             totals["n_patients"] += 1
             totals["n_images"] += len(bag.filenames)
             totals["n_skipped"] += len(bag.skipped)
-        write_file_attrs(handle, {**provenance, **file_attrs, **totals})
+        write_file_attrs(handle, {**provenance, **file_attrs, **totals, "dim": int(dim)})
     return totals

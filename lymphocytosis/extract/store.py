@@ -3,8 +3,9 @@
 Layout (format `lymphocytosis-embeddings/2`):
 
     /                         attrs: provenance (see provenance.PROVENANCE_KEYS), weights_file_sha256, versions, created,
-                                     dataset_root, n_patients, n_images, n_skipped, complete=True
-    /patients/<ID>/embeddings float (n_cells, D), rows in the order of `filenames`
+                                     dataset_root, n_patients, n_images, n_skipped, dim (D; absent in files
+                                     written before it was recorded), complete=True
+    /patients/<ID>/embeddings float (n_cells, D), rows in the order of `filenames`; (0, D) for a patient without cells
     /patients/<ID>/filenames  utf-8 strings (n_cells,), image names inside the patient's folder
     /patients/<ID>            attrs: split, n_cells, skipped (JSON list of {"file", "reason"}), note,
                                      listing_sha256 (the folder's image listing), row_sha256 (its CSV row)
@@ -28,6 +29,8 @@ from ..provenance import PROVENANCE_KEYS
 from .layout import SPLIT_CSVS, validate_patient_id
 
 FORMAT = "lymphocytosis-embeddings/2"
+OLD_FORMATS = ("lymphocytosis-embeddings/1",)  # recognised (to be updated or replaced), never read
+KNOWN_FORMATS = (FORMAT, *OLD_FORMATS)
 MAX_ABS_VALUE = 1e5  # no frozen network's pooled feature comes near this; 1e30 means a damaged file
 _STR = h5py.string_dtype("utf-8")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -135,7 +138,7 @@ def read_provenance(path: Path) -> dict:
         attrs = read_attrs(path)
     except HDF5_ERRORS as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
-    if attrs.get("format") == "lymphocytosis-embeddings/1":
+    if attrs.get("format") in OLD_FORMATS:
         raise InputError(f"{path}: made by an older version of this tool; rerun extract.py with the same settings "
                          "and --overwrite to update it")
     if attrs.get("format") != FORMAT:
@@ -167,9 +170,25 @@ def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
     except (*HDF5_ERRORS, json.JSONDecodeError) as exc:
         where = f"patient {patient_id}: " if patient_id else ""
         raise InputError(f"{path}: {where}damaged embeddings ({str(exc).splitlines()[0]}); re-extract it") from None
-    dims = {bag.embeddings.shape[1] for bag in bags.values() if bag.embeddings.shape[0]}
-    if len(dims) > 1:
-        raise InputError(f"{path}: patients' embeddings have different dimensions ({sorted(dims)}); re-extract it")
     if not bags:
         raise InputError(f"{path}: holds no patients")
+    problem = check_dimensions(provenance, bags)
+    if problem:
+        raise InputError(f"{path}: {problem}; re-extract it")
     return provenance, bags
+
+
+def check_dimensions(provenance: dict, bags: dict[str, PatientBag]) -> str | None:
+    """Every bag, an empty one too (shape (0, D)), has the dimension the file records (`dim`, written since it
+    was added) or, in a file without it, the one most bags have."""
+    recorded = provenance.get("dim")
+    if "dim" in provenance and (type(recorded) is not int or recorded < 1):
+        return f"attribute dim = {recorded!r:.40} is not a positive integer"
+    dims = [bag.embeddings.shape[1] for bag in bags.values()]
+    expected = recorded if "dim" in provenance else max(set(dims), key=dims.count)
+    odd = next((bag for bag in bags.values() if bag.embeddings.shape[1] != expected), None)
+    if odd is None:
+        return None
+    what = "the file records" if "dim" in provenance else "the other patients' have"
+    return (f"patient {odd.patient_id}: embeddings of shape {odd.embeddings.shape}, {odd.embeddings.shape[1]} dimensions "
+            f"where {what} {expected}")

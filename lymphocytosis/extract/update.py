@@ -21,10 +21,9 @@ from ..provenance import describe_difference, same
 from .images import FolderScan
 from .layout import PatientEntry
 from .parts import PartsFolder
-from .store import FORMAT, HDF5_ERRORS, PatientBag, is_measurement, read_attrs, read_bag
+from .store import FORMAT, HDF5_ERRORS, KNOWN_FORMATS, PatientBag, check_dimensions, is_measurement, read_attrs, read_bag
 
 log = logging.getLogger(__name__)
-OLD_FORMATS = ("lymphocytosis-embeddings/1",)
 
 
 def check_output(out: Path, patients: list[PatientEntry]) -> None:
@@ -37,7 +36,7 @@ def check_output(out: Path, patients: list[PatientEntry]) -> None:
             kind = read_attrs(out).get("format")
         except HDF5_ERRORS:
             kind = None
-        if kind not in (FORMAT, *OLD_FORMATS):
+        if kind not in KNOWN_FORMATS:
             raise InputError(f"--out {out}: exists and is not an embeddings file of this tool; refusing to replace it "
                              "(choose another --out)")
 
@@ -64,9 +63,12 @@ def read_previous(out: Path) -> PreviousExtraction:
             measured = is_measurement({k: str(v) for k, v in handle.attrs.items()})
             bags = {patient_id: read_bag(group, patient_id, measured) for patient_id, group in handle["patients"].items()}
             n_images, n_skipped = int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"])
+        problem = check_dimensions(read_attrs(out), bags) if bags else None
     except (*HDF5_ERRORS, InputError, json.JSONDecodeError) as exc:
         where = f"patient {patient_id}: " if patient_id else ""
         raise InputError(f"{out}: {where}damaged ({str(exc).splitlines()[0]}); pass --overwrite to replace it") from None
+    if problem:
+        raise InputError(f"{out}: damaged ({problem}); pass --overwrite to replace it")
     listings = {k: bag.listing_sha256 for k, bag in bags.items()}
     rows = {k: (bag.split, bag.row_sha256) for k, bag in bags.items()}
     return PreviousExtraction(out, listings, rows, n_images, n_skipped)

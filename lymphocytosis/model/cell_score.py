@@ -19,6 +19,8 @@ import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits
 
+from ..errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +38,14 @@ class CellScoreWeights:
         return {"beta": self.beta.tolist(), "intercept": self.intercept}
 
     @classmethod
-    def from_dict(cls, data: dict) -> CellScoreWeights:
-        return cls(np.asarray(data["beta"], dtype=np.float64), float(data["intercept"]))
+    def from_dict(cls, data: dict, where: str = "cell score") -> CellScoreWeights:
+        """Weights read back from model.json: `beta` a list of finite numbers, `intercept` a finite number; an
+        InputError names `where` and the key otherwise."""
+        from .json_values import finite_number, number_array
+
+        if not isinstance(data, dict) or set(data) != {"beta", "intercept"}:
+            raise InputError(f"{where} must be an object of beta and intercept")
+        return cls(number_array(data["beta"], f"{where}.beta", 1), finite_number(data["intercept"], f"{where}.intercept"))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..extract.store import load_bags
+from ..files import same_file
 from ..provenance import identity
 from .cell_score import CellStatistics
 from .clinical import read_clinical
@@ -58,6 +59,13 @@ class CellFeatureSet:
         if key not in self._raw:
             self._raw[key] = compute(self.bags[patient_id])
         return self._raw[key]
+
+
+def patients_fingerprint(ids: list[str], labels) -> str:
+    """Which patients, with which labels (order aside): what tuned settings and saved results are tied to."""
+    pairs = sorted(zip(ids, (int(label) for label in labels)))
+    text = ",".join(f"{patient_id}:{label}" for patient_id, label in pairs)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 class FitMemo:
@@ -104,9 +112,7 @@ class Cohort:
     @property
     def fingerprint(self) -> str:
         """Which labelled patients (and labels) this is: tuned settings and studies are tied to it."""
-        pairs = sorted(zip(self.labelled_ids, self.labels(self.labelled_ids)))
-        text = ",".join(f"{patient_id}:{label}" for patient_id, label in pairs)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return patients_fingerprint(self.labelled_ids, self.labels(self.labelled_ids))
 
     @property
     def data_fingerprint(self) -> str:
@@ -134,12 +140,37 @@ class Cohort:
 
 
 def set_names(provenances: list[dict], paths: list[Path]) -> list[str]:
-    """Each file's label: its backbone name, or `<backbone>@<file stem>` where two files share a backbone."""
+    """Each file's label: its backbone (the provenance's model), or where two files share one, `<backbone>@<file
+    stem>`, then `<backbone>@<parent folder>` for files of the same name in two folders, then a counter. The same
+    file given twice (under two names, or through a link) is refused: it would only duplicate features."""
+    for i, path in enumerate(paths):
+        twin = next((other for other in paths[:i] if same_file(path, other)), None)
+        if twin is not None:
+            raise InputError(f"{path}: given twice (the same file as {twin})")
     models = [str(p.get("model", "embeddings")) for p in provenances]
-    names = [m if models.count(m) == 1 else f"{m}@{path.stem}" for m, path in zip(models, paths)]
-    if len(set(names)) != len(names):
-        raise InputError(f"{paths[names.index(next(n for n in names if names.count(n) > 1))]}: given twice")
+    levels = [lambda m, path: m, lambda m, path: f"{m}@{path.stem}",
+              lambda m, path: f"{m}@{path.resolve().parent.name or path.stem}"]
+    level = [0] * len(paths)
+    names = [levels[0](m, path) for m, path in zip(models, paths)]
+    while len(set(names)) != len(names):
+        clashing = [i for i, name in enumerate(names) if names.count(name) > 1]
+        if all(level[i] == len(levels) - 1 for i in clashing):
+            for count, i in enumerate(clashing[1:], 2):
+                names[i] = unused(f"{names[i]}-{count}", names)
+            break
+        for i in clashing:
+            level[i] = min(level[i] + 1, len(levels) - 1)
+            names[i] = levels[level[i]](models[i], paths[i])
     return names
+
+
+def unused(name: str, names: list[str]) -> str:
+    """`name`, or `name` with a suffix, so that it is none of `names`."""
+    candidate, k = name, 1
+    while candidate in names:
+        k += 1
+        candidate = f"{name}.{k}"
+    return candidate
 
 
 def check_patients(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -> None:

@@ -18,6 +18,7 @@ from ..errors import InputError
 from .cell_score import CellScoreWeights, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
+from .json_values import number_array
 from .statistics import bag_statistics
 
 CLINICAL, EMBEDDING, CELL_SCORE = "clinical", "embedding", "cell_score"
@@ -87,8 +88,16 @@ class PcaBasis:
         return {"mean": self.mean.tolist(), "components": self.components.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> PcaBasis:
-        return cls(np.asarray(data["mean"], dtype=np.float64), np.asarray(data["components"], dtype=np.float64))
+    def from_dict(cls, data: dict, where: str = "PCA basis") -> PcaBasis:
+        """A basis read back from model.json: `mean` (D,) and `components` (k, D), finite; an InputError names
+        `where` and the key otherwise."""
+        if not isinstance(data, dict) or set(data) != {"mean", "components"}:
+            raise InputError(f"{where} must be an object of mean and components")
+        mean = number_array(data["mean"], f"{where}.mean", 1)
+        components = number_array(data["components"], f"{where}.components", 2)
+        if components.shape[1] != len(mean) or len(components) > len(mean):
+            raise InputError(f"{where}.components has shape {components.shape}, for a mean of {len(mean)} dimensions")
+        return cls(mean, components)
 
 
 def clinical_table(cohort: Cohort, spec: FeatureSpec, ids: list[str]) -> FeatureTable:
@@ -162,8 +171,21 @@ class FittedFeatures:
 
     @classmethod
     def from_dict(cls, spec: FeatureSpec, data: dict) -> FittedFeatures:
-        return cls(spec, list(data["backbones"]), {k: PcaBasis.from_dict(v) for k, v in data["pca"].items()},
-                   {k: CellScoreWeights.from_dict(v) for k, v in data["cell_score"].items()})
+        """What model.json's `features` holds, every array checked; an InputError names the key."""
+        if not isinstance(data, dict) or set(data) != {"backbones", "pca", "cell_score"}:
+            raise InputError("features must be an object of backbones, pca and cell_score")
+        backbones = data["backbones"]
+        if not (isinstance(backbones, list) and backbones and all(isinstance(b, str) for b in backbones)
+                and len(set(backbones)) == len(backbones)):
+            raise InputError(f"features.backbones must be a list of distinct names, not {backbones!r:.80}")
+        for key in ("pca", "cell_score"):
+            if not isinstance(data[key], dict) or not set(data[key]) <= set(backbones):
+                unknown = sorted(set(data[key]) - set(backbones)) if isinstance(data[key], dict) else []
+                raise InputError(f"features.{key} must map names of features.backbones to their fitted state"
+                                 + (f" ({unknown[0]!r} is not one)" if unknown else ""))
+        return cls(spec, list(backbones),
+                   {k: PcaBasis.from_dict(v, f"features.pca[{k!r}]") for k, v in data["pca"].items()},
+                   {k: CellScoreWeights.from_dict(v, f"features.cell_score[{k!r}]") for k, v in data["cell_score"].items()})
 
 
 def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]) -> PcaBasis:

@@ -46,8 +46,11 @@ def settings_for(cohort: Cohort, settings: Settings) -> Settings:
 def dimension_names(feature_set: CellFeatureSet) -> list[str]:
     try:
         names = json.loads(feature_set.provenance["dimension_names"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InputError(f"{feature_set.path}: unreadable dimension_names attribute ({exc}); re-measure it") from None
+    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)):
+        raise InputError(f"{feature_set.path}: dimension_names must be a list of distinct names, not {names!r:.80}; "
+                         "re-measure it")
     if len(names) != feature_set.dim:
         raise InputError(f"{feature_set.path}: {len(names)} dimension names for {feature_set.dim} columns; re-measure it")
     return names

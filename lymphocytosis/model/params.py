@@ -49,12 +49,28 @@ RULES = {
 }
 
 
+def shown(value) -> str:
+    """A value for an error line: numbers too long to print (a 400-digit integer) shortened."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**16:
+        exponent = math.log10(abs(value))  # exact enough for any size of integer, unlike float(value)
+        mantissa = 10 ** (exponent - math.floor(exponent))
+        return f"{'-' if value < 0 else ''}{mantissa:.3g}e+{math.floor(exponent)}"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def check_value(name: str, value, where: str):
+    """The value as the rule's type, or one line naming `where`, the parameter and what is wrong. Booleans are
+    no numbers here (True is an int to Python); NaN, infinities and integers too large for a float are out of
+    range (compared exactly, never converted first)."""
     kind, low, high = RULES[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise InputError(f"{where}: parameter {name} = {value!r} is not {'an integer' if kind is int else 'a number'}")
-    if not (math.isfinite(value) and low <= value <= high) or (name == "max_depth" and value == 0):
-        raise InputError(f"{where}: parameter {name} = {value!r} is out of range ({low} to {high})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where}: parameter {name} = {shown(value)} is not {'an integer' if kind is int else 'a number'}")
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not (finite and low <= value <= high) or (name == "max_depth" and value == 0):
+        raise InputError(f"{where}: parameter {name} = {shown(value)} is out of range ({low} to {high})")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise InputError(f"{where}: parameter {name} = {shown(value)} is not an integer")
     return kind(value)
 
 

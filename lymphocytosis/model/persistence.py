@@ -20,10 +20,10 @@ import re
 from pathlib import Path
 
 import lightgbm as lgb
-import numpy as np
 
 from .. import __version__
 from ..errors import InputError, in_file
+from ..extract.store import is_measurement
 from ..files import atomic_write_json, atomic_write_text
 from .classifier import FittedModel
 from .feature_spec import FeatureSpec
@@ -88,8 +88,8 @@ def read_document(directory: Path) -> dict:
         raise InputError(f"{directory}: no saved model here (run `python model.py fit` first)")
     try:
         document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: also a number too long to read (over 4300 digits)
+        raise InputError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
         found = document.get("format") if isinstance(document, dict) else None
         raise InputError(f"{path}: not a model of this tool in format {MODEL_FORMAT} (format {found!r}); refit it")
@@ -121,19 +121,19 @@ def read_booster(directory: Path, entry: dict) -> lgb.Booster:
         raise InputError(f"{path}: not a readable LightGBM model ({str(exc).splitlines()[0]})") from None
 
 
-def check_state(features: FittedFeatures, spec: FeatureSpec, columns: list[FeatureColumn]) -> str | None:
-    """What is inconsistent in the fitted state of a model.json, if anything."""
-    arrays = [w.beta for w in features.cell_score.values()] + [b.mean for b in features.pca.values()]
-    arrays += [b.components for b in features.pca.values()]
-    if not all(np.isfinite(a).all() and a.size for a in arrays):
-        return "fitted weights are empty or not finite"
-    if not all(isinstance(w.intercept, float) and np.isfinite(w.intercept) for w in features.cell_score.values()):
-        return "a cell score intercept is not a finite number"
-    if spec.cell_score and set(features.cell_score) != set(features.backbones):
-        return "cell score weights do not cover the model's embeddings"
-    for basis in features.pca.values():
-        if basis.components.ndim != 2 or basis.components.shape[1] != basis.mean.shape[0]:
-            return "a PCA basis has inconsistent shapes"
+def check_state(features: FittedFeatures, spec: FeatureSpec, columns: list[FeatureColumn],
+                provenance: dict[str, dict]) -> str | None:
+    """What is inconsistent in the fitted state of a model.json, if anything (each array's shape and values are
+    checked as it is read: FittedFeatures.from_dict)."""
+    if list(provenance) != features.backbones:
+        return "features.backbones differ from the embeddings named in embeddings_provenance"
+    for name in features.backbones:
+        measured = is_measurement(provenance[name])
+        scored = spec.measurement_score if measured else spec.cell_score
+        if scored and name not in features.cell_score:
+            return f"features.cell_score has no weights for {name!r}"
+        if not measured and spec.embedding_stats and spec.embedding_pca and name not in features.pca:
+            return f"features.pca has no basis for {name!r}"
     if not columns:
         return "no feature columns"
     return None
@@ -148,10 +148,10 @@ def load_model(directory: Path) -> FittedModel:
         params = validate_params(document["params"], str(path))
         columns = [FeatureColumn.from_dict(c) for c in document["columns"]]
         features = FittedFeatures.from_dict(spec, document["features"])
-        problem = check_state(features, spec, columns)
+        problem = check_state(features, spec, columns, document["embeddings_provenance"])
     except InputError as exc:
         raise in_file(path, exc) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise InputError(f"{path}: damaged model description ({type(exc).__name__}: {exc}); refit the model") from None
     if problem:
         raise InputError(f"{path}: {problem}; refit the model")

@@ -24,11 +24,12 @@ import pandas as pd
 from .. import __version__
 from ..errors import InputError, in_file
 from ..files import atomic_directory
-from .cohort import Cohort
+from .cohort import Cohort, patients_fingerprint
 from .evaluation import Comparison, CVDesign, CVResult
 from .explanations import Explanations
 from .feature_spec import FeatureSpec
 from .features import FeatureColumn
+from .json_values import integer
 from .params import validate_params
 from .persistence import save_model
 from .tuned_params import Settings
@@ -114,10 +115,19 @@ def write_explanations(path: Path, ex: Explanations) -> None:
 def read_explanations(path: Path) -> Explanations:
     with h5py.File(path, "r") as handle:
         columns = [FeatureColumn.from_dict(c) for c in json.loads(handle.attrs["columns"])]
-        arrays = {name: handle[name][()] for name in ("gain_share", "shap", "values")}
-        scores = {str(group.attrs["backbone"]): {patient_id: d[()] for patient_id, d in group.items()}
+        arrays = {name: float_array(handle[name][()], f"explanations.h5: {name}") for name in ("gain_share", "shap", "values")}
+        scores = {str(group.attrs["backbone"]): {patient_id: float_array(d[()], f"explanations.h5: cell scores of {patient_id}")
+                                                  for patient_id, d in group.items()}
                   for group in handle.get("cell_scores", {}).values()}
         return Explanations(json.loads(handle.attrs["ids"]), columns, cell_scores=scores, **arrays)
+
+
+def float_array(values, what: str) -> np.ndarray:
+    """A dataset read back as float64; ValueError (naming `what`) when it holds no numbers."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiu":
+        raise ValueError(f"{what} holds {values.dtype} values, not numbers")
+    return values.astype(np.float64)
 
 
 def save_cv(directory: Path, comparison: Comparison, explanations: Explanations, settings: Settings, cohort: Cohort,
@@ -153,12 +163,28 @@ def check_saved(comparison: Comparison, ex: Explanations) -> str | None:
     for result in (full, clinical):
         if not (np.isfinite(result.probabilities).all() and ((result.probabilities >= 0) & (result.probabilities <= 1)).all()):
             return "predictions.csv holds a missing or invalid probability"
-        if not set(result.labels.tolist()) <= {0, 1}:
-            return "predictions.csv holds a label other than 0 or 1"
     n_features = len(ex.columns)
     if (ex.ids != full.ids or ex.shap.shape != (repeats, n, n_features + 1) or ex.values.shape != (repeats, n, n_features)
-            or ex.gain_share.ndim != 2 or ex.gain_share.shape[1] != n_features):
+            or ex.gain_share.shape != (comparison.design.folds * repeats, n_features)):
         return "explanations.h5 does not match predictions.csv (patients, repeats or features)"
+    return check_explanation_values(ex, set(full.ids))
+
+
+def check_explanation_values(ex: Explanations, ids: set[str]) -> str | None:
+    """Finite SHAP values and gain shares; feature values and cell scores finite or NaN (missing), never
+    infinite; cell scores one number per cell of a patient of the CV."""
+    if not np.isfinite(ex.shap).all():
+        return "explanations.h5: SHAP values hold NaN or infinite values"
+    if not (np.isfinite(ex.gain_share).all() and (ex.gain_share >= 0).all()):
+        return "explanations.h5: gain shares hold negative, NaN or infinite values"
+    if np.isinf(ex.values).any():
+        return "explanations.h5: feature values hold infinite values"
+    for scores in ex.cell_scores.values():
+        for patient_id, values in scores.items():
+            if patient_id not in ids:
+                return f"explanations.h5: cell scores of patient {patient_id}, who is not in predictions.csv"
+            if values.ndim != 1 or np.isinf(values).any():
+                return f"explanations.h5: cell scores of patient {patient_id} are not one finite number per cell"
     return None
 
 
@@ -169,17 +195,49 @@ def cv_result(frame: pd.DataFrame, column: str) -> CVResult:
     return CVResult(ids, labels, wide.loc[ids].to_numpy(dtype=np.float64).T)
 
 
+def read_predictions(path: Path, fingerprint: str) -> pd.DataFrame:
+    """predictions.csv, its labels checked: 0 or 1, one per patient, and the labelled patients cv.json was
+    computed on (its dataset fingerprint), so an edited label or ID cannot change the report's metrics."""
+    frame = pd.read_csv(path, dtype={"ID": str}, keep_default_na=False)
+    labels = frame["LABEL"]
+    if labels.dtype.kind not in "iu" or not set(labels.tolist()) <= {0, 1}:
+        raise ValueError("predictions.csv holds a label other than 0 or 1")
+    if (frame.groupby("ID")["LABEL"].nunique() > 1).any():
+        raise ValueError("predictions.csv gives a patient two labels")
+    first = frame.drop_duplicates("ID")
+    if patients_fingerprint(first["ID"].tolist(), first["LABEL"].to_numpy()) != fingerprint:
+        raise ValueError("predictions.csv: its patients or labels differ from those cv.json was computed on")
+    return frame
+
+
+def read_design(document: dict) -> CVDesign:
+    """The folds of cv.json: integers in the ranges model.py accepts."""
+    return CVDesign(integer(document["folds"], "folds", 2, 100),
+                    integer(document["repeats"], "repeats", 1, 1000),
+                    integer(document["seed"], "seed", 0, 2**31 - 1))
+
+
+def read_document(path: Path) -> dict:
+    document = json.loads(path.read_text())
+    if not isinstance(document, dict) or document.get("format") != RESULTS_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise InputError(f"{path}: not cross-validation results of this tool (format {found!r})")
+    for key, kind in (("provenance", dict), ("dataset_fingerprint", str), ("data_fingerprint", str), ("info", dict),
+                      ("settings", dict)):
+        if not isinstance(document.get(key), kind):
+            raise InputError(f"{path}: {key} missing or malformed")
+    return document
+
+
 def load_cv(directory: Path) -> SavedCV:
     directory = Path(directory)
     path = directory / "cv.json"
     if not path.is_file():
         raise InputError(f"{directory}: no saved cross-validation here (run `python model.py cv` first)")
     try:
-        document = json.loads(path.read_text())
-        if document.get("format") != RESULTS_FORMAT:
-            raise InputError(f"{path}: not cross-validation results of this tool (format {document.get('format')!r})")
-        frame = pd.read_csv(directory / "predictions.csv", dtype={"ID": str}, keep_default_na=False)
-        design = CVDesign(int(document["folds"]), int(document["repeats"]), int(document["seed"]))
+        document = read_document(path)
+        design = read_design(document)
+        frame = read_predictions(directory / "predictions.csv", document["dataset_fingerprint"])
         comparison = Comparison(design, cv_result(frame, "PROBABILITY"), cv_result(frame, "CLINICAL_PROBABILITY"))
         settings = Settings(FeatureSpec.from_dict(document["settings"]["feature_spec"]),
                             validate_params(document["settings"]["params"], "settings"), str(document["settings"]["source"]))
@@ -187,13 +245,10 @@ def load_cv(directory: Path) -> SavedCV:
         problem = check_saved(comparison, explanations)
         if problem:
             raise ValueError(problem)
-        for key, kind in (("provenance", dict), ("dataset_fingerprint", str), ("data_fingerprint", str), ("info", dict)):
-            if not isinstance(document[key], kind):
-                raise ValueError(f"cv.json: {key} malformed")
     except InputError as exc:
         raise in_file(path, exc) from None
-    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{directory}: damaged cross-validation results ({type(exc).__name__}: {exc}); "
-                         "rerun model.py cv") from None
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, RecursionError) as exc:
+        raise InputError(f"{directory}: damaged cross-validation results ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}); rerun model.py cv") from None
     return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],
                    document["data_fingerprint"], document["info"])

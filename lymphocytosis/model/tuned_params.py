@@ -62,14 +62,19 @@ def is_best_params_file(path: Path) -> bool:
 
 def read_settings_file(path: Path) -> tuple[Settings, dict]:
     """The settings in a parameters file and the whole document (for its provenance and fingerprint)."""
-    try:
+    try:  # ValueError: also a number too long to read (over 4300 digits); RecursionError: absurd nesting
         document = json.loads(path.read_text())
         spec = FeatureSpec.from_dict(document["feature_spec"])
         params = validate_params(document["params"], str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a parameters file written by tune.py ({type(exc).__name__}: {exc})") from None
+    except (ValueError, RecursionError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a parameters file written by tune.py ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
     except InputError as exc:
         raise in_file(path, exc) from None
+    provenance = document.get("embeddings_provenance", {})
+    if not (isinstance(provenance, dict) and all(isinstance(v, dict) for v in provenance.values())):
+        raise InputError(f"{path}: embeddings_provenance must map each embeddings name to its settings, not "
+                         f"{type(provenance).__name__}; tune again")
     return Settings(spec, params, str(path)), document
 
 
