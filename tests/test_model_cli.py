@@ -258,3 +258,35 @@ def test_params_of_other_patients_are_refused(synthetic_embeddings, tmp_path):
     with pytest.raises(InputError, match="other labelled patients"):
         load_settings(str(tuned), cohort)
     assert load_settings("auto", cohort, best_params=tuned).source == "defaults"
+
+
+def test_a_refused_command_leaves_no_run_log(tmp_path):
+    """Every check (settings, output folders, saved model, patients, --stain-cv) runs before the run is recorded:
+    a refusal leaves nothing in <artifacts>/logs, and one accepted command does leave its log there."""
+    from conftest import write_fake_embeddings
+
+    embeddings = write_fake_embeddings(tmp_path / "a", n_train=12, n_test=2)
+    logs = embeddings.parent / "logs"
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    (crowded / "notes.txt").write_text("mine")
+    bad_params = tmp_path / "bad.json"
+    bad_params.write_text("{}")
+    base = ["--embeddings", str(embeddings)]
+    refused = [
+        (["cv", *base, "--cv-dir", str(crowded)], "--cv-dir"),
+        (["fit", *base, "--model-dir", str(crowded)], "--model-dir"),
+        (["fit", *base, "--params", str(bad_params), "--model-dir", str(tmp_path / "m")], "bad.json"),
+        (["predict", *base, "--model-dir", str(tmp_path / "no-model"), "--out", str(tmp_path / "p.csv"),
+          "--submission", str(tmp_path / "s.csv")], "no-model"),
+        (["report", *base, "--patients", "NOBODY", "--out-dir", str(tmp_path / "r"), "--cv-dir", str(tmp_path / "c")],
+         "NOBODY"),
+        (["report", *base, "--stain-cv", str(tmp_path / "no-cv"), "--out-dir", str(tmp_path / "r"),
+          "--cv-dir", str(tmp_path / "c")], "no-cv"),
+        (["report", *base, "--out-dir", str(crowded), "--cv-dir", str(tmp_path / "c")], "--out-dir"),
+    ]
+    for argv, fragment in refused:
+        assert_one_line_error(run_main(model_cli.main, argv), fragment)
+        assert not logs.exists(), f"{argv[0]} left a run log although it was refused"
+    fitted = run_main(model_cli.main, ["fit", *base, "--params", "default", "--model-dir", str(tmp_path / "m")])
+    assert logs.exists() and any(logs.glob("fit-*.log")), fitted.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..defaults import artifact_paths
@@ -136,10 +137,13 @@ def run_cv(args, cohort, settings):
     return load_cv(directory)
 
 
-def command_cv(args, cohort, settings):
+def check_cv(args, cohort, settings) -> None:
     from ..model.results import check_results_dir
 
     check_results_dir(args.cv_dir)
+
+
+def command_cv(args, cohort, settings, checked=None):
     saved = run_cv(args, cohort, settings)
     print(format_cv_table(saved.comparison))
     if settings.tuned:
@@ -154,18 +158,21 @@ def command_cv(args, cohort, settings):
         log.info("wrote %s", args.json)
 
 
-def command_fit(args, cohort, settings):
-    from ..model.classifier import FittedModel
+def check_fit(args, cohort, settings) -> None:
     from ..model.persistence import check_model_dir
 
     check_model_dir(args.model_dir)
+    if not cohort.labelled_ids:
+        raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
+
+
+def command_fit(args, cohort, settings, checked=None):
+    from ..model.classifier import FittedModel
+    from ..model.params import too_few_patients
+
     ids = cohort.labelled_ids
     training = {"n_patients": len(ids), "n_tumoral": int(cohort.labels(ids).sum()), "settings_source": settings.source,
                 "dataset_root": str(cohort.dataset_root), "embeddings_path": [str(s.path) for s in cohort.sets]}
-    from ..model.params import too_few_patients
-
-    if not ids:
-        raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
     model = FittedModel.fit(cohort, ids, settings.spec, settings.params, training)
     if not model.separates:
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
@@ -175,11 +182,14 @@ def command_fit(args, cohort, settings):
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
-def command_predict(args, cohort):
-    import numpy as np
-    import pandas as pd
+@dataclass(frozen=True)
+class PredictInputs:
+    """The saved model, checked against the embeddings, and the patients to predict."""
+    model: object  # FittedModel (imported late: torch-free start-up)
+    ids: list[str]
 
-    from ..files import atomic_output
+
+def check_predict(args, cohort) -> PredictInputs:
     from ..model.classifier import FittedModel
     from ..provenance import require_same_sets
 
@@ -190,6 +200,16 @@ def command_predict(args, cohort):
     ids = cohort.ids if args.all else cohort.unlabelled_ids
     if not ids:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
+    return PredictInputs(model, ids)
+
+
+def command_predict(args, cohort, checked: PredictInputs):
+    import numpy as np
+    import pandas as pd
+
+    from ..files import atomic_output
+
+    model, ids = checked.model, checked.ids
     prediction = model.predict_proba(cohort, ids)
     if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
         log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
@@ -202,22 +222,38 @@ def command_predict(args, cohort):
     print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
 
 
-def command_report(args, cohort, settings):
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report reads besides the cohort, checked before anything runs."""
+    patients: list[str]
+    design: object  # CVDesign
+    stained: object | None  # SavedCV of the stain-normalised embeddings, or None
+    out_dir: Path
+
+
+def check_report(args, cohort, settings) -> ReportInputs:
     from ..model.evaluation import CVDesign
-    from ..model.results import check_results_dir, current_results, load_cv
-    from ..report.build import build_report, prepare_out_dir, select_patients
+    from ..model.results import check_results_dir
+    from ..report.build import prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
     design = CVDesign(args.folds, args.repeats, args.seed)
     stained = load_stain_cv(args.stain_cv, cohort, settings, design) if args.stain_cv else None
     out_dir = prepare_out_dir(args.out_dir)
     check_results_dir(args.cv_dir)
+    return ReportInputs(patients, design, stained, out_dir)
+
+
+def command_report(args, cohort, settings, checked: ReportInputs):
+    from ..model.results import current_results, load_cv
+    from ..report.build import build_report
+
     directory = args.cv_dir
     saved = load_cv(directory) if current_results(directory) else None
-    if saved is None or not saved.matches(cohort, settings, design):
+    if saved is None or not saved.matches(cohort, settings, checked.design):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, out_dir, patients, stained)}")
+    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained)}")
 
 
 def load_stain_cv(directory: Path, cohort, settings, design):
@@ -276,6 +312,9 @@ def outputs_of(args) -> dict:
     return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
+COMMANDS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
+
+
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
@@ -287,11 +326,16 @@ def main(argv=None):
     refuse_nested_outputs(outputs_of(args))
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
-    start_run(args, args.command, args._home)
+    # Every check runs before start_run, so a refused command leaves no run log behind.
     if args.command == "predict":
-        command_predict(args, cohort)
+        checked = check_predict(args, cohort)
+        start_run(args, args.command, args._home)
+        command_predict(args, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
+    check, command = COMMANDS[args.command]
+    checked = check(args, cohort, settings)
+    start_run(args, args.command, args._home)
     log.info("settings: %s", settings.source)
-    {"cv": command_cv, "fit": command_fit, "report": command_report}[args.command](args, cohort, settings)
+    command(args, cohort, settings, checked)
     return 0
