@@ -151,11 +151,6 @@ def read_provenance(path: Path) -> dict:
     return attrs
 
 
-def patient_ids(path: Path) -> set[str]:
-    with h5py.File(path, "r") as handle:
-        return set(handle["patients"])
-
-
 def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
     """Provenance and every patient's bag, read once and checked (one dimension for all patients)."""
     provenance = read_provenance(path)
