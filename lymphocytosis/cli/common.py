@@ -82,6 +82,20 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_data_options(parser: argparse.ArgumentParser, measurements_use: str) -> None:
+    """The stage-2 inputs, shared by model.py and tune.py; `measurements_use` says what the command does with a
+    measurement file."""
+    parser.add_argument("--embeddings", type=Path, action="append", default=None,
+                        help="HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 "
+                             "--embeddings dinobloom-s.h5), each then gets its own cell score; default: "
+                             "artifacts/<$DATA's folder>/embeddings.h5, or the only artifacts/*/embeddings.h5")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
+    parser.add_argument("--measurements", type=Path, action="append", default=None,
+                        help="a measurement file of the same images (extract.py --measure morphometry); repeatable; "
+                             f"{measurements_use}; default: none")
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("every command")
     group.add_argument("-c", "--config", type=Path, default=None,

@@ -19,7 +19,17 @@ from pathlib import Path
 from ..defaults import artifact_paths
 from ..errors import InputError
 from ..files import atomic_write_json
-from .common import Parser, add_run_options, cli_main, default_embeddings, int_in, parse_with_config, program, start_run
+from .common import (
+    Parser,
+    add_data_options,
+    add_run_options,
+    cli_main,
+    default_embeddings,
+    int_in,
+    parse_with_config,
+    program,
+    start_run,
+)
 
 PROG = "model.py"
 log = logging.getLogger("model")
@@ -27,15 +37,7 @@ log = logging.getLogger("model")
 
 def shared_options() -> dict[str, Parser]:
     data = Parser(add_help=False)
-    data.add_argument("--embeddings", type=Path, action="append", default=None,
-                      help="HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 --embeddings "
-                           "dinobloom-s.h5), each then gets its own cell score; default: artifacts/<$DATA's folder>/"
-                           "embeddings.h5, or the only artifacts/*/embeddings.h5")
-    data.add_argument("--root", type=Path, default=None,
-                      help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
-    data.add_argument("--measurements", type=Path, action="append", default=None,
-                      help="a measurement file of the same images (extract.py --measure morphometry); repeatable; its "
-                           "features join the model (with the defaults: each quantity's per-patient median); default: none")
+    add_data_options(data, "its features join the model (with the defaults: each quantity's per-patient median)")
     add_run_options(data)
     tuned = Parser(add_help=False)
     tuned.add_argument("--params", default="auto",

@@ -24,6 +24,7 @@ from ..files import atomic_write_json
 from ..passwords import masked, remember
 from .common import (
     Parser,
+    add_data_options,
     add_run_options,
     cli_main,
     default_embeddings,
@@ -41,14 +42,7 @@ log = logging.getLogger("tune")
 
 def build_parser() -> Parser:
     parser = Parser(prog=program(PROG, "tune"), description=__doc__)
-    parser.add_argument("--embeddings", type=Path, action="append", default=None,
-                        help="HDF5 from extract.py; repeat it to combine backbones; default: artifacts/<$DATA's folder>/"
-                             "embeddings.h5, or the only artifacts/*/embeddings.h5")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
-    parser.add_argument("--measurements", type=Path, action="append", default=None,
-                        help="a measurement file of the same images (extract.py --measure morphometry); repeatable; the "
-                             "search then also chooses how to use them; default: none")
+    add_data_options(parser, "the search then also chooses how to use them")
     parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
                         help="finished trials wanted in the study, all workers together")
     parser.add_argument("--timeout", type=positive_float, default=None,
