@@ -195,7 +195,7 @@ def test_empty_bag_of_another_dimension_is_refused(tmp_path):
     replace_embeddings(h5, "F0", np.zeros((0, 7), np.float32))
     result = run_main(model_cli.main, ["cv", "--embeddings", str(h5), "--params", "default", "--folds", "3",
                                        "--repeats", "1", "--cv-dir", str(tmp_path / "cv")])
-    assert_one_line_error(result, str(h5), "patient F0", "7")
+    assert_one_line_error(result, str(h5), "patient F0", "(0, 7), 7 dimensions where the file records 16")
     assert not (tmp_path / "cv").exists()
 
 
@@ -215,7 +215,7 @@ def test_bags_are_checked_against_the_recorded_dimension(tmp_path):
     h5 = write_fake_embeddings(tmp_path)
     assert read_provenance(h5)["dim"] == 16
     set_attr(h5, "/", "dim", 8)
-    with pytest.raises(InputError, match="8"):
+    with pytest.raises(InputError, match="16 dimensions where the file records 8"):
         load_bags(h5)
     set_attr(h5, "/", "dim", "sixteen")
     with pytest.raises(InputError, match="dim"):
@@ -318,6 +318,36 @@ def test_cv_json_design_must_be_integers_in_range(work, changes, fragment):
 def test_cv_json_that_is_no_object(work):
     (work / "cv" / "cv.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="cv.json"):
+        load(work)
+
+
+def test_cv_json_nested_too_deep_is_one_error(work):
+    (work / "cv" / "cv.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="cv.json"):
+        load(work)
+    assert_one_line_error(run_main(model_cli.main, ["cv", "--embeddings", str(work / "embeddings.h5"),
+                                                    "--cv-dir", str(work / "cv")]), "--cv-dir")
+
+
+@pytest.mark.parametrize("info, fragment", [({"seconds": None}, "info.seconds"), ({"seconds": -1}, "info.seconds"),
+                                            ({"created": 5}, "info.created")])
+def test_cv_json_info_values_are_checked(work, info, fragment):
+    path = work / "cv" / "cv.json"
+    document = json.loads(path.read_text())
+    document["info"].update(info)
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match=fragment):
+        load(work)
+
+
+@pytest.mark.parametrize("name, damage, fragment", [
+    ("predictions.csv", lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"), "holds no patient"),
+    ("predictions.csv", lambda p: p.write_text(p.read_text().replace("LABEL", "LABLE", 1)), "predictions.csv"),
+    ("explanations.h5", lambda p: p.write_bytes(p.read_bytes()[:2000]), "explanations.h5"),
+])
+def test_damaged_saved_files_are_named(work, name, damage, fragment):
+    damage(work / "cv" / name)
+    with pytest.raises(InputError, match=fragment):
         load(work)
 
 

@@ -168,3 +168,12 @@ def test_the_password_is_never_shown(embeddings, tmp_path, monkeypatch):
     settings = next(path for path in logs_of(embeddings) if path.suffix == ".toml")
     again = tune_cli_module.parse_args(["--config", str(settings)])  # the settings file reads back (password masked)
     assert (again.storage, again.trials, again.embeddings) == ("postgresql://user:***@host/db", 1, [embeddings])
+
+
+def test_best_params_nested_too_deep_is_not_ours(tmp_path):
+    """A JSON nested beyond Python's recursion limit is simply not a file tune.py wrote (refused, no traceback)."""
+    from lymphocytosis.model.tuned_params import is_best_params_file
+
+    path = tmp_path / "best.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert not is_best_params_file(path)

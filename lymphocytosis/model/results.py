@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def results_format(directory: Path) -> str | None:
     """The format recorded in a results folder's cv.json; None when there is none or it cannot be read."""
     try:
         found = json.loads((Path(directory) / "cv.json").read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return found if isinstance(found, str) else None
 
@@ -199,6 +200,8 @@ def read_predictions(path: Path, fingerprint: str) -> pd.DataFrame:
     """predictions.csv, its labels checked: 0 or 1, one per patient, and the labelled patients cv.json was
     computed on (its dataset fingerprint), so an edited label or ID cannot change the report's metrics."""
     frame = pd.read_csv(path, dtype={"ID": str}, keep_default_na=False)
+    if frame.empty:
+        raise ValueError("predictions.csv holds no patient")
     labels = frame["LABEL"]
     if labels.dtype.kind not in "iu" or not set(labels.tolist()) <= {0, 1}:
         raise ValueError("predictions.csv holds a label other than 0 or 1")
@@ -226,6 +229,12 @@ def read_document(path: Path) -> dict:
                       ("settings", dict)):
         if not isinstance(document.get(key), kind):
             raise InputError(f"{path}: {key} missing or malformed")
+    info = document["info"]
+    seconds, created = info.get("seconds"), info.get("created")
+    if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"{path}: info.seconds must be a number of seconds, not {seconds!r:.40}")
+    if not isinstance(created, str):
+        raise InputError(f"{path}: info.created must be a date, not {created!r:.40}")
     return document
 
 
@@ -234,21 +243,25 @@ def load_cv(directory: Path) -> SavedCV:
     path = directory / "cv.json"
     if not path.is_file():
         raise InputError(f"{directory}: no saved cross-validation here (run `python model.py cv` first)")
+    reading = path  # the file an unexpected error is reported in
     try:
         document = read_document(path)
         design = read_design(document)
-        frame = read_predictions(directory / "predictions.csv", document["dataset_fingerprint"])
+        reading = directory / "predictions.csv"
+        frame = read_predictions(reading, document["dataset_fingerprint"])
         comparison = Comparison(design, cv_result(frame, "PROBABILITY"), cv_result(frame, "CLINICAL_PROBABILITY"))
         settings = Settings(FeatureSpec.from_dict(document["settings"]["feature_spec"]),
                             validate_params(document["settings"]["params"], "settings"), str(document["settings"]["source"]))
-        explanations = read_explanations(directory / "explanations.h5")
+        reading = directory / "explanations.h5"
+        explanations = read_explanations(reading)
+        reading = directory
         problem = check_saved(comparison, explanations)
         if problem:
             raise ValueError(problem)
     except InputError as exc:
         raise in_file(path, exc) from None
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, RecursionError) as exc:
-        raise InputError(f"{directory}: damaged cross-validation results ({type(exc).__name__}: "
+        raise InputError(f"{reading}: damaged cross-validation results ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200]}); rerun model.py cv") from None
     return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],
                    document["data_fingerprint"], document["info"])

@@ -53,7 +53,7 @@ def is_best_params_file(path: Path) -> bool:
     of file `--best-params` may replace."""
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # unreadable, a folder, not UTF-8 or not JSON
+    except (OSError, ValueError, RecursionError):  # unreadable, a folder, not UTF-8, not JSON, nested too deep
         return False
     if not isinstance(document, dict):
         return False
