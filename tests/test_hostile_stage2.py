@@ -18,6 +18,7 @@ import pytest
 from test_hostile_inputs import SMALL, cv, edit_model, predict, set_attr, write_params
 
 import model as model_cli
+import tune as tune_cli
 from conftest import assert_one_line_error, run_main, write_fake_embeddings
 from lymphocytosis.errors import InputError
 from lymphocytosis.model.params import validate_params
@@ -426,3 +427,57 @@ def test_measurement_file_with_malformed_dimension_names(stage2, tmp_path, names
                                        str(measurements), "--root", str(stage2 / "dlmi"), "--params", "default",
                                        "--folds", "3", "--repeats", "1", "--cv-dir", str(tmp_path / "cv")])
     assert_one_line_error(result, str(measurements), fragment)
+
+
+def test_saves_into_one_model_dir_take_turns(work, tmp_path):
+    """Two refits into the same --model-dir at once (here: saving two different models over and over)
+    always leave a complete model: model.json never names a booster the other process removed."""
+    import threading
+
+    from lymphocytosis.model.persistence import load_model, save_model
+
+    params = write_params(work, {"num_iterations": 12})  # another ensemble: other booster files
+    assert run_main(model_cli.main, ["fit", "--embeddings", str(work / "embeddings.h5"), "--params", str(params),
+                                     "--model-dir", str(tmp_path / "other")]).code == 0
+    model, other = load_model(work / "model"), load_model(tmp_path / "other")
+    target = tmp_path / "shared-model"
+
+    def keep_saving(which, rounds=25):
+        for _ in range(rounds):
+            save_model(which, target)
+
+    failures = []
+
+    def guarded(which):
+        try:
+            keep_saving(which)
+        except Exception as exc:  # reported below: a thread's exception would otherwise be lost
+            failures.append(exc)
+
+    # Threads, each with its own lock file handle, contend exactly like processes (flock locks belong to the open
+    # file, not to the process); forking a process that has run LightGBM's OpenMP code can hang.
+    workers = [threading.Thread(target=guarded, args=(m,)) for m in (model, other)]
+    for worker in workers:
+        worker.start()
+    reads = 0
+    while any(w.is_alive() for w in workers):
+        if (target / "model.json").exists():
+            load_model(target)  # a load during the saves sees one complete model
+            reads += 1
+    for worker in workers:
+        worker.join()
+    assert not failures, failures
+    loaded = load_model(target)
+    assert loaded.params in (model.params, other.params) and reads > 0
+    named = {b["file"] for b in json.loads((target / "model.json").read_text())["boosters"]}
+    assert {p.name for p in target.glob("booster-*.txt")} == named  # no orphan left behind
+
+
+def test_journal_storage_must_be_a_journal(work, tmp_path):
+    """A --storage file that is not an Optuna journal is refused untouched: Optuna would append to it first."""
+    notes = tmp_path / "notes.log"
+    notes.write_text("my notes\n")
+    result = run_main(tune_cli.main, ["--embeddings", str(work / "embeddings.h5"), "--trials", "1",
+                                      "--storage", str(notes), "--best-params", str(tmp_path / "best.json")])
+    assert_one_line_error(result, str(notes), "not an Optuna journal file")
+    assert notes.read_text() == "my notes\n"

@@ -8,12 +8,15 @@
 A refit never destroys the working model: the new boosters are written beside the old ones (their names come
 from their content, so they never overwrite a booster in use), then model.json is replaced atomically, and only
 then are the boosters it no longer names removed. A refit killed at any moment leaves the old model or the new
-one, complete.
+one, complete. Saves into one folder take turns (an exclusive lock on `<dir>/.lock`), and a load holds it shared,
+so two fits at once, or a predict during a fit, never see one model's model.json with the other's boosters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import re
@@ -34,9 +37,34 @@ MODEL_FORMAT = "lymphocytosis-model/2"
 MODEL_FILE = "model.json"
 
 
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def model_lock(directory: Path, exclusive: bool):
+    """Hold `<dir>/.lock`: exclusive to save, shared to load. A folder without one (read-only, or written by an
+    earlier version) is read without it."""
+    path = Path(directory) / LOCK_FILE
+    try:
+        handle = open(path, "a" if exclusive else "r")  # noqa: SIM115 (closed by the `with` below)
+    except OSError:
+        if exclusive:
+            raise
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
 def save_model(model: FittedModel, directory: Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    with model_lock(directory, exclusive=True):
+        return write_model(model, directory)
+
+
+def write_model(model: FittedModel, directory: Path) -> Path:
     boosters = []
     for booster in model.boosters:
         text = booster.model_to_string()
@@ -140,7 +168,11 @@ def check_state(features: FittedFeatures, spec: FeatureSpec, columns: list[Featu
 
 
 def load_model(directory: Path) -> FittedModel:
-    directory = Path(directory)
+    with model_lock(directory, exclusive=False):
+        return read_model(Path(directory))
+
+
+def read_model(directory: Path) -> FittedModel:
     document = read_document(directory)
     path = directory / MODEL_FILE
     try:

@@ -126,8 +126,32 @@ def open_journal(path: Path) -> optuna.storages.JournalStorage:
     which works on NFS v2 and later, where `fcntl` locks (SQLite's) often do not."""
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
+    check_journal(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(str(path))))
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(str(path))))
+    except (ValueError, KeyError, TypeError) as exc:  # a record that is not JSON, or not one of Optuna's
+        raise InputError(f"--storage {path}: damaged Optuna journal ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120]})") from None
+
+
+def check_journal(path: Path) -> None:
+    """A journal file is new, empty or Optuna's: its first line one of Optuna's records. Anything else would get
+    Optuna's records appended to it before the replay fails."""
+    import json
+
+    if path.exists() and not path.is_file():
+        raise InputError(f"--storage {path}: exists and is not a file")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as handle:
+            record = json.loads(handle.readline(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise InputError(f"--storage {path}: not an Optuna journal file (its first line is no journal record); "
+                         "give a new file")
 
 
 def open_storage(url: str, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S) -> optuna.storages.BaseStorage:
