@@ -7,7 +7,7 @@ no_grad), one patient at a time. extract.py adds: BatchNorm folded into the conv
 inference_mode, no resize step when the crop is already the input size (identical output), chunks of 128
 images, and on CUDA, DataLoader workers decoding the next patient while the model runs.
 
-    python benchmarks/extract_speed.py --root ../shared/data/dlmi --patients 12 --crop 224 112
+    python benchmarks/extract_speed.py --root /data/dlmi --patients 12 --crop 224 112
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """Wall time of 1, 2, ... `extract.py` workers sharing one extraction (the same command started N times on the
 same output), each with a given number of torch threads, and how far each final file is from the first one.
 
-    python benchmarks/extract_workers.py --root ../shared/data/dlmi --runs 1x2 2x2 2x1 1x1
+    python benchmarks/extract_workers.py --root /data/dlmi --runs 1x2 2x2 2x1 1x1
 
 A run `WxT` starts W `extract.py` processes at once, each with OMP_NUM_THREADS=T (torch's intra-op threads),
 into a new output in a temporary folder; the time includes each process's start-up, as a user would see it.

@@ -3,7 +3,7 @@
 (green) outlines drawn, reactive patients' cells first (blue bar), then tumoral ones (red bar); each tile is the
 central 150 px of the 224 px image, enlarged twice.
 
-    python benchmarks/segmentation_grid.py --root ../shared/data/dlmi --out grid.png [--cells 15] [--seed 0]
+    python benchmarks/segmentation_grid.py --root /data/dlmi --out grid.png [--cells 15] [--seed 0]
         [--stain slide]
 
 Open the PNG and check the outlines: that is how the segmentation's constants were set (lymphocytosis/extract/

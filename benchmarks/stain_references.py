@@ -3,7 +3,7 @@
 medians over every image of the background colour, of the red cells' colour (image border band), and of the
 CIELAB mean and standard deviation of the whole image.
 
-    python benchmarks/stain_references.py --root ../shared/data/dlmi [--every 1]
+    python benchmarks/stain_references.py --root /data/dlmi [--every 1]
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from .segmentation import border_band, green_thresholds, optical_density
 
 STAIN_METHODS = ("none", "grayscale", "reinhard", "slide")
 # References: medians over every 5th image of the development data (2,037 images), printed by
-# `python benchmarks/stain_references.py --root ../shared/data/dlmi --every 5`.
+# `python benchmarks/stain_references.py --root /data/dlmi --every 5`.
 REFERENCE_WHITE = np.array([252.0, 227.0, 201.0])  # background RGB
 REFERENCE_RED_CELL = np.array([182.0, 148.0, 162.0])  # red-cell RGB, image border band
 REFERENCE_LAB_MEAN = np.array([75.4, 11.7, 3.3])  # CIELAB mean of whole images
