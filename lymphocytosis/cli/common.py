@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__, progress
-from ..defaults import ARTIFACTS, ArtifactPaths, extraction_path
+from ..defaults import ARTIFACTS, ArtifactPaths, artifact_paths, extraction_path
 from ..errors import InputError
 from ..files import atomic_write_text
 from ..passwords import masked
@@ -122,6 +122,24 @@ def default_embeddings() -> Path:
         raise InputError(f"several extractions in {ARTIFACTS}/ ({', '.join(str(p) for p in found)}): choose one with "
                          "--embeddings, or set DATA to its dataset")
     return found[0] if found else extraction_path(Path("synthetic"))
+
+
+def resolve_data_options(args: argparse.Namespace) -> ArtifactPaths:
+    """Fill the defaults of add_data_options; the artifacts layout of the (first) embeddings file, which is also
+    where this run's log goes (`args._home`)."""
+    args.embeddings = args.embeddings or [default_embeddings()]
+    args.measurements = args.measurements or []
+    paths = artifact_paths(args.embeddings[0])
+    args._home = paths.home
+    return paths
+
+
+def cohort_inputs(cohort) -> list[Path]:
+    """The files a stage-2 run reads for its cohort (embeddings, measurements, the dataset's CSVs): no output may be
+    one of them."""
+    from ..extract.layout import split_csv_paths
+
+    return [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
 
 
 # --- config file (see config.py) -----------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import artifact_paths
 from ..errors import InputError
 from ..files import atomic_write_json
 from .common import (
@@ -24,10 +23,11 @@ from .common import (
     add_data_options,
     add_run_options,
     cli_main,
-    default_embeddings,
+    cohort_inputs,
     int_in,
     parse_with_config,
     program,
+    resolve_data_options,
     start_run,
 )
 
@@ -84,16 +84,12 @@ def build_parser() -> Parser:
 
 def parse_args(argv=None):
     args = parse_with_config(build_parser(), argv)
-    args.embeddings = args.embeddings or [default_embeddings()]
-    args.measurements = args.measurements or []
-    paths = artifact_paths(args.embeddings[0])
-    home = paths.home
+    paths = resolve_data_options(args)
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)
-    args._home = home
     return args
 
 
@@ -274,9 +270,7 @@ def load_stain_cv(directory: Path, cohort, settings, design):
 
 def inputs_of(args, cohort) -> list[Path]:
     """Every file this run reads: no output may be one of them."""
-    from ..extract.layout import split_csv_paths
-
-    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    inputs = cohort_inputs(cohort)
     if getattr(args, "params", "auto") not in ("auto", "default"):
         inputs.append(Path(args.params))
     if args.command == "predict" and Path(args.model_dir).is_dir():

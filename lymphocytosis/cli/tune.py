@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..defaults import DEFAULT_HEARTBEAT_S, artifact_paths
+from ..defaults import DEFAULT_HEARTBEAT_S
 from ..errors import InputError
 from ..files import atomic_write_json
 from ..passwords import masked, remember
@@ -27,11 +27,12 @@ from .common import (
     add_data_options,
     add_run_options,
     cli_main,
-    default_embeddings,
+    cohort_inputs,
     int_in,
     parse_with_config,
     positive_float,
     program,
+    resolve_data_options,
     route_optuna_logging,
     start_run,
 )
@@ -77,10 +78,7 @@ NESTED_ONLY = ("json", "outer_folds", "outer_repeats")  # options that mean some
 def parse_args(argv=None):
     parser = build_parser()
     args = parse_with_config(parser, argv, "tune")
-    args.embeddings = args.embeddings or [default_embeddings()]
-    args.measurements = args.measurements or []
-    paths = artifact_paths(args.embeddings[0])
-    args._home = paths.home
+    paths = resolve_data_options(args)
     args.storage = args.storage or paths.tune_storage
     remember(args.storage)  # its password is masked wherever it would be shown
     args.best_params = args.best_params or paths.best_params
@@ -93,12 +91,11 @@ def parse_args(argv=None):
 def check_outputs(args, cohort) -> None:
     """No output may be an input (embeddings, measurements, CSVs), the study's file or a file tune.py did not
     write (--best-params replaces only a best-settings file of its own)."""
-    from ..extract.layout import split_csv_paths
     from ..files import refuse_inputs_as_outputs, same_file
     from ..model.study_storage import storage_file
     from ..model.tuned_params import is_best_params_file
 
-    inputs = [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    inputs = cohort_inputs(cohort)
     if args.nested:
         refuse_inputs_as_outputs({"--json": args.json}, inputs)
         return

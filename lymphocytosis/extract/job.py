@@ -124,6 +124,6 @@ def finish(job: Job, out: Path, bag_of, dim: int, provenance: dict, file_attrs: 
             return {k: int(attrs[k]) for k in ("n_patients", "n_images", "n_skipped")}
         if job.claims.take(ASSEMBLY):
             totals = assemble(out, [p.patient_id for p in job.plan.patients], bag_of, dim, provenance, file_attrs)
-            job.parts.remove()
+            job.parts.discard()
             return totals
         time.sleep(POLL_SECONDS)

@@ -144,10 +144,6 @@ class PartsFolder:
         with h5py.File(self.part(patient_id), "r") as handle:
             return read_bag(handle["bag"], patient_id, is_measurement(self.provenance))
 
-    def remove(self) -> None:
-        """Gone at once for every other worker (renamed away atomically), then deleted."""
-        self.discard()
-
 
 def assemble(out: Path, patient_ids: list[str], bag_of: Callable[[str], PatientBag], dim: int, provenance: dict,
              file_attrs: dict) -> dict:

@@ -57,7 +57,6 @@ class Segmentation:
     background: np.ndarray  # bool (H, W)
     red_cells: np.ndarray  # bool (H, W): not background, not the cell, not other dark objects
     background_rgb: np.ndarray  # (3,) median colour of the background (the slide's white point)
-    red_cell_rgb: np.ndarray  # (3,) median colour of the red cells in the border band; NaN when none
     red_cell_diameter: float  # px, median equivalent diameter of single red cells; NaN when none
 
     @property
@@ -255,7 +254,7 @@ def segment(rgb: np.ndarray) -> Segmentation:
     empty = np.zeros(green.shape, dtype=bool)
     thresholds = green_thresholds(green)
     if thresholds is None:
-        return Segmentation(empty, empty, empty, empty, median_colour(rgb, ~empty), np.full(3, np.nan), float("nan"))
+        return Segmentation(empty, empty, empty, empty, median_colour(rgb, ~empty), float("nan"))
     dark, background = green < thresholds[0], green > thresholds[1]
     white = median_colour(rgb, background)
     nucleus = segment_nucleus(green, thresholds[0])
@@ -265,6 +264,5 @@ def segment(rgb: np.ndarray) -> Segmentation:
     return Segmentation(
         nucleus=nucleus, cell=cell, background=background, red_cells=red_cells,
         background_rgb=white,
-        red_cell_rgb=median_colour(rgb, red_cells & border_band(green.shape)),
         red_cell_diameter=red_cell_diameter(red_cells),
     )

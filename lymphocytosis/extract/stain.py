@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from skimage.color import lab2rgb, rgb2lab
 
 from ..errors import InputError
-from .segmentation import border_band, green_thresholds, optical_density
+from .segmentation import SMOOTHING_SIGMA, border_band, green_thresholds, optical_density
 
 STAIN_METHODS = ("none", "grayscale", "reinhard", "slide")
 # References: medians over every 5th image of the development data (2,037 images), printed by
@@ -57,7 +57,7 @@ def reinhard(rgb: np.ndarray) -> np.ndarray:
 def slide_references(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The image's background colour and its red cells' colour (border band, away from the centred cell), as
     medians; None when the image has no background or no red cells to measure."""
-    green = ndi.gaussian_filter(rgb[..., 1], 1.0)
+    green = ndi.gaussian_filter(rgb[..., 1], SMOOTHING_SIGMA)
     thresholds = green_thresholds(green)
     if thresholds is None:
         return None

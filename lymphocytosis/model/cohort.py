@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..extract.store import load_bags
+from ..extract.store import is_measurement, load_bags
 from ..files import same_file
 from ..provenance import identity
 from .cell_score import CellStatistics
@@ -44,7 +44,7 @@ class CellFeatureSet:
     @property
     def measured(self) -> bool:
         """A measurement file (named quantities per cell, see measurements.py), not embeddings."""
-        return "dimension_names" in self.provenance
+        return is_measurement(self.provenance)
 
     def statistics(self, ids: list[str]) -> CellStatistics:
         """Per-patient sufficient statistics of the cell score's ridge, computed once (for `ids`: the labelled

@@ -107,11 +107,10 @@ def fit_measurement_features(cohort: Cohort, feature_set: CellFeatureSet, spec: 
         labelled = cohort.labelled_ids
         statistics = cohort.memo.get(("measurement_statistics", feature_set.name),
                                      lambda: CellStatistics(complete_bags(feature_set, labelled)))
-        bags = complete_bags(feature_set, train_ids)
         cross_fit = cohort.memo.get(
             ("measurement_score", feature_set.name, tuple(train_ids), spec.seed, spec.cell_score_alpha, spec.inner_folds),
-            lambda: cross_fitted_scores(statistics, bags, train_ids, cohort.labels(train_ids), spec.cell_score_alpha,
-                                        spec.inner_folds, spec.seed))
+            lambda: cross_fitted_scores(statistics, complete_bags(feature_set, train_ids), train_ids,
+                                        cohort.labels(train_ids), spec.cell_score_alpha, spec.inner_folds, spec.seed))
         weights_out[feature_set.name] = cross_fit.weights
         parts.append(score_table(feature_set, spec, train_ids, None, cross_fit.scores))
     return parts
