@@ -96,6 +96,12 @@ def add_data_options(parser: argparse.ArgumentParser, measurements_use: str) -> 
                              f"{measurements_use}; default: none")
 
 
+def changed_options(parser: argparse.ArgumentParser, args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The options among `names` given another value than their default, as written on the command line: those
+    that mean nothing for the chosen mode are refused, not silently ignored."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != parser.get_default(name)]
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("every command")
     group.add_argument("-c", "--config", type=Path, default=None,
@@ -243,7 +249,6 @@ def start_run(args: argparse.Namespace, command: str, home: Path) -> Path:
     `<home>/logs/<command>-<time>.log` (everything logged, at debug level, from the start) and `.toml` (the
     resolved settings; usable again with --config)."""
     global RUN_LOG
-    set_verbosity(args)
     logs = ArtifactPaths(Path(home)).logs
     now = dt.datetime.now()
     base = logs / f"{command}-{now.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"

@@ -14,7 +14,17 @@ from pathlib import Path
 from ..defaults import DEFAULT_BACKBONE, DEFAULT_CROP, extraction_path
 from ..errors import InputError
 from ..extract.registry import REGISTRY
-from .common import Parser, add_run_options, cli_main, default_root, int_in, parse_with_config, program, start_run
+from .common import (
+    Parser,
+    add_run_options,
+    changed_options,
+    cli_main,
+    default_root,
+    int_in,
+    parse_with_config,
+    program,
+    start_run,
+)
 
 PROG = "extract.py"
 
@@ -68,25 +78,26 @@ def build_parser() -> Parser:
 EMBEDDING_ONLY = ("model", "weights", "crop", "input_size", "features", "tta", "precision", "dtype", "batch_size", "device")
 
 
-def check_options(args) -> None:
+def check_options(parser: Parser, args) -> None:
     """Options that mean nothing for the chosen task are refused, not silently ignored."""
     if args.pixel_size is not None and not args.measure:
         raise InputError("--pixel-size applies to --measure only (embeddings have no units)")
     if args.measure:
-        defaults = vars(build_parser().parse_args([]))
-        given = [f"--{name.replace('_', '-')}" for name in EMBEDDING_ONLY if getattr(args, name) != defaults[name]]
+        given = changed_options(parser, args, EMBEDDING_ONLY)
         if given:
             raise InputError(f"--measure {args.measure} does not use {', '.join(given)} (embedding options)")
 
 
-def resolve(args):
-    """Fill in the defaults that depend on other settings (the dataset decides where the output goes)."""
+def resolve(args, parser: Parser | None = None):
+    """Fill in the defaults that depend on other settings (the dataset decides where the output goes); `parser`:
+    the one that parsed `args` (its defaults tell which options were given)."""
+    parser = parser or build_parser()
     if args.root is None:
         args.root = default_root()
         if not args.root.exists():
             raise InputError(f"no dataset given: pass --root PATH (a folder with trainset/ and testset/ in the challenge "
                              f"layout) or set DATA; `make demo` creates a synthetic one in {args.root}")
-    check_options(args)
+    check_options(parser, args)
     args.out = args.out or extraction_path(args.root, args.measure)
     return args
 
@@ -123,7 +134,8 @@ def settings_of(args):
 
 @cli_main
 def main(argv=None):
-    args = resolve(parse_with_config(build_parser(), argv, "extract"))
+    parser = build_parser()
+    args = resolve(parse_with_config(parser, argv, "extract"), parser)
     settings = settings_of(args)
     start_run(args, "extract", Path(args.out).parent)
     if args.measure:

@@ -319,9 +319,10 @@ def main(argv=None):
     from ..model.measurements import settings_for
     from ..model.tuned_params import load_settings
 
-    refuse_nested_outputs(outputs_of(args))
+    outputs = outputs_of(args)
+    refuse_nested_outputs(outputs)
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
-    refuse_inputs_as_outputs(outputs_of(args), inputs_of(args, cohort))
+    refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
     # Every check runs before start_run, so a refused command leaves no run log behind.
     if args.command == "predict":
         checked = check_predict(args, cohort)

@@ -26,6 +26,7 @@ from .common import (
     Parser,
     add_data_options,
     add_run_options,
+    changed_options,
     cli_main,
     cohort_inputs,
     int_in,
@@ -82,7 +83,7 @@ def parse_args(argv=None):
     args.storage = args.storage or paths.tune_storage
     remember(args.storage)  # its password is masked wherever it would be shown
     args.best_params = args.best_params or paths.best_params
-    given = [f"--{name.replace('_', '-')}" for name in NESTED_ONLY if getattr(args, name) != parser.get_default(name)]
+    given = changed_options(parser, args, NESTED_ONLY)
     if given and not args.nested:
         raise InputError(f"{', '.join(given)}: options of --nested, which is not given")
     return args

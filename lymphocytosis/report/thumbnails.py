@@ -53,12 +53,12 @@ def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> s
     upright), at the extraction's size, centre-cropped as torchvision crops; the reason as text when it cannot."""
     from PIL import Image
 
-    from ..extract.images import DECODE_ERRORS, load_rgb
+    from ..extract.images import DECODE_ERRORS, canonical_image, load_rgb
 
     try:
         image = load_rgb(source)
-        if image_size and image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        if image_size:
+            image = canonical_image(image, image_size)
         if crop and crop < min(image.size):
             left, top = round((image.size[0] - crop) / 2.0), round((image.size[1] - crop) / 2.0)
             image = image.crop((left, top, left + crop, top + crop))
