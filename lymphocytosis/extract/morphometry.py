@@ -75,6 +75,18 @@ def morphometry_names(unit: str = "px") -> list[str]:
     ]
 
 
+def unit_power(name: str) -> tuple[str, int]:
+    """A quantity of morphometry_names("px") and the power of the pixel size it scales with: its unit suffix says
+    (areas px2: 2, lengths px: 1, ratios: 0)."""
+    for suffix, power in (("_px2", 2), ("_px", 1)):
+        if name.endswith(suffix):
+            return name[: -len(suffix)], power
+    return name, 0
+
+
+MORPHOMETRY_ORDER = [unit_power(name) for name in morphometry_names("px")]
+
+
 def colour_names() -> list[str]:
     return [f"{region}_{channel}" for region in ("nucleus", "cytoplasm", "red_cells", "background") for channel in CHANNELS]
 
@@ -140,14 +152,7 @@ def measure_morphometry(rgb: np.ndarray, seg: Segmentation, pixel_size_um: float
     values["nucleus_to_red_cell_diameter"] = values["nucleus_diameter"] / seg.red_cell_diameter
     values["cell_to_red_cell_diameter"] = values["cell_diameter"] / seg.red_cell_diameter
     scale = 1.0 if pixel_size_um is None else pixel_size_um
-    for name in values:
-        if name in {"nucleus_area", "cell_area", "cytoplasm_area"}:
-            values[name] *= scale**2
-        elif name in {"nucleus_diameter", "nucleus_perimeter", "nucleus_major_axis", "nucleus_minor_axis",
-                      "cell_diameter", "cytoplasm_width"}:
-            values[name] *= scale
-    order = [name.rsplit("_", 1)[0] if name.endswith(("_px", "_px2", "_um", "_um2")) else name for name in morphometry_names()]
-    return np.array([values[name] for name in order], dtype=np.float64)
+    return np.array([values[name] * scale**power for name, power in MORPHOMETRY_ORDER], dtype=np.float64)
 
 
 def measure_colour(rgb: np.ndarray, seg: Segmentation) -> np.ndarray:
