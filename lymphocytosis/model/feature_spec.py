@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import numpy as np
-
 from ..errors import InputError
-from .statistics import nan_statistic, statistic_function
+from .statistics import nan_statistic_function, statistic_function
 
 CLINICAL_CHOICES = ("age", "sex_male", "lymph_count", "log_lymph_count", "bag_size")
 LIST_FIELDS = ("clinical", "embedding_stats", "cell_score_stats", "measurement_stats")
@@ -83,7 +81,7 @@ class FeatureSpec:
         for name in (*self.embedding_stats, *self.cell_score_stats):
             statistic_function(name)
         for name in self.measurement_stats:
-            nan_statistic(name, np.zeros((1, 1)))
+            nan_statistic_function(name)
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name)
             if type(value) is not int or not low <= value <= high:

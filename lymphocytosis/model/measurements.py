@@ -22,7 +22,7 @@ from .cell_score import CellScoreWeights, CellStatistics, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .features import CELL_SCORE, MEASUREMENT, FeatureColumn, FeatureTable
-from .statistics import bag_statistics, nan_statistic
+from .statistics import bag_statistics, nan_statistic_function
 from .tuned_params import Settings
 
 # The morphometry configuration measured best with the default pipeline (README, "Accuracy"): each quantity's
@@ -61,9 +61,7 @@ def stats_table(feature_set: CellFeatureSet, spec: FeatureSpec, ids: list[str]) 
     names, stats = dimension_names(feature_set), spec.measurement_stats
 
     def compute(bag: np.ndarray) -> np.ndarray:
-        if len(bag) == 0:
-            return np.full(len(stats) * len(names), np.nan)
-        return np.concatenate([nan_statistic(s, bag) for s in stats]).astype(np.float64)
+        return bag_statistics(bag, stats, len(names), nan_statistic_function)
 
     rows = [feature_set.raw_statistics(patient_id, ("nan",) + stats, compute) for patient_id in ids]
     columns = [FeatureColumn(MEASUREMENT, attribute=name, backbone=feature_set.name, statistic=s)

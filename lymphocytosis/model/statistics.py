@@ -27,24 +27,34 @@ def statistic_function(name: str):
     raise InputError(f"unknown bag statistic {name!r} (mean, std, min, max, qNN, topNN)")
 
 
-def bag_statistics(bag: np.ndarray, stats: tuple[str, ...], dim: int) -> np.ndarray:
-    """(len(stats) * dim,) statistics of one bag (n_cells, dim), statistic-major; NaN when the bag is empty."""
+def bag_statistics(bag: np.ndarray, stats: tuple[str, ...], dim: int, lookup=statistic_function) -> np.ndarray:
+    """(len(stats) * dim,) statistics of one bag (n_cells, dim), statistic-major; NaN when the bag is empty.
+    `lookup`: statistic_function, or nan_statistic_function for measured quantities."""
     if len(bag) == 0:
         return np.full(len(stats) * dim, np.nan)
     bag = bag.reshape(len(bag), dim)
-    return np.concatenate([np.asarray(statistic_function(s)(bag, axis=0), dtype=np.float64) for s in stats])
+    return np.concatenate([np.asarray(lookup(s)(bag, axis=0), dtype=np.float64) for s in stats])
 
 
 NAN_STATISTICS = {"mean": np.nanmean, "std": np.nanstd, "min": np.nanmin, "max": np.nanmax}
 
 
-def nan_statistic(name: str, bag: np.ndarray) -> np.ndarray:
-    """A statistic of each column of `bag` (n_cells, dim) ignoring NaN (mean, std, min, max, qNN): for measured
-    quantities, where a cell whose nucleus was not found is missing, not zero. NaN where a column has no value."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN is the answer
-        if name in NAN_STATISTICS:
-            return np.asarray(NAN_STATISTICS[name](bag, axis=0), dtype=np.float64)
-        if name.startswith("q") and name[1:].isdigit() and 0 <= int(name[1:]) <= 100:
-            return np.asarray(np.nanpercentile(bag, int(name[1:]), axis=0), dtype=np.float64)
-    raise InputError(f"unknown measurement statistic {name!r} (mean, std, min, max, qNN)")
+def nan_statistic_function(name: str):
+    """A statistic by name that ignores NaN (mean, std, min, max, qNN): for measured quantities, where a cell whose
+    nucleus was not found is missing, not zero. NaN where a column has no value."""
+    if name in NAN_STATISTICS:
+        function = NAN_STATISTICS[name]
+    elif name.startswith("q") and name[1:].isdigit() and 0 <= int(name[1:]) <= 100:
+        q = int(name[1:])
+
+        def function(x, axis):
+            return np.nanpercentile(x, q, axis=axis)
+    else:
+        raise InputError(f"unknown measurement statistic {name!r} (mean, std, min, max, qNN)")
+
+    def quiet(x, axis):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: NaN is the answer
+            return function(x, axis=axis)
+
+    return quiet
