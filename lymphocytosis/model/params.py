@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from ..errors import InputError
+from .json_values import is_number
 
 DEFAULT_PARAMS = {
     "objective": "binary",
@@ -64,7 +65,7 @@ def check_value(name: str, value, where: str):
     no numbers here (True is an int to Python); NaN, infinities and integers too large for a float are out of
     range (compared exactly, never converted first)."""
     kind, low, high = RULES[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise InputError(f"{where}: parameter {name} = {shown(value)} is not {'an integer' if kind is int else 'a number'}")
     finite = not isinstance(value, float) or math.isfinite(value)
     if not (finite and low <= value <= high) or (name == "max_depth" and value == 0):

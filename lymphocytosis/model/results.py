@@ -30,7 +30,7 @@ from .evaluation import Comparison, CVDesign, CVResult
 from .explanations import Explanations
 from .feature_spec import FeatureSpec
 from .features import FeatureColumn
-from .json_values import integer
+from .json_values import integer, is_number
 from .params import validate_params
 from .persistence import save_model
 from .tuned_params import Settings
@@ -231,7 +231,7 @@ def read_document(path: Path) -> dict:
             raise InputError(f"{path}: {key} missing or malformed")
     info = document["info"]
     seconds, created = info.get("seconds"), info.get("created")
-    if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0):
+    if not (is_number(seconds) and math.isfinite(seconds) and seconds >= 0):
         raise InputError(f"{path}: info.seconds must be a number of seconds, not {seconds!r:.40}")
     if not isinstance(created, str):
         raise InputError(f"{path}: info.created must be a date, not {created!r:.40}")
