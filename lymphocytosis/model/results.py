@@ -231,7 +231,7 @@ def read_document(path: Path) -> dict:
             raise InputError(f"{path}: {key} missing or malformed")
     info = document["info"]
     seconds, created = info.get("seconds"), info.get("created")
-    if not (is_number(seconds) and math.isfinite(seconds) and seconds >= 0):
+    if not (is_number(seconds) and seconds >= 0 and not (isinstance(seconds, float) and math.isinf(seconds))):
         raise InputError(f"{path}: info.seconds must be a number of seconds, not {seconds!r:.40}")
     if not isinstance(created, str):
         raise InputError(f"{path}: info.created must be a date, not {created!r:.40}")
