@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lymphocytosis.contract.provenance import stain_control
 from lymphocytosis.errors import InputError
 from lymphocytosis.files import atomic_write_json
 from lymphocytosis.model.cohort import Cohort, load_cohort
@@ -44,7 +45,6 @@ from lymphocytosis.model.measurements import with_morphometry
 from lymphocytosis.model.subgroups import hard_mask, paired
 from lymphocytosis.model.tuned_params import Settings
 from lymphocytosis.model.tuning import nested_cv
-from lymphocytosis.provenance import stain_control
 
 NAME_WIDTH = 30
 HEADER = (f"| {'pipeline':<{NAME_WIDTH}} | balanced accuracy | ROC AUC       | hard: balanced acc. | hard: ROC AUC "

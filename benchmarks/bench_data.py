@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from lymphocytosis.extract.layout import discover_patients
+from lymphocytosis.contract.layout import discover_patients
 from lymphocytosis.synthetic import make_synthetic_dataset
 
 

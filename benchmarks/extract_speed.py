@@ -27,9 +27,9 @@ from bench_data import benchmark_dataset
 from PIL import Image
 from torchvision import transforms
 
+from lymphocytosis.contract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.backbones import DEFAULT_MODEL, load_backbone
 from lymphocytosis.extract.extraction import ExtractSettings, extract
-from lymphocytosis.extract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.preprocessing import resolve_preprocessing
 
 

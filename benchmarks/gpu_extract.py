@@ -38,11 +38,11 @@ import torch
 from bench_data import benchmark_dataset
 from PIL import Image
 
+from lymphocytosis.contract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract import registry
 from lymphocytosis.extract.backbones import DEFAULT_MODEL, load_backbone
 from lymphocytosis.extract.embedder import Embedder, resolve_device
 from lymphocytosis.extract.extraction import ExtractSettings, extract
-from lymphocytosis.extract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
 from lymphocytosis.files import atomic_write_json
 

@@ -22,9 +22,9 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lymphocytosis.contract.provenance import stain_control
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.subgroups import hard_mask
-from lymphocytosis.provenance import stain_control
 from lymphocytosis.report.naming import quantity_name
 
 

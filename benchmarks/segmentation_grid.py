@@ -23,9 +23,9 @@ from skimage.segmentation import find_boundaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lymphocytosis.contract.images import canonical_image
+from lymphocytosis.contract.layout import list_cell_images
 from lymphocytosis.defaults import STAIN_METHODS
-from lymphocytosis.extract.images import canonical_image
-from lymphocytosis.extract.layout import list_cell_images
 from lymphocytosis.extract.preprocessing import CHALLENGE_IMAGE_SIZE
 from lymphocytosis.extract.segmentation import segment
 from lymphocytosis.extract.stain import normalise_array

@@ -18,8 +18,8 @@ from skimage.color import rgb2lab
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lymphocytosis.extract.images import canonical_image
-from lymphocytosis.extract.layout import discover_patients, list_cell_images
+from lymphocytosis.contract.images import canonical_image
+from lymphocytosis.contract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.preprocessing import CHALLENGE_IMAGE_SIZE
 from lymphocytosis.extract.stain import slide_references
 

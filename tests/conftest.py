@@ -107,7 +107,7 @@ def write_dataset(root: Path, splits: dict[str, dict[str, list]], make_folders: 
     `splits` maps "trainset"/"testset" to {patient_id: files}; each file is a Path (copied, keeping its
     name), a (name, Path) pair (copied under that name), a (name, bytes) pair (written), or a
     (name, PIL.Image) pair (saved). A patient whose value is None gets a CSV row but no folder."""
-    from lymphocytosis.extract.layout import SPLIT_CSVS
+    from lymphocytosis.contract.layout import SPLIT_CSVS
 
     root = Path(root)
     for split, patients in splits.items():
@@ -232,9 +232,9 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
     age and lymphocyte count; every cell row is distinct."""
     import numpy as np
 
-    from lymphocytosis.extract.layout import discover_patients
+    from lymphocytosis.contract.layout import discover_patients
+    from lymphocytosis.contract.store import PatientBag
     from lymphocytosis.extract.parts import assemble
-    from lymphocytosis.extract.store import PatientBag
 
     base = Path(base)
     root = base / "dlmi"

@@ -23,11 +23,11 @@ from PIL import Image
 
 import extract as extract_cli
 from conftest import assert_one_line_error, run_main, write_dataset
+from lymphocytosis.contract.store import load_bags, read_provenance
 from lymphocytosis.errors import InputError
 from lymphocytosis.extract import registry
 from lymphocytosis.extract.backbones import DEFAULT_MODEL, load_backbone, map_checkpoint_keys, state_dict_sha256
 from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
-from lymphocytosis.extract.store import load_bags, read_provenance
 
 S = registry.REGISTRY["dinobloom-s"]
 CLI_ARGS = ["--batch-size", "4", "--workers", "0", "--device", "cpu"]

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lymphocytosis.errors import InputError
-from lymphocytosis.extract.layout import (
+from lymphocytosis.contract.layout import (
     discover_patients,
     list_cell_images,
     read_patient_csv,
@@ -15,6 +14,7 @@ from lymphocytosis.extract.layout import (
     split_csv_paths,
     validate_patient_id,
 )
+from lymphocytosis.errors import InputError
 
 HEADER = "ID,LABEL,GENDER,DOB,LYMPH_COUNT"
 

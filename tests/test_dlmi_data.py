@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, small_settings
+from lymphocytosis.contract.layout import SPLIT_CSVS, discover_patients, list_cell_images, read_split_tables
+from lymphocytosis.contract.store import load_bags
 from lymphocytosis.extract.extraction import extract
-from lymphocytosis.extract.layout import SPLIT_CSVS, discover_patients, list_cell_images, read_split_tables
-from lymphocytosis.extract.store import load_bags
 
 DLMI_ROOT = REPO.parent / "shared" / "data" / "dlmi"
 COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")

@@ -38,15 +38,15 @@ from conftest import (
     subprocess_env,
     write_dataset,
 )
+from lymphocytosis.contract.images import scan_folder
+from lymphocytosis.contract.layout import discover_patients, list_cell_images
+from lymphocytosis.contract.store import FORMAT, PatientBag, load_bags, read_provenance
 from lymphocytosis.errors import InputError
 from lymphocytosis.extract.backbones import load_backbone
 from lymphocytosis.extract.embedder import dihedral_views, resolve_device
 from lymphocytosis.extract.extraction import build_provenance, extract
-from lymphocytosis.extract.images import scan_folder
-from lymphocytosis.extract.layout import discover_patients, list_cell_images
 from lymphocytosis.extract.parts import PartsFolder
 from lymphocytosis.extract.preprocessing import build_transform, resolve_preprocessing
-from lymphocytosis.extract.store import FORMAT, PatientBag, load_bags, read_provenance
 
 DIM = 1280
 

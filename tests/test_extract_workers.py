@@ -17,8 +17,8 @@ import pytest
 
 import extract as extract_cli
 from conftest import REPO, SMALL_CLI_ARGS, assert_one_line_error, run_main, small_settings, subprocess_env, write_dataset
+from lymphocytosis.contract.store import load_bags, read_provenance
 from lymphocytosis.extract.extraction import extract
-from lymphocytosis.extract.store import load_bags, read_provenance
 from lymphocytosis.extract.workers import Claims, Heartbeat
 
 

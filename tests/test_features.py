@@ -21,9 +21,10 @@ from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import CVDesign, compare, cross_validate, repeated_folds
 from lymphocytosis.model.feature_spec import FeatureSpec
-from lymphocytosis.model.features import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn, fit_features
+from lymphocytosis.model.features import fit_features
 from lymphocytosis.model.params import DEFAULT_PARAMS
 from lymphocytosis.model.statistics import bag_statistics, statistic_function
+from lymphocytosis.model.tables import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn
 
 PCA_SPEC = FeatureSpec(embedding_stats=("mean",), embedding_pca=2)
 

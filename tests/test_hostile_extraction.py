@@ -22,8 +22,8 @@ from PIL import Image
 
 import extract as extract_cli
 from conftest import REPO, SMALL_CLI_ARGS, assert_one_line_error, run_main, small_settings, subprocess_env, write_dataset
+from lymphocytosis.contract.store import load_bags
 from lymphocytosis.extract.extraction import extract
-from lymphocytosis.extract.store import load_bags
 
 
 def cell_pixels(seed: int = 0) -> np.ndarray:
@@ -237,12 +237,12 @@ def test_out_is_a_folder(small_root, tmp_path):
 
 def test_killed_overwrite_run_keeps_its_parts(small_root, tmp_path, caplog):
     """--overwrite discards only work of other settings: a killed --overwrite run resumes, it does not restart."""
+    from lymphocytosis.contract.images import scan_folder
+    from lymphocytosis.contract.store import PatientBag
     from lymphocytosis.extract.backbones import load_backbone
     from lymphocytosis.extract.extraction import build_provenance
-    from lymphocytosis.extract.images import scan_folder
     from lymphocytosis.extract.parts import PartsFolder
     from lymphocytosis.extract.preprocessing import resolve_preprocessing
-    from lymphocytosis.extract.store import PatientBag
 
     out = tmp_path / "e.h5"
     out_old = run(small_root, out, "--crop", "96")

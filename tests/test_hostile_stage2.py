@@ -211,7 +211,7 @@ def test_previous_extraction_with_an_odd_empty_bag_is_damaged(tmp_path):
 
 
 def test_bags_are_checked_against_the_recorded_dimension(tmp_path):
-    from lymphocytosis.extract.store import load_bags, read_provenance
+    from lymphocytosis.contract.store import load_bags, read_provenance
 
     h5 = write_fake_embeddings(tmp_path)
     assert read_provenance(h5)["dim"] == 16
@@ -227,7 +227,8 @@ def test_bags_are_checked_against_the_recorded_dimension(tmp_path):
 
 
 def test_known_embeddings_formats_are_defined_once():
-    from lymphocytosis.extract import store, update
+    from lymphocytosis.contract import store
+    from lymphocytosis.extract import update
 
     assert store.FORMAT in store.KNOWN_FORMATS and "lymphocytosis-embeddings/1" in store.KNOWN_FORMATS
     assert not hasattr(update, "OLD_FORMATS")

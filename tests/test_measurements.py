@@ -13,18 +13,19 @@ import pytest
 from conftest import assert_one_line_error, run_main
 from lymphocytosis.cli.extract import main as extract_main
 from lymphocytosis.cli.model import main as model_main
+from lymphocytosis.contract.store import load_bags, read_provenance
 from lymphocytosis.errors import InputError
 from lymphocytosis.extract.measuring import measure_dataset, measurement_provenance
 from lymphocytosis.extract.morphometry import MeasurementSettings, morphometry_names
 from lymphocytosis.extract.parts import PartsFolder, assemble
-from lymphocytosis.extract.store import load_bags, read_provenance
 from lymphocytosis.model.classifier import FittedModel
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.feature_spec import FeatureSpec
-from lymphocytosis.model.features import MEASUREMENT
 from lymphocytosis.model.measurements import settings_for, with_morphometry
+from lymphocytosis.model.persistence import load_model, save_model
 from lymphocytosis.model.subgroups import hard_mask, paired
+from lymphocytosis.model.tables import MEASUREMENT
 from lymphocytosis.model.tuned_params import Settings
 
 QUICK = {"num_iterations": 20, "n_models": 1}
@@ -134,8 +135,8 @@ def test_measurement_score_ignores_missing_cells_and_saved_models_reproduce(fake
     scores = table.cell_scores["morphometry"][patient_id]  # in image order, NaN for the incomplete cells
     assert len(scores) == len(cohort.sets[1].bags[patient_id])
     assert np.isnan(scores[2:4]).all() and np.isfinite(scores[:2]).all()
-    model.save(tmp_path / "model")
-    again = FittedModel.load(tmp_path / "model")
+    save_model(model, tmp_path / "model")
+    again = load_model(tmp_path / "model")
     np.testing.assert_allclose(again.predict_proba(cohort, cohort.ids).probabilities,
                                model.predict_proba(cohort, cohort.ids).probabilities)
 
@@ -202,7 +203,7 @@ def test_report_shows_the_hard_subgroup_and_what_survives_stain_normalisation(fa
 def test_measured_quantities_are_named_for_readers_and_tuned_when_given(fake_embeddings, tmp_path):
     import optuna
 
-    from lymphocytosis.model.features import FeatureColumn
+    from lymphocytosis.model.tables import FeatureColumn
     from lymphocytosis.model.tuning import create_study, run_study, settings_from_trial
     from lymphocytosis.report.naming import readable_name
 

@@ -14,7 +14,8 @@ import model as model_cli
 from conftest import assert_one_line_error, run_main
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.feature_spec import FeatureSpec
-from lymphocytosis.model.features import CELL_SCORE, fit_features
+from lymphocytosis.model.features import fit_features
+from lymphocytosis.model.tables import CELL_SCORE
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from lymphocytosis.errors import InputError
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import CVDesign, compare
 from lymphocytosis.model.explanations import explain
-from lymphocytosis.model.features import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn
 from lymphocytosis.model.results import load_cv, save_cv
+from lymphocytosis.model.tables import CELL_SCORE, CLINICAL, EMBEDDING, FeatureColumn
 from lymphocytosis.model.tuned_params import Settings
 from lymphocytosis.report.build import build_report, prepare_out_dir, select_patients
 from lymphocytosis.report.naming import feature_family, readable_name, statistic_name

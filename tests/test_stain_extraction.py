@@ -10,9 +10,9 @@ from PIL import Image
 from test_morphometry import drawn_cell
 
 from conftest import pin_torch_threads, small_settings, write_dataset
+from lymphocytosis.contract.provenance import same
+from lymphocytosis.contract.store import load_bags
 from lymphocytosis.extract.extraction import extract
-from lymphocytosis.extract.store import load_bags
-from lymphocytosis.provenance import same
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,7 @@ def resolve_data_options(args: argparse.Namespace) -> ArtifactPaths:
 def cohort_inputs(cohort) -> list[Path]:
     """The files a stage-2 run reads for its cohort (embeddings, measurements, the dataset's CSVs): no output may be
     one of them."""
-    from ..extract.layout import split_csv_paths
+    from ..contract.layout import split_csv_paths
 
     return [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
 

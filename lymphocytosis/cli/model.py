@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..files import atomic_write_json
@@ -30,6 +31,9 @@ from .common import (
     resolve_data_options,
     start_run,
 )
+
+if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
+    from ..model.classifier import FittedModel
 
 PROG = "model.py"
 log = logging.getLogger("model")
@@ -167,6 +171,7 @@ def check_fit(args, cohort, settings) -> None:
 def command_fit(args, cohort, settings, checked=None):
     from ..model.classifier import FittedModel
     from ..model.params import too_few_patients
+    from ..model.persistence import save_model
 
     ids = cohort.labelled_ids
     training = {"n_patients": len(ids), "n_tumoral": int(cohort.labels(ids).sum()), "settings_source": settings.source,
@@ -176,22 +181,22 @@ def command_fit(args, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
-    model.save(args.model_dir)
+    save_model(model, args.model_dir)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
 @dataclass(frozen=True)
 class PredictInputs:
     """The saved model, checked against the embeddings, and the patients to predict."""
-    model: object  # FittedModel (imported late: torch-free start-up)
+    model: FittedModel
     ids: list[str]
 
 
 def check_predict(args, cohort) -> PredictInputs:
-    from ..model.classifier import FittedModel
-    from ..provenance import require_same_sets
+    from ..contract.provenance import require_same_sets
+    from ..model.persistence import load_model
 
-    model = FittedModel.load(args.model_dir)
+    model = load_model(args.model_dir)
     require_same_sets(model.provenance, cohort.provenance,
                       f"{cohort.primary.path}: embeddings of another provenance than the model was trained on",
                       "re-extract with the model's settings (model's first)")

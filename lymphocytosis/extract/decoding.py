@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import DECODE_ERRORS, FolderScan, decode_failure, load_rgb
-from .layout import PatientEntry
+from ..contract.images import DECODE_ERRORS, FolderScan, decode_failure, load_rgb
+from ..contract.layout import PatientEntry
 from .parts import PartsFolder
 from .preprocessing import Preprocessing, build_transform
 from .workers import Claims

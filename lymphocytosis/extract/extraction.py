@@ -18,13 +18,13 @@ import timm
 import torch
 
 from .. import __version__
+from ..contract.images import scan_folder
+from ..contract.layout import discover_patients
 from ..errors import InputError
 from .backbones import load_backbone
 from .decoding import NetworkInput
 from .embedder import Embedder, resolve_device
-from .images import scan_folder
 from .job import Job, embed_all, finish
-from .layout import discover_patients
 from .parts import PartsFolder
 from .preprocessing import Preprocessing, resolve_preprocessing
 from .update import check_output, plan_update, previous_extraction

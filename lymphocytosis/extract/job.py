@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from .. import progress
+from ..contract.images import FolderScan
+from ..contract.layout import PatientEntry
+from ..contract.store import PatientBag, read_provenance
 from .decoding import ClaimedPatients, DecodedPatient
 from .embedder import Embedder
-from .images import FolderScan
-from .layout import PatientEntry
 from .parts import PartsFolder, assemble
-from .store import PatientBag, read_provenance
 from .update import UpdatePlan
 from .workers import ASSEMBLY, Claims
 

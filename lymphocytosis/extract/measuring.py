@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..contract.images import canonical_image
 from .extraction import ExtractionSummary, Stage, checked_patients, run_stage
-from .images import canonical_image
 from .morphometry import MeasurementSettings, measure
 from .preprocessing import CHALLENGE_IMAGE_SIZE
 

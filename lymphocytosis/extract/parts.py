@@ -21,10 +21,10 @@ from pathlib import Path
 
 import h5py
 
+from ..contract.provenance import describe_difference, identity, same
+from ..contract.store import HDF5_ERRORS, PatientBag, is_measurement, read_bag, write_bag, write_file_attrs
 from ..errors import InputError
 from ..files import atomic_hdf5, temporary_sibling
-from ..provenance import describe_difference, identity, same
-from .store import HDF5_ERRORS, PatientBag, is_measurement, read_bag, write_bag, write_file_attrs
 from .workers import HEARTBEAT_TIMEOUT
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from ..contract.images import canonical_image
 from ..defaults import DEFAULT_CROP
 from ..errors import InputError
-from .images import canonical_image
 from .registry import registered_crop_and_size, registered_of
 from .stain import check_method, normalise
 

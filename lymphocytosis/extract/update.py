@@ -15,13 +15,22 @@ from pathlib import Path
 
 import h5py
 
+from ..contract.images import FolderScan
+from ..contract.layout import PatientEntry
+from ..contract.provenance import describe_difference, same
+from ..contract.store import (
+    FORMAT,
+    HDF5_ERRORS,
+    KNOWN_FORMATS,
+    PatientBag,
+    check_dimensions,
+    is_measurement,
+    read_attrs,
+    read_bag,
+)
 from ..errors import InputError
 from ..files import refuse_inputs_as_outputs
-from ..provenance import describe_difference, same
-from .images import FolderScan
-from .layout import PatientEntry
 from .parts import PartsFolder
-from .store import FORMAT, HDF5_ERRORS, KNOWN_FORMATS, PatientBag, check_dimensions, is_measurement, read_attrs, read_bag
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from ..errors import InputError
 from ..metrics import decide
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
-from .features import FeatureColumn, FeatureTable, FittedFeatures, fit_features
+from .features import FittedFeatures, fit_features
 from .params import DEFAULT_PARAMS, FIXED_PARAMS, validate_params
+from .tables import FeatureColumn, FeatureTable
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -96,17 +97,6 @@ class FittedModel:
         except (KeyError, TypeError, ValueError):
             return True  # not recorded: nothing known against it
         return high - low > 1e-9
-
-    def save(self, directory) -> None:
-        from .persistence import save_model  # persistence builds FittedModels: imported when used
-
-        save_model(self, directory)
-
-    @classmethod
-    def load(cls, directory) -> FittedModel:
-        from .persistence import load_model
-
-        return load_model(directory)
 
     def features_of(self, cohort: Cohort, ids) -> FeatureTable:
         return self.features.transform(cohort, ids)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..contract.layout import read_patient_csv, read_split_tables, row_fingerprint
 from ..errors import InputError
-from ..extract.layout import read_patient_csv, read_split_tables, row_fingerprint
 
 REFERENCE_DATE = dt.date(2020, 1, 1)
 CLINICAL_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..contract.provenance import identity
+from ..contract.store import is_measurement, load_bags
 from ..errors import InputError
-from ..extract.store import is_measurement, load_bags
 from ..files import same_file
-from ..provenance import identity
 from .cell_score import CellStatistics
 from .clinical import read_clinical
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .evaluation import CVResult
-from .features import FeatureColumn
+from .tables import FeatureColumn
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 from sklearn.decomposition import PCA
 
 from ..errors import InputError
@@ -19,64 +18,9 @@ from .cell_score import CellScoreWeights, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .json_values import number_array
+from .measurements import fit_measurement_features, measurement_features
 from .statistics import bag_statistics
-
-CLINICAL, EMBEDDING, CELL_SCORE = "clinical", "embedding", "cell_score"
-MEASUREMENT = "measurement"  # a statistic of one named quantity of a measurement file (measurements.py)
-FAMILIES = (CLINICAL, EMBEDDING, CELL_SCORE, MEASUREMENT)
-
-
-@dataclass(frozen=True)
-class FeatureColumn:
-    family: str  # CLINICAL, EMBEDDING, CELL_SCORE or MEASUREMENT
-    attribute: str | None = None  # clinical attribute ("age", "sex_male", ...) or measured quantity ("nc_ratio", ...)
-    backbone: str | None = None  # the embeddings file (feature set) an image feature comes from
-    statistic: str | None = None  # bag statistic ("mean", "q90", ...)
-    basis: str | None = None  # embedding statistics: "dim" (raw dimension) or "pc" (principal component)
-    index: int | None = None  # which dimension or component
-
-    @property
-    def key(self) -> str:
-        """A unique name for tables and LightGBM; never parsed back."""
-        if self.family == CLINICAL:
-            return f"clinical:{self.attribute}"
-        key = f"{self.family}[{self.backbone}]:{self.statistic}"
-        if self.attribute is not None:  # a measured quantity
-            key = f"{key}[{self.attribute}]"
-        return key if self.basis is None else f"{key}[{self.basis}{self.index}]"
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FeatureColumn:
-        column = cls(**data)
-        text = (column.attribute, column.backbone, column.statistic, column.basis)
-        if column.family not in FAMILIES or not all(v is None or isinstance(v, str) for v in text) or not (
-                column.index is None or type(column.index) is int):
-            raise ValueError(f"not a feature column: {data!r}")
-        return column
-
-
-@dataclass
-class FeatureTable:
-    """Feature values of some patients, and the per-cell scores behind the cell-score columns."""
-
-    ids: list[str]
-    columns: list[FeatureColumn]
-    values: np.ndarray  # (len(ids), len(columns)) float64
-    cell_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # backbone -> patient -> per cell
-
-    @property
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.values, index=pd.Index(self.ids, name="ID"), columns=[c.key for c in self.columns])
-
-    @classmethod
-    def join(cls, ids: list[str], parts: list[FeatureTable]) -> FeatureTable:
-        scores = {name: s for part in parts for name, s in part.cell_scores.items()}
-        columns = [c for part in parts for c in part.columns]
-        values = np.hstack([part.values for part in parts]) if parts else np.zeros((len(ids), 0))
-        return cls(list(ids), columns, values, scores)
+from .tables import CLINICAL, EMBEDDING, FeatureColumn, FeatureTable, cell_score_table
 
 
 @dataclass(frozen=True)
@@ -124,12 +68,6 @@ def embedding_table(feature_set: CellFeatureSet, spec: FeatureSpec, ids: list[st
     return FeatureTable(ids, columns, np.vstack(rows))
 
 
-def score_table(name: str, spec: FeatureSpec, ids: list[str], scores: dict[str, np.ndarray]) -> FeatureTable:
-    columns = [FeatureColumn(CELL_SCORE, backbone=name, statistic=s) for s in spec.cell_score_stats]
-    values = np.vstack([bag_statistics(scores[patient_id][:, None], spec.cell_score_stats, 1) for patient_id in ids])
-    return FeatureTable(ids, columns, values, {name: {patient_id: scores[patient_id] for patient_id in ids}})
-
-
 @dataclass
 class FittedFeatures:
     """What `fit_features` learned on training patients: enough to build any other patient's features."""
@@ -141,7 +79,6 @@ class FittedFeatures:
 
     def transform(self, cohort: Cohort, ids) -> FeatureTable:
         """Feature table of patients not used in the fit."""
-        from .measurements import measurement_features  # it builds on this module's tables
 
         ids = list(ids)
         parts = [clinical_table(cohort, self.spec, ids)]
@@ -162,7 +99,7 @@ class FittedFeatures:
                     raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's cell "
                                      f"score expects {len(weights.beta)}")
                 scores = {patient_id: weights.score(feature_set.bags[patient_id]) for patient_id in ids}
-                parts.append(score_table(name, self.spec, ids, scores))
+                parts.append(cell_score_table(name, self.spec, ids, scores))
         return FeatureTable.join(ids, parts)
 
     def to_dict(self) -> dict:
@@ -200,7 +137,6 @@ def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]
 def fit_features(cohort: Cohort, spec: FeatureSpec, train_ids) -> tuple[FittedFeatures, FeatureTable]:
     """Fit the learned parts on `train_ids`; their feature table has cross-fitted cell scores (a training
     patient's cells scored by a ridge that never saw that patient)."""
-    from .measurements import fit_measurement_features  # it builds on this module's tables
 
     spec.validate()
     train_ids = list(train_ids)
@@ -229,5 +165,5 @@ def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: Featur
             lambda: cross_fitted_scores(feature_set.statistics(cohort.labelled_ids), feature_set.bags, train_ids,
                                         cohort.labels(train_ids), spec.cell_score_alpha, spec.inner_folds, spec.seed))
         fitted.cell_score[name] = cross_fit.weights
-        parts.append(score_table(name, spec, train_ids, cross_fit.scores))
+        parts.append(cell_score_table(name, spec, train_ids, cross_fit.scores))
     return parts

@@ -21,8 +21,8 @@ from ..errors import InputError
 from .cell_score import CellScoreWeights, CellStatistics, cross_fitted_scores
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
-from .features import CELL_SCORE, MEASUREMENT, FeatureColumn, FeatureTable
 from .statistics import bag_statistics, nan_statistic_function
+from .tables import CELL_SCORE, MEASUREMENT, FeatureColumn, FeatureTable
 from .tuned_params import Settings
 
 # The morphometry configuration measured best with the default pipeline (README, "Accuracy"): each quantity's
@@ -78,7 +78,7 @@ def complete_bags(feature_set: CellFeatureSet, ids: list[str]) -> dict[str, np.n
     return {patient_id: feature_set.bags[patient_id][complete_cells(feature_set, patient_id)] for patient_id in ids}
 
 
-def score_table(feature_set: CellFeatureSet, spec: FeatureSpec, ids: list[str], weights: CellScoreWeights | None,
+def measurement_score_table(feature_set: CellFeatureSet, spec: FeatureSpec, ids: list[str], weights: CellScoreWeights | None,
                 scores: dict[str, np.ndarray] | None = None) -> FeatureTable:
     """Cell-score statistics over the complete cells; the per-cell scores kept in image order (NaN where a
     quantity is missing), so they line up with the file names like an embeddings file's."""
@@ -110,7 +110,7 @@ def fit_measurement_features(cohort: Cohort, feature_set: CellFeatureSet, spec: 
             lambda: cross_fitted_scores(statistics, complete_bags(feature_set, train_ids), train_ids,
                                         cohort.labels(train_ids), spec.cell_score_alpha, spec.inner_folds, spec.seed))
         weights_out[feature_set.name] = cross_fit.weights
-        parts.append(score_table(feature_set, spec, train_ids, None, cross_fit.scores))
+        parts.append(measurement_score_table(feature_set, spec, train_ids, None, cross_fit.scores))
     return parts
 
 
@@ -121,5 +121,5 @@ def measurement_features(feature_set: CellFeatureSet, spec: FeatureSpec, ids: li
     if spec.measurement_stats:
         parts.append(stats_table(feature_set, spec, ids))
     if spec.measurement_score:
-        parts.append(score_table(feature_set, spec, ids, weights[feature_set.name]))
+        parts.append(measurement_score_table(feature_set, spec, ids, weights[feature_set.name]))
     return parts

@@ -25,13 +25,14 @@ from pathlib import Path
 import lightgbm as lgb
 
 from .. import __version__
+from ..contract.store import is_measurement
 from ..errors import InputError, in_file
-from ..extract.store import is_measurement
 from ..files import atomic_write_json, atomic_write_text
 from .classifier import FittedModel
 from .feature_spec import FeatureSpec
-from .features import FeatureColumn, FittedFeatures
+from .features import FittedFeatures
 from .params import validate_params
+from .tables import FeatureColumn
 
 MODEL_FORMAT = "lymphocytosis-model/2"
 MODEL_FILE = "model.json"

@@ -29,10 +29,10 @@ from .cohort import Cohort, patients_fingerprint
 from .evaluation import Comparison, CVDesign, CVResult
 from .explanations import Explanations
 from .feature_spec import FeatureSpec
-from .features import FeatureColumn
 from .json_values import integer, is_number
 from .params import validate_params
 from .persistence import save_model
+from .tables import FeatureColumn
 from .tuned_params import Settings
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract.provenance import require_same_sets
 from ..defaults import artifact_paths
 from ..errors import InputError, in_file
 from ..files import atomic_write_json
-from ..provenance import require_same_sets
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
 from .params import DEFAULT_PARAMS, validate_params

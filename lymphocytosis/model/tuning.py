@@ -19,9 +19,9 @@ import optuna
 from threadpoolctl import threadpool_limits
 
 from .. import progress
+from ..contract.provenance import describe_difference
 from ..errors import InputError
 from ..metrics import Scores, Summary
-from ..provenance import describe_difference
 from .classifier import FittedModel
 from .cohort import Cohort
 from .evaluation import Fold, FoldResult, cross_validate, repeated_folds

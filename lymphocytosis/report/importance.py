@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..model.explanations import Explanations
-from ..model.features import FeatureColumn
+from ..model.tables import FeatureColumn
 from .naming import backbone_name, family_name, feature_family, readable_name, source_name
 
 

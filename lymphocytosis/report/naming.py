@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.features import CELL_SCORE, CLINICAL, EMBEDDING, MEASUREMENT, FeatureColumn
+from ..model.tables import CELL_SCORE, CLINICAL, EMBEDDING, MEASUREMENT, FeatureColumn
 
 CLASS_NAMES = {0: "reactive", 1: "tumoral"}
 CLINICAL_NAMES = {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..contract.provenance import stain_control
 from ..model.cohort import Cohort
 from ..model.results import SavedCV
 from ..model.subgroups import HARD_LYMPH_COUNT, PairedSummary, hard_mask, paired
-from ..provenance import stain_control
 from .document import Card, Cards, Code, Paragraph
 from .naming import COUNT_UNIT
 

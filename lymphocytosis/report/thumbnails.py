@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.images import inside
 from ..errors import InputError
-from ..extract.images import inside
 from ..model.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> s
     upright), at the extraction's size, centre-cropped as torchvision crops; the reason as text when it cannot."""
     from PIL import Image
 
-    from ..extract.images import DECODE_ERRORS, canonical_image, load_rgb
+    from ..contract.images import DECODE_ERRORS, canonical_image, load_rgb
 
     try:
         image = load_rgb(source)

@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 
 from ..errors import InputError, in_file
-from ..provenance import PROVENANCE_KEYS
 from .layout import SPLIT_CSVS, validate_patient_id
+from .provenance import PROVENANCE_KEYS
 
 FORMAT = "lymphocytosis-embeddings/2"
 OLD_FORMATS = ("lymphocytosis-embeddings/1",)  # recognised (to be updated or replaced), never read

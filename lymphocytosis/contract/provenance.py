@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import InputError
+from ..errors import InputError
 
 PROVENANCE_KEYS = ("model", "weights_source", "weights_sha256", "features", "preprocessing", "tta", "precision", "dtype")
 
