@@ -19,76 +19,43 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..files import atomic_write_json
-from .common import (
-    Parser,
-    add_data_options,
-    add_run_options,
-    cli_main,
-    cohort_inputs,
-    int_in,
-    parse_with_config,
-    program,
-    resolve_data_options,
-    start_run,
-)
+from .catalog import COMMANDS, MODEL_COMMANDS
+from .common import Parser, Run, cli_main, cohort_inputs, parse_with_config, resolve_data_options, start_run
+from .options import add_options
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
     from ..model.classifier import FittedModel
+    from ..model.evaluation import CVDesign
+    from ..model.results import SavedCV
 
 PROG = "model.py"
 log = logging.getLogger("model")
 
-
-def shared_options() -> dict[str, Parser]:
-    data = Parser(add_help=False)
-    add_data_options(data, "its features join the model (with the defaults: each quantity's per-patient median)")
-    add_run_options(data)
-    tuned = Parser(add_help=False)
-    tuned.add_argument("--params", default="auto",
-                       help="'auto' (tune.py's best for these embeddings and patients, if saved, else the defaults), "
-                            "'default', or the path of a parameters file")
-    cv = Parser(add_help=False)
-    cv.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
-    cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
-    cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
-    cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
-    return {"data": data, "tuned": tuned, "cv": cv}
+SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their description
+    "cv": ("repeated stratified CV, full vs clinical-only",
+           "Repeated stratified cross-validation over patients of the model with images\n"
+           "and of the clinical-only model on the same folds; saves the results folder."),
+    "fit": ("train on all labelled patients and save", "Train on every labelled patient and save the model."),
+    "predict": ("predict the testset patients", "Predict the patients without a label (LABEL -1) with a saved model."),
+    "report": ("HTML/Markdown report", "The report of the saved cross-validation (run first when there is none\n"
+                                       "for these embeddings, settings and folds)."),
+}
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG), description=__doc__)
+def build_parser(run: Run | None = None) -> Parser:
+    run = run or Run()
+    parser = Parser(prog=run.program(PROG), description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
-    shared = shared_options()
-    data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
-    cv = commands.add_parser("cv", parents=[data, tuned, cv_options], help="repeated stratified CV, full vs clinical-only",
-                             description="Repeated stratified cross-validation over patients of the model with images\n"
-                                         "and of the clinical-only model on the same folds; saves the results folder.")
-    cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
-    fit = commands.add_parser("fit", parents=[data, tuned], help="train on all labelled patients and save",
-                              description="Train on every labelled patient and save the model.")
-    fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
-    predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
-                                  description="Predict the patients without a label (LABEL -1) with a saved model.")
-    predict.add_argument("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
-    predict.add_argument("--out", type=Path, default=None,
-                         help="ID,LABEL,PROBABILITY per patient; default: <artifacts>/predictions.csv")
-    predict.add_argument("--submission", type=Path, default=None,
-                         help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
-    predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
-    report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
-                                 description="The report of the saved cross-validation (run first when there is none\n"
-                                             "for these embeddings, settings and folds).")
-    report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
-    report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
-    report.add_argument("--stain-cv", type=Path, default=None,
-                        help="saved CV (model.py cv --cv-dir) of the same settings on embeddings extracted with --stain: "
-                             "the report then says how much of the image signal survives stain normalisation; default: none")
+    for name in MODEL_COMMANDS:
+        summary, description = SUBCOMMANDS[name]
+        add_options(commands.add_parser(name, help=summary, description=description), *COMMANDS[name])
     return parser
 
 
-def parse_args(argv=None):
-    args = parse_with_config(build_parser(), argv)
-    paths = resolve_data_options(args)
+def parse_args(argv=None, run: Run | None = None):
+    run = run or Run()
+    args = parse_with_config(build_parser(run), argv, run, subcommands=MODEL_COMMANDS)
+    paths = resolve_data_options(args, run)
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
@@ -123,7 +90,7 @@ def warn_if_cannot_separate(comparison) -> None:
                     "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
 
 
-def run_cv(args, cohort, settings):
+def run_cv(args, run: Run, cohort, settings) -> SavedCV:
     """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
     from ..model.evaluation import CVDesign, compare
     from ..model.explanations import explain
@@ -131,7 +98,7 @@ def run_cv(args, cohort, settings):
 
     started = time.perf_counter()
     comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
-                         keep_models=True)
+                         keep_models=True, progress=run.progress)
     warn_if_cannot_separate(comparison)
     directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
                         time.perf_counter() - started)
@@ -145,8 +112,8 @@ def check_cv(args, cohort, settings) -> None:
     check_results_dir(args.cv_dir)
 
 
-def command_cv(args, cohort, settings, checked=None):
-    saved = run_cv(args, cohort, settings)
+def command_cv(args, run: Run, cohort, settings, checked=None):
+    saved = run_cv(args, run, cohort, settings)
     print(format_cv_table(saved.comparison))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
@@ -168,7 +135,7 @@ def check_fit(args, cohort, settings) -> None:
         raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
 
 
-def command_fit(args, cohort, settings, checked=None):
+def command_fit(args, run: Run, cohort, settings, checked=None):
     from ..model.classifier import FittedModel
     from ..model.params import too_few_patients
     from ..model.persistence import save_model
@@ -206,7 +173,7 @@ def check_predict(args, cohort) -> PredictInputs:
     return PredictInputs(model, ids)
 
 
-def command_predict(args, cohort, checked: PredictInputs):
+def command_predict(args, run: Run, cohort, checked: PredictInputs):
     import numpy as np
     import pandas as pd
 
@@ -229,8 +196,8 @@ def command_predict(args, cohort, checked: PredictInputs):
 class ReportInputs:
     """What the report reads besides the cohort, checked before anything runs."""
     patients: list[str]
-    design: object  # CVDesign
-    stained: object | None  # SavedCV of the stain-normalised embeddings, or None
+    design: CVDesign
+    stained: SavedCV | None  # the CV of the stain-normalised embeddings, or None
     out_dir: Path
 
 
@@ -247,7 +214,7 @@ def check_report(args, cohort, settings) -> ReportInputs:
     return ReportInputs(patients, design, stained, out_dir)
 
 
-def command_report(args, cohort, settings, checked: ReportInputs):
+def command_report(args, run: Run, cohort, settings, checked: ReportInputs):
     from ..model.results import current_results, load_cv
     from ..report.build import build_report
 
@@ -255,8 +222,9 @@ def command_report(args, cohort, settings, checked: ReportInputs):
     saved = load_cv(directory) if current_results(directory) else None
     if saved is None or not saved.matches(cohort, settings, checked.design):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
-        saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained)}")
+        saved = run_cv(args, run, cohort, settings)
+    directory = build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, run.progress)
+    print(f"report: {directory}")
 
 
 def load_stain_cv(directory: Path, cohort, settings, design):
@@ -313,12 +281,12 @@ def outputs_of(args) -> dict:
     return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
-COMMANDS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
+STEPS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
 
 
 @cli_main
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv, run: Run):
+    args = parse_args(argv, run)
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.measurements import settings_for
@@ -331,13 +299,13 @@ def main(argv=None):
     # Every check runs before start_run, so a refused command leaves no run log behind.
     if args.command == "predict":
         checked = check_predict(args, cohort)
-        start_run(args, args.command, args._home)
-        command_predict(args, cohort, checked)
+        start_run(args, run, args.command)
+        command_predict(args, run, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
-    check, command = COMMANDS[args.command]
+    check, command = STEPS[args.command]
     checked = check(args, cohort, settings)
-    start_run(args, args.command, args._home)
+    start_run(args, run, args.command)
     log.info("settings: %s", settings.source)
-    command(args, cohort, settings, checked)
+    command(args, run, cohort, settings, checked)
     return 0

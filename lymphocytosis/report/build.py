@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__, progress
+from .. import __version__
 from ..errors import InputError
 from ..files import atomic_directory
 from ..metrics import bootstrap_intervals, decide
 from ..model.cohort import Cohort
 from ..model.explanations import Explanations
 from ..model.results import SavedCV
+from ..progress import Progress
 from . import figures as fig
 from .content import report_document
 from .importance import backbone_importance, family_importance, feature_importance, several_backbones, source_importance
@@ -156,16 +157,17 @@ def write_patient_pages(out_dir: Path, views: list[PatientView], cell_note: str,
 
 
 def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str],
-                 stained: SavedCV | None = None) -> Path:
+                 stained: SavedCV | None = None, progress: Progress = Progress()) -> Path:
     """Write the report folder from saved CV results (built beside it, then swapped in); returns it. `stained`, when
     given, is the same settings' CV on stain-normalised embeddings: one sentence on what survives stain normalisation."""
     with atomic_directory(out_dir) as tmp:
-        write_report(saved, cohort, tmp, patients, stained)
+        write_report(saved, cohort, tmp, patients, stained, progress)
     log.info("report: wrote %s", Path(out_dir) / "index.html")
     return Path(out_dir)
 
 
-def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None) -> None:
+def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None,
+                 progress: Progress = Progress()) -> None:
     started = time.perf_counter()
     ex = saved.explanations
     importance = importance_of(ex)
