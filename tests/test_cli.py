@@ -306,3 +306,17 @@ def test_default_outputs_come_from_one_place(tmp_path, monkeypatch):
     assert args.out == extraction_path(root) == dataset_home(root) / "embeddings.h5" == Path("artifacts/dlmi/embeddings.h5")
     args = extract_cli_module.resolve(extract_cli_module.build_parser().parse_args(["--root", str(root), "--measure", "colour"]))
     assert args.out == Path("artifacts/dlmi/colour.h5")
+
+
+def test_run_state_is_one_object_handed_down(fake_embeddings, tmp_path):
+    """How a run was started, how much it says and where its log is live in its `Run`, not in module globals."""
+    from lymphocytosis.cli import common
+
+    assert Run(console=True).program("extract.py", "extract") == "lymphocytosis extract"
+    assert Run().program("extract.py", "extract") == "extract.py"
+    assert Run(quiet=True).progress.bar(total=1).disable is True
+    assert not any(hasattr(common, name) for name in ("CONSOLE", "RUN_LOG", "QUIET"))
+    run = Run()
+    args = model_cli_module.parse_args(["cv", "--embeddings", str(fake_embeddings), "-q"], run)
+    assert run.quiet and not run.verbose and run.home == fake_embeddings.parent
+    assert not any(name.startswith("_") for name in vars(args))  # nothing added to the parsed options
