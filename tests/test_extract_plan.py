@@ -99,3 +99,9 @@ def test_choice_sets_keep_their_strings():
 def test_a_measuring_run_packs_no_patients_and_fakes_no_device():
     maker = AsMeasured()
     assert maker.pack_size is None and not hasattr(maker, "device") and not hasattr(maker, "batch_size")
+
+
+def test_timm_names_are_recognised_by_timm_not_by_error_text():
+    assert backbones.known_to_timm("resnet18") and backbones.known_to_timm("resnet18.a1_in1k")
+    assert backbones.known_to_timm("hf-hub:timm/resnet18.a1_in1k")  # the hub's configuration names the architecture
+    assert not backbones.known_to_timm("no_such_model_xyz")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models import parse_model_name
 
 from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
 from ..errors import InputError
@@ -115,8 +116,15 @@ class WeightsInfo:
     file_sha256: str = ""  # of the weights file's bytes; empty for hub weights (timm's cache, not a file we chose)
 
 
+def known_to_timm(model_name: str) -> bool:
+    """A timm architecture (with or without a pretrained tag such as `.a1_in1k`); a `hf-hub:` or `local-dir:` name
+    is resolved by timm from the hub's or the folder's configuration, so it is left to loading."""
+    source, _ = parse_model_name(model_name)
+    return source is not None or timm.is_model(model_name)
+
+
 def _hub_model(model_name: str, keep_classifier: bool):
-    if not timm.is_model(model_name):
+    if not known_to_timm(model_name):
         raise InputError(f"unknown timm model {model_name!r}")
     try:
         model = timm.create_model(model_name, pretrained=True, num_classes=None if keep_classifier else 0)
@@ -130,7 +138,7 @@ def _hub_model(model_name: str, keep_classifier: bool):
 
 def _timm_file_model(model_name: str, weights: str, path: Path, keep_classifier: bool):
     checkpoint = _read_checkpoint(path)
-    if not timm.is_model(model_name):
+    if not known_to_timm(model_name):
         raise InputError(f"unknown timm model {model_name!r}")
     model = timm.create_model(model_name, pretrained=False)
     mapped = map_checkpoint_keys(checkpoint, model.state_dict(), str(path), by_position=weights == EMBEDDED_WEIGHTS)
