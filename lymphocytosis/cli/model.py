@@ -45,7 +45,7 @@ SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their descrip
 def build_parser(run: Run | None = None) -> Parser:
     run = run or Run()
     parser = Parser(prog=run.program(PROG), description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar=f"{{{','.join(MODEL_COMMANDS)}}}")
     for name in MODEL_COMMANDS:
         summary, description = SUBCOMMANDS[name]
         add_options(commands.add_parser(name, help=summary, description=description), *COMMANDS[name])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,11 +20,13 @@ from ..defaults import FeatureKind, Precision, Stain, StorageDtype
 from ..errors import InputError
 from .backbones import weights_choice
 from .embedder import resolve_device
-from .morphometry import MeasurementSettings
 from .preprocessing import crop_and_size
 from .registry import registered
 from .stain import check_method
 from .update import check_output
+
+if TYPE_CHECKING:  # an embedding run does not load the measuring code (scikit-image, SciPy)
+    from .morphometry import MeasurementSettings
 
 
 @dataclass(frozen=True)
