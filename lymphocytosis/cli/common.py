@@ -55,6 +55,23 @@ class Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
+def float_in(low: float, high: float, include_high: bool = True):
+    """An argparse type: a finite number above `low` and up to `high` (or below it when not `include_high`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low < value < high or include_high and value == high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: expected a number above {low} and "
+                                             f"{'at most' if include_high else 'below'} {high}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def int_in(low: int, high: int | None = None):
     """An argparse type: an integer from `low` to `high` (inclusive; no upper bound when None)."""
 

@@ -12,6 +12,7 @@ writes. The dataset's CSVs are found through the embeddings file, or given with 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from .common import (
     add_run_options,
     cli_main,
     cohort_inputs,
+    float_in,
     int_in,
     parse_with_config,
     program,
@@ -52,19 +54,25 @@ def shared_options() -> dict[str, Parser]:
     cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
     cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
     cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
-    return {"data": data, "tuned": tuned, "cv": cv}
+    cv.add_argument("--prevalence", type=float_in(0.0, 1.0, include_high=False), default=None,
+                    help="also give PPV and NPV at this prevalence of tumoral (0-1); default: the cohort's only")
+    rule = Parser(add_help=False)
+    rule.add_argument("--sensitivities", type=float_in(0.5, 1.0), nargs="+", default=[0.95, 0.98],
+                      help="target sensitivities for tumoral: a threshold for each (sens95, ...), chosen on "
+                           "out-of-fold predictions of the training patients only")
+    return {"data": data, "tuned": tuned, "cv": cv, "rule": rule}
 
 
 def build_parser() -> Parser:
     parser = Parser(prog=program(PROG), description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
     shared = shared_options()
-    data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
-    cv = commands.add_parser("cv", parents=[data, tuned, cv_options], help="repeated stratified CV, full vs clinical-only",
+    data, tuned, cv_options, rule = shared["data"], shared["tuned"], shared["cv"], shared["rule"]
+    cv = commands.add_parser("cv", parents=[data, tuned, cv_options, rule], help="repeated stratified CV, full vs clinical-only",
                              description="Repeated stratified cross-validation over patients of the model with images\n"
                                          "and of the clinical-only model on the same folds; saves the results folder.")
     cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
-    fit = commands.add_parser("fit", parents=[data, tuned], help="train on all labelled patients and save",
+    fit = commands.add_parser("fit", parents=[data, tuned, rule], help="train on all labelled patients and save",
                               description="Train on every labelled patient and save the model.")
     fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
     predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
@@ -75,7 +83,10 @@ def build_parser() -> Parser:
     predict.add_argument("--submission", type=Path, default=None,
                          help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
     predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
-    report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
+    predict.add_argument("--operating-point", default="balanced",
+                         help="the threshold that decides LABEL: 'balanced' (0.5), or one the model was fitted "
+                              "with (sens95, sens98, ...: model.py fit --sensitivities)")
+    report = commands.add_parser("report", parents=[data, tuned, cv_options, rule], help="HTML/Markdown report",
                                  description="The report of the saved cross-validation (run first when there is none\n"
                                              "for these embeddings, settings and folds).")
     report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
@@ -88,7 +99,9 @@ def build_parser() -> Parser:
 
 def parse_args(argv=None):
     args = parse_with_config(build_parser(), argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # the command, for the model card
     paths = resolve_data_options(args)
+    args._cv_dir = paths.cv_dir
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
@@ -125,16 +138,23 @@ def warn_if_cannot_separate(comparison) -> None:
 
 def run_cv(args, cohort, settings):
     """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
+    from ..model.decision import learn_fold_rules
+    from ..model.decision_results import CVDecisions
     from ..model.evaluation import CVDesign, compare
     from ..model.explanations import explain
+    from ..model.operating_points import check_sensitivities
     from ..model.results import load_cv, save_cv
 
     started = time.perf_counter()
     comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
                          keep_models=True)
     warn_if_cannot_separate(comparison)
+    sensitivities = check_sensitivities(args.sensitivities)
+    rules = learn_fold_rules(cohort, settings.spec, settings.params, [r.fold for r in comparison.full.folds],
+                             args.seed, sensitivities)
+    decisions = CVDecisions(sensitivities, rules, comparison.full.ids)
     directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, decisions)
     log.info("wrote cross-validation results to %s", directory)
     return load_cv(directory)
 
@@ -146,8 +166,11 @@ def check_cv(args, cohort, settings) -> None:
 
 
 def command_cv(args, cohort, settings, checked=None):
+    from ..model.decision_results import format_decision_table, judged
+
     saved = run_cv(args, cohort, settings)
     print(format_cv_table(saved.comparison))
+    print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
               "`python tune.py --nested` measures what tuning buys")
@@ -181,8 +204,29 @@ def command_fit(args, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.decision = fitted_decision(args, cohort, settings, ids)
     save_model(model, args.model_dir)
+    write_card(args, cohort, settings, model)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
+
+
+def fitted_decision(args, cohort, settings, ids):
+    """Thresholds and recalibration of the model trained on `ids`, from an inner CV over `ids` alone."""
+    from ..model.decision import SavedDecision, learn_rule
+    from ..model.operating_points import check_sensitivities
+
+    rule = learn_rule(cohort, settings.spec, settings.params, ids, check_sensitivities(args.sensitivities))
+    for point in rule.operating_points.points:
+        log.info("operating point %s: threshold %.4f", point.name, point.threshold)
+    log.info("recalibration: %s (cross-validated Brier %s)", rule.recalibration.method,
+             ", ".join(f"{k} {v:.4f}" for k, v in rule.recalibration_brier.items()))
+    return SavedDecision.of(cohort, ids, rule)
+
+
+def write_card(args, cohort, settings, model) -> None:
+    from ..model.model_card import write_model_card
+
+    write_model_card(args.model_dir, model, cohort, settings, args._cv_dir, args._argv)
 
 
 @dataclass(frozen=True)
@@ -203,7 +247,15 @@ def check_predict(args, cohort) -> PredictInputs:
     ids = cohort.ids if args.all else cohort.unlabelled_ids
     if not ids:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
+    rule_of(model).operating_points.threshold(args.operating_point)  # refused now if the model has no such point
     return PredictInputs(model, ids)
+
+
+def rule_of(model):
+    """The model's decision rule; a model saved before rules existed has the balanced threshold only."""
+    from ..model.decision import DecisionRule
+
+    return model.decision.rule if model.decision is not None else DecisionRule.default()
 
 
 def command_predict(args, cohort, checked: PredictInputs):
@@ -217,12 +269,19 @@ def command_predict(args, cohort, checked: PredictInputs):
     if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
         log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
                     prediction.probabilities[0])
-    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
+    rule = rule_of(model)
+    threshold = rule.operating_points.threshold(args.operating_point)
+    labels = (prediction.probabilities >= threshold).astype(int)
+    out = pd.DataFrame({"ID": ids, "LABEL": labels, "PROBABILITY": prediction.probabilities.round(6)})
+    if rule.recalibrated:  # a risk: the probability through the recalibration fitted with the model
+        out["RECALIBRATED_PROBABILITY"] = rule.recalibration.apply(prediction.probabilities).round(6)
+    out["OPERATING_POINT"] = args.operating_point
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
-    print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
+    print(f"predicted {len(ids)} patients ({int(labels.sum())} tumoral at {args.operating_point}, threshold "
+          f"{threshold:.4f}): {args.out}, submission {args.submission}")
 
 
 @dataclass(frozen=True)

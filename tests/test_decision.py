@@ -1,0 +1,208 @@
+"""Operating points and recalibration, learned without the patients they are judged on; saved with the CV and
+the model, validated when read back; `predict --operating-point`; the model card.
+
+Runs on hand-made embeddings (`write_fake_embeddings`: 24 + 4 patients, 16 dimensions, no torch)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import model as model_cli
+from conftest import assert_one_line_error, run_main, write_fake_embeddings
+from lymphocytosis.errors import InputError
+from lymphocytosis.model import decision as decision_module
+from lymphocytosis.model.calibration import Recalibration, choose_recalibration, expected_calibration_error
+from lymphocytosis.model.classifier import FittedModel
+from lymphocytosis.model.cohort import Cohort, load_cohort
+from lymphocytosis.model.decision import learn_fold_rules, learn_rule
+from lymphocytosis.model.evaluation import repeated_folds
+from lymphocytosis.model.operating_points import OperatingPoints, judge, threshold_for_sensitivity
+from lymphocytosis.model.results import load_cv
+from lymphocytosis.model.tuned_params import Settings, save_settings
+
+SMALL = {"min_data_in_leaf": 2, "num_iterations": 30, "n_models": 2}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """Fake embeddings, a parameters file that lets trees split, a saved CV and a fitted model."""
+    base = tmp_path_factory.mktemp("decision")
+    embeddings = write_fake_embeddings(base)
+    save_settings(base / "params.json", Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings),
+                  {"trial": 0})
+    data = ["--embeddings", str(embeddings), "--params", str(base / "params.json")]
+    result = run_main(model_cli.main, ["cv", *data, "--folds", "3", "--repeats", "2", "--cv-dir", str(base / "cv")])
+    assert result.code == 0, result.stderr
+    assert "sens95" in result.stdout and "recalibrated" in result.stdout
+    result = run_main(model_cli.main, ["fit", *data, "--model-dir", str(base / "model")])
+    assert result.code == 0, result.stderr
+    return base
+
+
+def small_params() -> dict:
+    return {**Settings().params, **SMALL}
+
+
+def test_threshold_for_sensitivity_constructed():
+    labels = np.array([1] * 10 + [0] * 5)
+    probabilities = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.0, 0.05, 0.15, 0.25, 0.35])
+    assert threshold_for_sensitivity(labels, probabilities, 0.9) == 0.2  # one of ten may fall below
+    assert threshold_for_sensitivity(labels, probabilities, 0.95) == 0.1  # floor(0.5) = 0 misses
+    assert threshold_for_sensitivity(labels, probabilities, 0.8) == 0.3
+    for s in (0.8, 0.9, 0.95, 1.0):
+        t = threshold_for_sensitivity(labels, probabilities, s)
+        assert (probabilities[labels == 1] >= t).mean() >= s
+
+
+def test_judge_counts_held_out_decisions():
+    labels = np.array([1, 1, 1, 0, 0])
+    probabilities = np.array([[0.9, 0.6, 0.2, 0.5, 0.1]])
+    result = judge(labels, probabilities, np.full((1, 5), 0.55), prevalence=0.1, n_boot=50)
+    assert result["sensitivity"].value == pytest.approx(2 / 3)
+    assert result["specificity"].value == 1.0
+    assert result["sent_to_cytometry"].value == pytest.approx(2 / 5)
+    assert result["ppv_at_prevalence"].value == 1.0
+    assert result["npv_at_prevalence"].value == pytest.approx(0.9 / (0.9 + 0.1 / 3))
+    assert result["sensitivity"].low <= result["sensitivity"].value <= result["sensitivity"].high
+
+
+def test_fold_rules_never_see_the_test_fold(fake_embeddings, monkeypatch):
+    """A spy on every model fit: the inner CV of an outer fold trains on that fold's training patients only."""
+    cohort = load_cohort(fake_embeddings)
+    folds = repeated_folds(cohort.labelled_ids, cohort.labels(cohort.labelled_ids), 3, 1, 0)
+    seen = []
+    original = FittedModel.fit.__func__
+
+    def spy(cls, cohort, train_ids, *args, **kwargs):
+        seen.append(set(train_ids))
+        return original(cls, cohort, train_ids, *args, **kwargs)
+
+    monkeypatch.setattr(FittedModel, "fit", classmethod(spy))
+    rules = learn_fold_rules(cohort, Settings().spec, small_params(), folds, 0)
+    per_fold = len(seen) // len(folds)
+    assert per_fold == decision_module.INNER_FOLDS and len(rules) == len(folds)
+    for k, fold in enumerate(folds):
+        for train in seen[k * per_fold:(k + 1) * per_fold]:
+            assert train <= set(fold.train_ids) and not train & set(fold.test_ids)
+
+
+def test_fold_rule_ignores_the_test_fold_labels(fake_embeddings):
+    """A constructed case: flipping every label of the held-out fold leaves its thresholds unchanged, while
+    flipping training labels changes them."""
+    cohort = load_cohort(fake_embeddings)
+    fold = repeated_folds(cohort.labelled_ids, cohort.labels(cohort.labelled_ids), 3, 1, 0)[0]
+
+    def flipped(ids) -> Cohort:
+        clinical = cohort.clinical.copy()
+        clinical.loc[list(ids), "label"] = 1 - clinical.loc[list(ids), "label"]
+        return Cohort(clinical, cohort.sets, cohort.dataset_root)
+
+    rule = learn_rule(cohort, Settings().spec, small_params(), fold.train_ids)
+    assert learn_rule(flipped(fold.test_ids), Settings().spec, small_params(), fold.train_ids) == rule
+    other = learn_rule(flipped(fold.train_ids[:4]), Settings().spec, small_params(), fold.train_ids)
+    assert other.operating_points != rule.operating_points
+
+
+def test_recalibration_chosen_and_checked():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    honest = np.clip(0.15 + 0.7 * labels + rng.normal(0, 0.15, 400), 0.01, 0.99)
+    squeezed = 0.4 + 0.2 * honest  # ranks well, probabilities pulled to 0.5
+    fitted, scores = choose_recalibration(labels, squeezed)
+    assert fitted.method in ("platt", "isotonic") and scores[fitted.method] < scores["none"]
+    assert expected_calibration_error(labels, fitted.apply(squeezed)) < expected_calibration_error(labels, squeezed)
+    assert Recalibration.from_dict(fitted.to_dict()) == fitted
+    for bad in ({"method": "platt", "x": [1.0], "y": []}, {"method": "isotonic", "x": [0.2, 0.1], "y": [0.1, 0.2]},
+                {"method": "isotonic", "x": [0.1, 0.2], "y": [0.5, 1.5]}, {"method": "magic", "x": [], "y": []},
+                {"method": "platt", "x": [1.0, float("nan")], "y": []}):
+        with pytest.raises(InputError):
+            Recalibration.from_dict(bad)
+
+
+@pytest.mark.parametrize("bad", [[], [{"name": "sens95", "threshold": 0.3, "target": 0.95}],
+                                 [{"name": "balanced", "threshold": 0.4, "target": None}],
+                                 [{"name": "balanced", "threshold": 0.5, "target": None},
+                                  {"name": "sens90", "threshold": 0.3, "target": 0.95}],
+                                 [{"name": "balanced", "threshold": 0.5, "target": None},
+                                  {"name": "sens95", "threshold": 1.5, "target": 0.95}],
+                                 [{"name": "balanced", "threshold": 0.5, "target": None},
+                                  {"name": "sens95", "threshold": True, "target": 0.95}]])
+def test_operating_points_validated(bad):
+    with pytest.raises(InputError):
+        OperatingPoints.from_list(bad)
+
+
+def test_cv_saves_fold_rules(base, tmp_path):
+    saved = load_cv(base / "cv")
+    assert saved.decisions is not None and len(saved.decisions.rules) == 6
+    thresholds = saved.decisions.thresholds("sens95")
+    assert np.isfinite(thresholds).all() and ((thresholds >= 0) & (thresholds <= 1)).all()
+    copy = tmp_path / "cv"
+    shutil.copytree(base / "cv", copy)
+    document = json.loads((copy / "decision.json").read_text())
+    document["folds"][0]["test_ids"] = document["folds"][1]["test_ids"]  # a repeat's held-out patients overlap
+    (copy / "decision.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match="decision.json: the held-out patients of repeat 0"):
+        load_cv(copy)
+
+
+def test_fit_saves_rule_and_card(base):
+    document = json.loads((base / "model" / "model.json").read_text())
+    rule = document["decision"]["rule"]
+    assert [p["name"] for p in rule["operating_points"]] == ["balanced", "sens95", "sens98"]
+    assert sorted(document["decision"]["training_patients"]) == sorted(load_cohort(base / "embeddings.h5").labelled_ids)
+    card = (base / "model" / "MODEL_CARD.md").read_text()
+    for fragment in ("Intended use", "24 patients: 16 tumoral, 8 reactive", "clinical only", "sens98",
+                     "Known limits", "lymphocytosis fit --embeddings"):
+        assert fragment in card
+
+
+def predict(copy: Path, *extra: str):
+    result = run_main(model_cli.main, ["predict", "--embeddings", str(copy / "embeddings.h5"), "--model-dir",
+                                       str(copy / "model"), "--out", str(copy / "p.csv"), "--submission",
+                                       str(copy / "s.csv"), "--all", *extra])
+    return result
+
+
+def test_predict_operating_points(base, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    thresholds = {p["name"]: p["threshold"] for p in
+                  json.loads((copy / "model" / "model.json").read_text())["decision"]["rule"]["operating_points"]}
+    for name in ("balanced", "sens95"):
+        result = predict(copy, "--operating-point", name)
+        assert result.code == 0, result.stderr
+        frame = pd.read_csv(copy / "p.csv", dtype={"ID": str})
+        assert (frame["OPERATING_POINT"] == name).all()
+        assert (frame["LABEL"] == (frame["PROBABILITY"] >= thresholds[name]).astype(int)).all()
+    assert_one_line_error(predict(copy, "--operating-point", "sens80"), "no operating point 'sens80'", "balanced")
+
+
+def test_model_saved_before_rules_predicts_balanced(base, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    assert predict(copy).code == 0
+    before = (copy / "s.csv").read_bytes()
+    path = copy / "model" / "model.json"
+    document = json.loads(path.read_text())
+    del document["decision"]
+    path.write_text(json.dumps(document))
+    assert predict(copy).code == 0
+    assert (copy / "s.csv").read_bytes() == before
+    assert_one_line_error(predict(copy, "--operating-point", "sens95"), "no operating point 'sens95'")
+
+
+def test_damaged_rule_in_model_is_refused(base, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    path = copy / "model" / "model.json"
+    document = json.loads(path.read_text())
+    document["decision"]["rule"]["operating_points"][1]["threshold"] = "high"
+    path.write_text(json.dumps(document))
+    assert_one_line_error(predict(copy), "model.json", "threshold must be a number")
