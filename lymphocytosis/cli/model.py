@@ -312,10 +312,17 @@ def command_report(args, cohort, settings, checked: ReportInputs):
 
     directory = args.cv_dir
     saved = load_cv(directory) if current_results(directory) else None
-    if saved is None or not saved.matches(cohort, settings, checked.design):
+    if saved is None or not saved.matches(cohort, settings, checked.design) or not same_rule(saved, args):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained)}")
+    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, args.prevalence)}")
+
+
+def same_rule(saved, args) -> bool:
+    """Were the saved CV's thresholds chosen for these target sensitivities?"""
+    from ..model.operating_points import check_sensitivities
+
+    return saved.decisions is not None and saved.decisions.sensitivities == check_sensitivities(args.sensitivities)
 
 
 def load_stain_cv(directory: Path, cohort, settings, design):
