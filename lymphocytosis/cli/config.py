@@ -2,7 +2,7 @@
 
 A file's values are defaults: they become command-line arguments placed before the real ones, so an option
 given on the command line wins (and a list given there replaces the file's list). Top-level keys apply to
-every command that has the option; a `[extract]`, `[cv]`, `[fit]`, `[predict]`, `[report]` or `[tune]` table
+every command that has the option; a `[extract]`, `[cv]`, `[fit]`, `[predict]`, `[report]`, `[evaluate]` or `[tune]` table
 to one command, over the top level. The whole file is checked against every command before anything runs,
 and anything it cannot mean is one line naming the file and the key: an unknown key or table, a command name
 given a value, a flag given something other than true/false, a list for a one-value option, a value the
@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..passwords import masked
 
-COMMANDS = ("extract", "cv", "fit", "predict", "report", "tune")
+COMMANDS = ("extract", "cv", "fit", "predict", "report", "evaluate", "tune")
 NOT_SETTINGS = {"help", "version", "config"}  # options a settings file cannot give
 
 

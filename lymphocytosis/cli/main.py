@@ -22,6 +22,7 @@ commands:
   fit       train on every labelled patient and save the model
   predict   predict the patients without a label with a saved model
   report    HTML and Markdown report of the saved cross-validation
+  evaluate  judge a saved model on another labelled cohort (BA, AUC, operating points, calibration)
   tune      search the model's settings with Optuna (several workers may share one study)
 
 `lymphocytosis COMMAND --help` lists a command's options and their defaults.
@@ -37,8 +38,8 @@ def main(argv=None) -> int:
         print(f"lymphocytosis {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in ("extract", "cv", "fit", "predict", "report", "tune"):
-        print(f"error: lymphocytosis: unknown command {command!r} (extract, cv, fit, predict, report, tune)",
+    if command not in ("extract", "cv", "fit", "predict", "report", "evaluate", "tune"):
+        print(f"error: lymphocytosis: unknown command {command!r} (extract, cv, fit, predict, report, evaluate, tune)",
               file=sys.stderr)
         return 2
     common.CONSOLE = True

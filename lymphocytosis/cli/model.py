@@ -33,6 +33,7 @@ from .common import (
     resolve_data_options,
     start_run,
 )
+from .evaluate import add_evaluate_parser, check_evaluate, command_evaluate
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
     from ..model.classifier import FittedModel
@@ -65,7 +66,7 @@ def shared_options() -> dict[str, Parser]:
 
 def build_parser() -> Parser:
     parser = Parser(prog=program(PROG), description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report,evaluate}")
     shared = shared_options()
     data, tuned, cv_options, rule = shared["data"], shared["tuned"], shared["cv"], shared["rule"]
     cv = commands.add_parser("cv", parents=[data, tuned, cv_options, rule], help="repeated stratified CV, full vs clinical-only",
@@ -75,6 +76,9 @@ def build_parser() -> Parser:
     fit = commands.add_parser("fit", parents=[data, tuned, rule], help="train on all labelled patients and save",
                               description="Train on every labelled patient and save the model.")
     fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
+    fit.add_argument("--cv-dir", type=Path, default=None,
+                     help="saved CV results quoted in MODEL_CARD.md when they are of these data and settings; "
+                          "default: <artifacts>/cv")
     predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
                                   description="Predict the patients without a label (LABEL -1) with a saved model.")
     predict.add_argument("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
@@ -94,6 +98,7 @@ def build_parser() -> Parser:
     report.add_argument("--stain-cv", type=Path, default=None,
                         help="saved CV (model.py cv --cv-dir) of the same settings on embeddings extracted with --stain: "
                              "the report then says how much of the image signal survives stain normalisation; default: none")
+    add_evaluate_parser(commands, [data])
     return parser
 
 
@@ -101,7 +106,8 @@ def parse_args(argv=None):
     args = parse_with_config(build_parser(), argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)  # the command, for the model card
     paths = resolve_data_options(args)
-    args._cv_dir = paths.cv_dir
+    if args.command == "evaluate" and args.out_dir is None:
+        args.out_dir = paths.home / "evaluation"
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
@@ -226,7 +232,7 @@ def fitted_decision(args, cohort, settings, ids):
 def write_card(args, cohort, settings, model) -> None:
     from ..model.model_card import write_model_card
 
-    write_model_card(args.model_dir, model, cohort, settings, args._cv_dir, args._argv)
+    write_model_card(args.model_dir, model, cohort, settings, args.cv_dir, args._argv)
 
 
 @dataclass(frozen=True)
@@ -344,7 +350,7 @@ def inputs_of(args, cohort) -> list[Path]:
     inputs = cohort_inputs(cohort)
     if getattr(args, "params", "auto") not in ("auto", "default"):
         inputs.append(Path(args.params))
-    if args.command == "predict" and Path(args.model_dir).is_dir():
+    if args.command in ("predict", "evaluate") and Path(args.model_dir).is_dir():
         inputs += sorted(Path(args.model_dir).iterdir())
     if getattr(args, "stain_cv", None):
         inputs.append(Path(args.stain_cv))
@@ -376,6 +382,8 @@ def outputs_of(args) -> dict:
         if Path(args.out).resolve() == Path(args.submission).resolve():
             raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
         return {"--out": args.out, "--submission": args.submission}
+    if args.command == "evaluate":
+        return {"--out-dir": args.out_dir}
     return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
@@ -395,10 +403,11 @@ def main(argv=None):
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
     # Every check runs before start_run, so a refused command leaves no run log behind.
-    if args.command == "predict":
-        checked = check_predict(args, cohort)
+    if args.command in ("predict", "evaluate"):
+        check, command = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
+        checked = check(args, cohort)
         start_run(args, args.command, args._home)
-        command_predict(args, cohort, checked)
+        command(args, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
     check, command = COMMANDS[args.command]
