@@ -33,6 +33,7 @@ from .common import (
     resolve_data_options,
     start_run,
 )
+from .decision_options import fitted_decision, rule_of, same_rule, write_card
 from .evaluate import add_evaluate_parser, check_evaluate, command_evaluate
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
@@ -216,25 +217,6 @@ def command_fit(args, cohort, settings, checked=None):
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
-def fitted_decision(args, cohort, settings, ids):
-    """Thresholds and recalibration of the model trained on `ids`, from an inner CV over `ids` alone."""
-    from ..model.decision import SavedDecision, learn_rule
-    from ..model.operating_points import check_sensitivities
-
-    rule = learn_rule(cohort, settings.spec, settings.params, ids, check_sensitivities(args.sensitivities))
-    for point in rule.operating_points.points:
-        log.info("operating point %s: threshold %.4f", point.name, point.threshold)
-    log.info("recalibration: %s (cross-validated Brier %s)", rule.recalibration.method,
-             ", ".join(f"{k} {v:.4f}" for k, v in rule.recalibration_brier.items()))
-    return SavedDecision.of(cohort, ids, rule)
-
-
-def write_card(args, cohort, settings, model) -> None:
-    from ..model.model_card import write_model_card
-
-    write_model_card(args.model_dir, model, cohort, settings, args.cv_dir, args._argv)
-
-
 @dataclass(frozen=True)
 class PredictInputs:
     """The saved model, checked against the embeddings, and the patients to predict."""
@@ -255,13 +237,6 @@ def check_predict(args, cohort) -> PredictInputs:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
     rule_of(model).operating_points.threshold(args.operating_point)  # refused now if the model has no such point
     return PredictInputs(model, ids)
-
-
-def rule_of(model):
-    """The model's decision rule; a model saved before rules existed has the balanced threshold only."""
-    from ..model.decision import DecisionRule
-
-    return model.decision.rule if model.decision is not None else DecisionRule.default()
 
 
 def command_predict(args, cohort, checked: PredictInputs):
@@ -322,13 +297,6 @@ def command_report(args, cohort, settings, checked: ReportInputs):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, cohort, settings)
     print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, args.prevalence)}")
-
-
-def same_rule(saved, args) -> bool:
-    """Were the saved CV's thresholds chosen for these target sensitivities?"""
-    from ..model.operating_points import check_sensitivities
-
-    return saved.decisions is not None and saved.decisions.sensitivities == check_sensitivities(args.sensitivities)
 
 
 def load_stain_cv(directory: Path, cohort, settings, design):
