@@ -18,7 +18,6 @@ from conftest import assert_one_line_error, run_main, write_fake_embeddings
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import decision as decision_module
 from lymphocytosis.model.calibration import Recalibration, choose_recalibration, expected_calibration_error
-from lymphocytosis.model.classifier import FittedModel
 from lymphocytosis.model.cohort import Cohort, load_cohort
 from lymphocytosis.model.decision import learn_fold_rules, learn_rule
 from lymphocytosis.model.evaluation import repeated_folds
@@ -73,23 +72,32 @@ def test_judge_counts_held_out_decisions():
 
 
 def test_fold_rules_never_see_the_test_fold(fake_embeddings, monkeypatch):
-    """A spy on every model fit: the inner CV of an outer fold trains on that fold's training patients only."""
+    """Spies on every learned step of the inner CV: features are fitted on the outer fold's training patients
+    exactly, and every booster on a part of them; no held-out patient of that fold is ever seen."""
     cohort = load_cohort(fake_embeddings)
     folds = repeated_folds(cohort.labelled_ids, cohort.labels(cohort.labelled_ids), 3, 1, 0)
-    seen = []
-    original = FittedModel.fit.__func__
+    features_seen, boosters_seen = [], []
+    fit_features, train_boosters = decision_module.fit_features, decision_module.train_boosters
 
-    def spy(cls, cohort, train_ids, *args, **kwargs):
-        seen.append(set(train_ids))
-        return original(cls, cohort, train_ids, *args, **kwargs)
+    def features_spy(cohort, spec, train_ids):
+        features_seen.append(list(train_ids))
+        return fit_features(cohort, spec, train_ids)
 
-    monkeypatch.setattr(FittedModel, "fit", classmethod(spy))
+    def boosters_spy(table, labels, params):
+        boosters_seen.append(set(table.ids))
+        return train_boosters(table, labels, params)
+
+    monkeypatch.setattr(decision_module, "fit_features", features_spy)
+    monkeypatch.setattr(decision_module, "train_boosters", boosters_spy)
     rules = learn_fold_rules(cohort, Settings().spec, small_params(), folds, 0)
-    per_fold = len(seen) // len(folds)
-    assert per_fold == decision_module.INNER_FOLDS and len(rules) == len(folds)
+    assert len(rules) == len(folds) and features_seen == [list(f.train_ids) for f in folds]
+    per_fold = len(boosters_seen) // len(folds)
+    assert per_fold == decision_module.INNER_FOLDS and len(boosters_seen) == per_fold * len(folds)
     for k, fold in enumerate(folds):
-        for train in seen[k * per_fold:(k + 1) * per_fold]:
-            assert train <= set(fold.train_ids) and not train & set(fold.test_ids)
+        inner = boosters_seen[k * per_fold:(k + 1) * per_fold]
+        for train in inner:
+            assert train < set(fold.train_ids) and not train & set(fold.test_ids)
+        assert set.union(*[set(fold.train_ids) - t for t in inner]) == set(fold.train_ids)  # each predicted once
 
 
 def test_fold_rule_ignores_the_test_fold_labels(fake_embeddings):

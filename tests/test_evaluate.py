@@ -99,3 +99,9 @@ def test_evaluate_refuses_foreign_out_dir(trained, new_cohort, tmp_path):
     (tmp_path / "eval" / "notes.txt").write_text("mine")
     assert_one_line_error(evaluate(trained / "model", new_cohort, tmp_path / "eval"), "not an earlier evaluation")
     assert (tmp_path / "eval" / "notes.txt").read_text() == "mine"
+
+
+def test_evaluate_help_and_console_command():
+    result = run_main(lymphocytosis_main.main, ["evaluate", "--help"])
+    assert result.code == 0 and "--model-dir" in result.stdout and "--prevalence" in result.stdout
+    assert "evaluate" in run_main(lymphocytosis_main.main, ["--help"]).stdout

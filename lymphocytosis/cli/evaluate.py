@@ -22,7 +22,8 @@ def add_evaluate_parser(commands, parents) -> None:
                                    description="Score a saved model on every labelled patient of another cohort (its\n"
                                                "--embeddings): BA, AUC, operating points, calibration, decision curve,\n"
                                                "with intervals; writes a results folder and report.")
-    evaluate.add_argument("--model-dir", type=Path, required=True, help="the saved model (model.py fit --model-dir)")
+    evaluate.add_argument("--model-dir", type=Path, required=True,
+                          help="the saved model (model.py fit --model-dir); required, no default")
     evaluate.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts of the cohort>/evaluation")
     evaluate.add_argument("--prevalence", type=float_in(0.0, 1.0, include_high=False), default=None,
                           help="also give PPV and NPV at this prevalence of tumoral (0-1); default: the cohort's only")

@@ -53,7 +53,7 @@ class SavedCV:
     fingerprint: str  # the labelled patients (Cohort.fingerprint)
     data_fingerprint: str  # their cells and CSV rows (Cohort.data_fingerprint)
     info: dict  # embeddings paths, dataset root, created, seconds, tool version
-    decisions: CVDecisions | None = None  # each fold's thresholds and recalibration (decision.json)
+    decisions: CVDecisions | None = None  # each fold's thresholds and recalibration (decision.json); None: not saved
 
     def matches(self, cohort: Cohort, settings: Settings, design: CVDesign) -> bool:
         """Were these results computed on these embeddings and patients, with these settings and folds?"""
@@ -265,7 +265,7 @@ def load_cv(directory: Path) -> SavedCV:
         if problem:
             raise ValueError(problem)
         reading = directory / DECISION_FILE
-        decisions = CVDecisions.from_dict(json.loads(reading.read_text()), comparison)
+        decisions = CVDecisions.from_dict(json.loads(reading.read_text()), comparison) if reading.exists() else None
     except InputError as exc:
         raise in_file(reading if reading.name == DECISION_FILE else path, exc) from None
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, RecursionError) as exc:

@@ -21,8 +21,8 @@ def estimate(values: dict) -> str:
 
 def operating_table(result: dict) -> Table:
     given = result["prevalence"]["given"]
-    header = ["operating point", "threshold", "sensitivity", "specificity = reactive spared", "sent to cytometry",
-              "PPV", "NPV"] + ([f"PPV at {given:.2f}", f"NPV at {given:.2f}"] if given is not None else [])
+    header = ["operating point", "threshold (median, range over folds)", "sensitivity", "specificity = reactive spared",
+              "sent to cytometry", "PPV", "NPV"] + ([f"PPV at {given:.2f}", f"NPV at {given:.2f}"] if given is not None else [])
     rows = []
     for name, point in result["operating_points"].items():
         threshold = point["threshold"]
