@@ -60,7 +60,7 @@ def option_values(path: Path, label: str, value, action: argparse.Action) -> lis
         if not isinstance(value, bool):
             raise InputError(f"{where}: {option} is a flag, true or false")
         return ["true"] if value else []
-    if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+    if isinstance(value, list) and not isinstance(action, argparse._AppendAction) and action.nargs != "+":
         raise InputError(f"{where}: a list, but {option} takes one value")
     texts = []
     for item in value if isinstance(value, list) else [value]:
@@ -158,6 +158,8 @@ def config_arguments(path: Path, command: str, parser: argparse.ArgumentParser, 
         option = actions[destination].option_strings[-1]
         if actions[destination].nargs == 0:
             arguments += [option] if values else []
+        elif actions[destination].nargs == "+":  # several values after one option (numbers: none starts with "-")
+            arguments += [option, *values]
         else:
             arguments += [f"{option}={value}" for value in values]  # `=`: a value may start with "-"
     return arguments
