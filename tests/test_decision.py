@@ -214,3 +214,17 @@ def test_damaged_rule_in_model_is_refused(base, tmp_path):
     document["decision"]["rule"]["operating_points"][1]["threshold"] = "high"
     path.write_text(json.dumps(document))
     assert_one_line_error(predict(copy), "model.json", "threshold must be a number")
+
+
+def test_sensitivities_from_a_config_file(base, tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text("[fit]\nsensitivities = [0.9, 0.99]\n")
+    result = run_main(model_cli.main, ["fit", "--config", str(config), "--embeddings", str(base / "embeddings.h5"),
+                                       "--params", str(base / "params.json"), "--model-dir", str(tmp_path / "model")])
+    assert result.code == 0, result.stderr
+    rule = json.loads((tmp_path / "model" / "model.json").read_text())["decision"]["rule"]
+    assert [p["name"] for p in rule["operating_points"]] == ["balanced", "sens90", "sens99"]
+    refused = run_main(model_cli.main, ["fit", "--embeddings", str(base / "embeddings.h5"), "--sensitivities", "0.4",
+                                        "--model-dir", str(tmp_path / "other")])
+    assert_one_line_error(refused, "--sensitivities", "above 0.5")
+    assert not (tmp_path / "other").exists()
