@@ -228,3 +228,51 @@ def test_sensitivities_from_a_config_file(base, tmp_path):
                                         "--model-dir", str(tmp_path / "other")])
     assert_one_line_error(refused, "--sensitivities", "above 0.5")
     assert not (tmp_path / "other").exists()
+
+
+def test_too_few_patients_for_thresholds_keeps_balanced_only(fake_embeddings, caplog):
+    import argparse
+
+    from lymphocytosis.cli.decision_options import fitted_decision
+
+    cohort = load_cohort(fake_embeddings)
+    ids = ["F0", "F1", "F2", "F3"]  # one reactive patient: no inner cross-validation possible
+    with pytest.raises(InputError, match="too few of one class"):
+        learn_rule(cohort, Settings().spec, small_params(), ids)
+    saved = fitted_decision(argparse.Namespace(sensitivities=[0.95]), cohort, Settings(Settings().spec, small_params()), ids)
+    assert saved.rule.operating_points.names == ["balanced"] and not saved.rule.recalibrated
+    assert sorted(saved.training_patients) == ids and "no thresholds other than balanced" in caplog.text
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d.update(decision=[]), "decision must be an object"),
+    (lambda d: d["decision"]["training_patients"].update(F0="abc"), "training_patients must map"),
+    (lambda d: d["decision"]["rule"]["recalibration"].update(method="platt", x=[1.0, 2.0, 3.0], y=[]), "platt takes"),
+    (lambda d: d["decision"]["rule"].update(inner_folds=-1), "inner_folds must be from 0"),
+    (lambda d: d["decision"]["rule"]["operating_points"][1].update(threshold=1e400), "finite"),
+])
+def test_hostile_decision_in_model_json(base, tmp_path, change, fragment):
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    path = copy / "model" / "model.json"
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document).replace("1e+400", "1e400"))
+    assert_one_line_error(predict(copy), "model.json", fragment)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d.update(format="other"), "not decision rules of this tool"),
+    (lambda d: d["folds"].pop(), "not those of cv.json's design"),
+    (lambda d: d["folds"][0]["rule"]["operating_points"][1].update(threshold=-0.1), "no operating point of this tool"),
+    (lambda d: d.update(sensitivities=[0.95]), "other operating points than its sensitivities"),
+])
+def test_hostile_decision_json(base, tmp_path, change, fragment):
+    copy = tmp_path / "cv"
+    shutil.copytree(base / "cv", copy)
+    document = json.loads((copy / "decision.json").read_text())
+    change(document)
+    (copy / "decision.json").write_text(json.dumps(document))
+    with pytest.raises(InputError, match=fragment) as caught:
+        load_cv(copy)
+    assert str(caught.value).startswith(str(copy / "decision.json")) and "\n" not in str(caught.value)

@@ -9,10 +9,15 @@ log = logging.getLogger("model")
 
 def fitted_decision(args, cohort, settings, ids):
     """Thresholds and recalibration of the model trained on `ids`, from an inner CV over `ids` alone."""
-    from ..model.decision import SavedDecision, learn_rule
+    from ..errors import InputError
+    from ..model.decision import DecisionRule, SavedDecision, learn_rule
     from ..model.operating_points import check_sensitivities
 
-    rule = learn_rule(cohort, settings.spec, settings.params, ids, check_sensitivities(args.sensitivities))
+    try:
+        rule = learn_rule(cohort, settings.spec, settings.params, ids, check_sensitivities(args.sensitivities))
+    except InputError as exc:  # too few patients of a class for an inner CV: the balanced threshold only
+        log.warning("no thresholds other than balanced, and no recalibration: %s", exc)
+        rule = DecisionRule.default()
     for point in rule.operating_points.points:
         log.info("operating point %s: threshold %.4f", point.name, point.threshold)
     log.info("recalibration: %s (cross-validated Brier %s)", rule.recalibration.method,
@@ -37,4 +42,6 @@ def same_rule(saved, args) -> bool:
     """Were the saved CV's thresholds chosen for these target sensitivities?"""
     from ..model.operating_points import check_sensitivities
 
-    return saved.decisions is not None and saved.decisions.sensitivities == check_sensitivities(args.sensitivities)
+    if saved.decisions is None:  # none could be chosen (too few patients of a class in a training fold)
+        return True
+    return saved.decisions.sensitivities == check_sensitivities(args.sensitivities)

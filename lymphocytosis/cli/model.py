@@ -157,9 +157,13 @@ def run_cv(args, cohort, settings):
                          keep_models=True)
     warn_if_cannot_separate(comparison)
     sensitivities = check_sensitivities(args.sensitivities)
-    rules = learn_fold_rules(cohort, settings.spec, settings.params, [r.fold for r in comparison.full.folds],
-                             args.seed, sensitivities)
-    decisions = CVDecisions(sensitivities, rules, comparison.full.ids)
+    try:
+        rules = learn_fold_rules(cohort, settings.spec, settings.params, [r.fold for r in comparison.full.folds],
+                                 args.seed, sensitivities)
+        decisions = CVDecisions(sensitivities, rules, comparison.full.ids)
+    except InputError as exc:
+        log.warning("no operating points or recalibration in this cross-validation: %s", exc)
+        decisions = None
     directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
                         time.perf_counter() - started, decisions)
     log.info("wrote cross-validation results to %s", directory)
@@ -177,7 +181,8 @@ def command_cv(args, cohort, settings, checked=None):
 
     saved = run_cv(args, cohort, settings)
     print(format_cv_table(saved.comparison))
-    print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
+    if saved.decisions is not None:
+        print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
               "`python tune.py --nested` measures what tuning buys")
@@ -256,6 +261,8 @@ def command_predict(args, cohort, checked: PredictInputs):
     out = pd.DataFrame({"ID": ids, "LABEL": labels, "PROBABILITY": prediction.probabilities.round(6)})
     if rule.recalibrated:  # a risk: the probability through the recalibration fitted with the model
         out["RECALIBRATED_PROBABILITY"] = rule.recalibration.apply(prediction.probabilities).round(6)
+    log.info("recalibration: %s", f"{rule.recalibration.method} (RECALIBRATED_PROBABILITY)" if rule.recalibrated
+             else "none (it did not lower the cross-validated Brier score, or the model has none)")
     out["OPERATING_POINT"] = args.operating_point
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
