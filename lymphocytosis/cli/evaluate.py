@@ -9,6 +9,7 @@ folder is new, empty or an earlier evaluation, and no patient of the cohort was 
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def command_evaluate(args, cohort, checked: EvaluateInputs) -> None:
         "cohort": {"embeddings": str(cohort.primary.path), "dataset_root": str(cohort.dataset_root),
                    "n_patients": len(external.ids), "n_tumoral": int(external.labels.sum()),
                    "fingerprint": cohort.fingerprint, "data_fingerprint": cohort.data_fingerprint},
-        "command": "lymphocytosis " + " ".join(args._argv),
+        "command": "lymphocytosis " + shlex.join(args._argv),
         "headline": head, "clinical_only": clinical_headline(external),
         "judged": judged_external(external, args.prevalence), "patients": per_patient_rows(external),
     }
