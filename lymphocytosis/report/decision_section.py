@@ -21,7 +21,9 @@ def estimate(values: dict) -> str:
 
 def operating_table(result: dict) -> Table:
     given = result["prevalence"]["given"]
-    header = ["operating point", "threshold (median, range over folds)", "sensitivity", "specificity = reactive spared",
+    varies = any(p["threshold"]["min"] != p["threshold"]["max"] for p in result["operating_points"].values())
+    header = ["operating point", "threshold (median, range over folds)" if varies else "threshold", "sensitivity",
+              "specificity = reactive spared",
               "sent to cytometry", "PPV", "NPV"] + ([f"PPV at {given:.2f}", f"NPV at {given:.2f}"] if given is not None else [])
     rows = []
     for name, point in result["operating_points"].items():
@@ -68,6 +70,9 @@ def decision_section(result: dict, figures: dict, how: str) -> Section:
     prevalence = result["prevalence"]["cohort"]
     methods = result["calibration"].get("methods", {})
     chosen = ", ".join(f"{m} in {n}" for m, n in methods.items())
+    recalibrated = "recalibrated" in result["calibration"]
+    curve_note = ("The raw probability is pulled towards 0.5 by training; read the recalibrated curve." if recalibrated
+                  else "This model carries no recalibration: its raw probability is the curve to read.")
     return Section("decision", "From probability to decision", [
         Paragraph([f"{how} Each value with its 95% bootstrap interval over patients. A patient is sent to cytometry "
                    f"when his probability reaches the threshold; PPV and NPV at this cohort's prevalence "
@@ -76,14 +81,14 @@ def decision_section(result: dict, figures: dict, how: str) -> Section:
         Paragraph(["Calibration: are the probabilities risks? Brier score (mean squared error of the probability) and "
                    "expected calibration error (the gap between predicted and observed tumoral fraction, averaged over "
                    "10 bins), before and after the recalibration fitted on out-of-fold predictions of training patients"
-                   + (f" (chosen per fold: {chosen})." if chosen else ".")
+                   + (f" (chosen per fold: {chosen})." if len(methods) > 1 or sum(methods.values()) > 1 else
+                      f" ({chosen})." if chosen else " (none: it did not lower the cross-validated Brier score).")
                    + " The thresholds stay on the raw probability, so recalibration changes no decision."], muted=True),
         calibration_table(result),
         Columns([[Image(figures["reliability"], "reliability diagram", "Observed fraction tumoral per bin of predicted "
-                        "probability; numbers: patients in the bin (per repeat).")],
+                        "probability; numbers: patients in the bin (per repeat of a cross-validation).")],
                  [Image(figures["decision_curve"], "decision curve", "Net benefit of acting on each model's probability, "
                         "against sending everyone or no one to cytometry: the higher curve is the better strategy at "
-                        "that threshold. The raw probability is pulled towards 0.5 by training; read the recalibrated "
-                        "curve.")]], layout="grid2"),
+                        f"that threshold. {curve_note}")]], layout="grid2"),
         reliability_table(result),
     ])
