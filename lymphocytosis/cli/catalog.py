@@ -22,7 +22,7 @@ from ..defaults import (
     choice_values,
 )
 from ..extract.registry import REGISTRY
-from .options import Option, Options, int_in, options_of, positive_float
+from .options import Option, Options, float_in, int_in, options_of, positive_float
 
 # --- every command --------------------------------------------------------------------------------------------------
 
@@ -107,11 +107,22 @@ CV_DESIGN.add("--repeats", type=int_in(1, 1000), default=10, help="repeats of th
 CV_DESIGN.add("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
 CV_DESIGN.add("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
 
+PREVALENCE = Options()
+PREVALENCE.add("--prevalence", type=float_in(0.0, 1.0, include_high=False), default=None,
+               help="also give PPV and NPV at this prevalence of tumoral (0-1); default: the cohort's only")
+
+RULE = Options()
+RULE.add("--sensitivities", type=float_in(0.5, 1.0), nargs="+", default=[0.95, 0.98],
+         help="target sensitivities for tumoral: a threshold for each (sens95, ...), chosen on out-of-fold predictions "
+              "of the training patients only")
+
 CV = Options()
 CV.add("--json", type=Path, default=None, help="also write the headline results here; default: not written")
 
 FIT = Options()
 FIT.add("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
+FIT.add("--cv-dir", type=Path, default=None,
+        help="saved CV results quoted in MODEL_CARD.md when they are of these data and settings; default: <artifacts>/cv")
 
 PREDICT = Options()
 PREDICT.add("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
@@ -119,6 +130,9 @@ PREDICT.add("--out", type=Path, default=None, help="ID,LABEL,PROBABILITY per pat
 PREDICT.add("--submission", type=Path, default=None,
             help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
 PREDICT.add("--all", action="store_true", help="predict every patient, labelled ones included")
+PREDICT.add("--operating-point", default="balanced",
+            help="the threshold that decides LABEL: 'balanced' (0.5), or one the model was fitted with (sens95, sens98, "
+                 "...: model.py fit --sensitivities)")
 
 REPORT = Options()
 REPORT.add("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
@@ -126,6 +140,11 @@ REPORT.add("--patients", default="all", help="'all', 'none' or comma-separated I
 REPORT.add("--stain-cv", type=Path, default=None,
            help="saved CV (model.py cv --cv-dir) of the same settings on embeddings extracted with --stain: the report "
                 "then says how much of the image signal survives stain normalisation; default: none")
+
+EVALUATE = Options()
+EVALUATE.add("--model-dir", type=Path, default=None, required=True,
+             help="the saved model (model.py fit --model-dir); required, no default")
+EVALUATE.add("--out-dir", type=Path, default=None, help="default: <artifacts of the cohort>/evaluation")
 
 TUNE = Options()
 TUNE.add("--trials", type=int_in(1, 1_000_000), default=100, help="finished trials wanted in the study, all workers together")
@@ -154,13 +173,14 @@ TUNE.add("--json", type=Path, default=None, help="with --nested: also write the 
 
 COMMANDS: dict[str, tuple[Options, ...]] = {
     "extract": (EXTRACT, RUN),
-    "cv": (DATA, RUN, TUNED, CV_DESIGN, CV),
-    "fit": (DATA, RUN, TUNED, FIT),
+    "cv": (DATA, RUN, TUNED, CV_DESIGN, PREVALENCE, RULE, CV),
+    "fit": (DATA, RUN, TUNED, RULE, FIT),
     "predict": (DATA, RUN, PREDICT),
-    "report": (DATA, RUN, TUNED, CV_DESIGN, REPORT),
+    "report": (DATA, RUN, TUNED, CV_DESIGN, PREVALENCE, RULE, REPORT),
+    "evaluate": (DATA, RUN, EVALUATE, PREVALENCE),
     "tune": (data_options("the search then also chooses how to use them"), TUNE, RUN),
 }
-MODEL_COMMANDS = ("cv", "fit", "predict", "report")  # model.py's subcommands
+MODEL_COMMANDS = ("cv", "fit", "predict", "report", "evaluate")  # model.py's subcommands
 
 
 def command_options(command: str) -> list[Option]:

@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,12 @@ class Run:
     verbose: bool = False  # -v: debugging messages too
     home: Path | None = None  # the artifacts folder this run's log goes to (`<home>/logs/`)
     log_file: Path | None = None  # this run's log, named in the message of an unexpected error
+    arguments: tuple[str, ...] = ()  # what followed the program's name on the command line
+
+    def command_line(self, script: str) -> str:
+        """The command as the user would type it again (model card, evaluation results)."""
+        program = ["lymphocytosis"] if self.console else ["python", script]
+        return shlex.join([*program, *self.arguments])
 
     @property
     def progress(self) -> Progress:
@@ -240,7 +247,7 @@ def cli_main(main):
 
     @functools.wraps(main)
     def wrapper(argv=None, console: bool = False):
-        run = Run(console=console)
+        run = Run(console=console, arguments=tuple(sys.argv[1:] if argv is None else argv))
         setup_logging()
         remove_run_handlers()
         logging.getLogger().addHandler(PendingRecords())

@@ -2,7 +2,7 @@
 
 A file's values are defaults: they become command-line arguments placed before the real ones, so an option
 given on the command line wins (and a list given there replaces the file's list). Top-level keys apply to
-every command that has the option; a `[extract]`, `[cv]`, `[fit]`, `[predict]`, `[report]` or `[tune]` table
+every command that has the option; a `[extract]`, `[cv]`, `[fit]`, `[predict]`, `[report]`, `[evaluate]` or `[tune]` table
 to one command, over the top level. The whole file is checked against every command before anything runs,
 and anything it cannot mean is one line naming the file and the key: an unknown key or table, a command name
 given a value, a flag given something other than true/false, a list for a one-value option, a value the
@@ -153,6 +153,8 @@ def config_arguments(path: Path, command: str, given: list[str]) -> list[str]:
         option = options[destination]
         if option.is_flag:
             arguments += [option.name] if values else []
+        elif option.nargs == "+":  # several values after one flag (numbers: none starts with "-")
+            arguments += [option.name, *values]
         else:
             arguments += [f"{option.name}={value}" for value in values]  # `=`: a value may start with "-"
     return arguments

@@ -22,6 +22,7 @@ commands:
   fit       train on every labelled patient and save the model
   predict   predict the patients without a label with a saved model
   report    HTML and Markdown report of the saved cross-validation
+  evaluate  judge a saved model on another labelled cohort (BA, AUC, operating points, calibration)
   tune      search the model's settings with Optuna (several workers may share one study)
 
 `lymphocytosis COMMAND --help` lists a command's options and their defaults.

@@ -21,6 +21,8 @@ from ..errors import InputError
 from ..files import atomic_write_json
 from .catalog import COMMANDS, MODEL_COMMANDS
 from .common import Parser, Run, cli_main, cohort_inputs, parse_with_config, resolve_data_options, start_run
+from .decision_options import fitted_decision, rule_of, same_rule, write_card
+from .evaluate import check_evaluate, command_evaluate
 from .options import add_options
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
@@ -39,6 +41,9 @@ SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their descrip
     "predict": ("predict the testset patients", "Predict the patients without a label (LABEL -1) with a saved model."),
     "report": ("HTML/Markdown report", "The report of the saved cross-validation (run first when there is none\n"
                                        "for these embeddings, settings and folds)."),
+    "evaluate": ("judge a saved model on another labelled cohort",
+                 "Score a saved model on every labelled patient of another cohort (its\n--embeddings): BA, AUC, "
+                 "operating points, calibration, decision curve,\nwith intervals; writes a results folder and report."),
 }
 
 
@@ -56,6 +61,8 @@ def parse_args(argv=None, run: Run | None = None):
     run = run or Run()
     args = parse_with_config(build_parser(run), argv, run, subcommands=MODEL_COMMANDS)
     paths = resolve_data_options(args, run)
+    if args.command == "evaluate" and args.out_dir is None:
+        args.out_dir = paths.home / "evaluation"
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
@@ -92,16 +99,27 @@ def warn_if_cannot_separate(comparison) -> None:
 
 def run_cv(args, run: Run, cohort, settings) -> SavedCV:
     """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
+    from ..model.decision import learn_fold_rules
+    from ..model.decision_results import CVDecisions
     from ..model.evaluation import CVDesign, compare
     from ..model.explanations import explain
+    from ..model.operating_points import check_sensitivities
     from ..model.results import load_cv, save_cv
 
     started = time.perf_counter()
     comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
                          keep_models=True, progress=run.progress)
     warn_if_cannot_separate(comparison)
+    sensitivities = check_sensitivities(args.sensitivities)
+    try:
+        rules = learn_fold_rules(cohort, settings.spec, settings.params, [r.fold for r in comparison.full.folds],
+                                 args.seed, sensitivities, progress=run.progress)
+        decisions = CVDecisions(sensitivities, rules, comparison.full.ids)
+    except InputError as exc:
+        log.warning("no operating points or recalibration in this cross-validation: %s", exc)
+        decisions = None
     directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, decisions)
     log.info("wrote cross-validation results to %s", directory)
     return load_cv(directory)
 
@@ -113,8 +131,12 @@ def check_cv(args, cohort, settings) -> None:
 
 
 def command_cv(args, run: Run, cohort, settings, checked=None):
+    from ..model.decision_results import format_decision_table, judged
+
     saved = run_cv(args, run, cohort, settings)
     print(format_cv_table(saved.comparison))
+    if saved.decisions is not None:
+        print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
               "`python tune.py --nested` measures what tuning buys")
@@ -148,7 +170,9 @@ def command_fit(args, run: Run, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.decision = fitted_decision(args, cohort, settings, ids)
     save_model(model, args.model_dir)
+    write_card(args, run, cohort, settings, model)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
@@ -170,6 +194,7 @@ def check_predict(args, cohort) -> PredictInputs:
     ids = cohort.ids if args.all else cohort.unlabelled_ids
     if not ids:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
+    rule_of(model).operating_points.threshold(args.operating_point)  # refused now if the model has no such point
     return PredictInputs(model, ids)
 
 
@@ -184,12 +209,21 @@ def command_predict(args, run: Run, cohort, checked: PredictInputs):
     if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
         log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
                     prediction.probabilities[0])
-    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
+    rule = rule_of(model)
+    threshold = rule.operating_points.threshold(args.operating_point)
+    labels = (prediction.probabilities >= threshold).astype(int)
+    out = pd.DataFrame({"ID": ids, "LABEL": labels, "PROBABILITY": prediction.probabilities.round(6)})
+    if rule.recalibrated:  # a risk: the probability through the recalibration fitted with the model
+        out["RECALIBRATED_PROBABILITY"] = rule.recalibration.apply(prediction.probabilities).round(6)
+    log.info("recalibration: %s", f"{rule.recalibration.method} (RECALIBRATED_PROBABILITY)" if rule.recalibrated
+             else "none (it did not lower the cross-validated Brier score, or the model has none)")
+    out["OPERATING_POINT"] = args.operating_point
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
-    print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
+    print(f"predicted {len(ids)} patients ({int(labels.sum())} tumoral at {args.operating_point}, threshold "
+          f"{threshold:.4f}): {args.out}, submission {args.submission}")
 
 
 @dataclass(frozen=True)
@@ -220,10 +254,11 @@ def command_report(args, run: Run, cohort, settings, checked: ReportInputs):
 
     directory = args.cv_dir
     saved = load_cv(directory) if current_results(directory) else None
-    if saved is None or not saved.matches(cohort, settings, checked.design):
+    if saved is None or not saved.matches(cohort, settings, checked.design) or not same_rule(saved, args):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
         saved = run_cv(args, run, cohort, settings)
-    directory = build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, run.progress)
+    directory = build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, args.prevalence,
+                             run.progress)
     print(f"report: {directory}")
 
 
@@ -246,7 +281,7 @@ def inputs_of(args, cohort) -> list[Path]:
     inputs = cohort_inputs(cohort)
     if getattr(args, "params", "auto") not in ("auto", "default"):
         inputs.append(Path(args.params))
-    if args.command == "predict" and Path(args.model_dir).is_dir():
+    if args.command in ("predict", "evaluate") and Path(args.model_dir).is_dir():
         inputs += sorted(Path(args.model_dir).iterdir())
     if getattr(args, "stain_cv", None):
         inputs.append(Path(args.stain_cv))
@@ -278,6 +313,8 @@ def outputs_of(args) -> dict:
         if Path(args.out).resolve() == Path(args.submission).resolve():
             raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
         return {"--out": args.out, "--submission": args.submission}
+    if args.command == "evaluate":
+        return {"--out-dir": args.out_dir}
     return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
@@ -297,10 +334,11 @@ def main(argv, run: Run):
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
     # Every check runs before start_run, so a refused command leaves no run log behind.
-    if args.command == "predict":
-        checked = check_predict(args, cohort)
+    if args.command in ("predict", "evaluate"):
+        check, command = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
+        checked = check(args, cohort)
         start_run(args, run, args.command)
-        command_predict(args, run, cohort, checked)
+        command(args, run, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
     check, command = STEPS[args.command]

@@ -35,6 +35,8 @@ class Option:
     metavar: str | None = None
     version: str | None = None
     group: str | None = None  # the --help section; None: the parser's own options
+    nargs: str | None = None  # "+": several values after one flag (a list in a settings file)
+    required: bool = False
 
     @property
     def dest(self) -> str:
@@ -53,7 +55,8 @@ class Option:
 
     @property
     def is_list(self) -> bool:
-        return self.action == "append"
+        """Takes a list in a settings file: a repeatable flag, or several values after one flag."""
+        return self.action == "append" or self.nargs == "+"
 
     def help_text(self) -> str | None:
         """The help with its default: `(default: off)` for a flag, none for a default of None (said in the help)."""
@@ -67,7 +70,8 @@ class Option:
 
     def add_to(self, container) -> None:
         """Add this option to an argparse parser or argument group."""
-        keywords = {"type": self.type, "default": self.default, "choices": self.choices, "metavar": self.metavar}
+        keywords = {"type": self.type, "default": self.default, "choices": self.choices, "metavar": self.metavar,
+                    "nargs": self.nargs}
         keywords = {key: value for key, value in keywords.items() if value is not None}
         if self.action is not None:
             keywords["action"] = self.action
@@ -76,6 +80,8 @@ class Option:
             keywords.pop("type", None)
         if self.action == "version":
             keywords["version"] = self.version
+        if self.required:
+            keywords["required"] = True
         if self.help is not None:
             keywords["help"] = self.help_text()
         container.add_argument(*self.flags, **keywords)
@@ -89,12 +95,15 @@ class Options:
         self.options: list[Option] = []
 
     def add(self, *flags: str, help: str | None = None, type: Callable[[str], Any] | None = None, default: Any = None,
-            choices=None, action: str | None = None, metavar: str | None = None, version: str | None = None) -> Option:
+            choices=None, action: str | None = None, metavar: str | None = None, version: str | None = None,
+            nargs: str | None = None, required: bool = False) -> Option:
         """Declare an option, with `add_argument`'s keywords."""
         if action not in ACTIONS:
             raise ValueError(f"{flags[-1]}: action {action!r} is not one of {ACTIONS}")
+        if nargs not in (None, "+"):
+            raise ValueError(f"{flags[-1]}: nargs {nargs!r} is not None or '+'")
         option = Option(tuple(flags), help, type, default, tuple(choices) if choices is not None else None, action,
-                        metavar, version, self.group)
+                        metavar, version, self.group, nargs, required)
         if any(other.dest == option.dest for other in self.options):
             raise ValueError(f"{option.name}: declared twice")
         self.options.append(option)
@@ -136,6 +145,23 @@ def int_in(low: int, high: int | None = None):
         return value
 
     parse.__name__ = "integer"
+    return parse
+
+
+def float_in(low: float, high: float, include_high: bool = True):
+    """An argparse type: a finite number above `low` and up to `high` (or below it when not `include_high`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low < value < high or include_high and value == high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: expected a number above {low} and "
+                                             f"{'at most' if include_high else 'below'} {high}")
+        return value
+
+    parse.__name__ = "number"
     return parse
 
 
