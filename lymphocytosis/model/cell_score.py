@@ -25,6 +25,11 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
+# Per-patient Gram matrices are kept when they take at most this much (D(D+1)/2 float32 each: 3.3 MB at D = 1280,
+# so about 650 such patients); beyond it, each fit sums its patients' cells, CHUNK_CELLS at a time.
+GRAM_BYTES = 2 * 2**30
+CHUNK_CELLS = 8192
+
 
 @dataclass(frozen=True)
 class CellScoreWeights:
@@ -65,21 +70,28 @@ class CellStatistics:
     triangle column by column: the order in which LAPACK (column-major) reads a lower triangle, so a solve
     writes the sums straight into the matrix it factors, without copy or transposition."""
 
-    def __init__(self, bags: dict[str, np.ndarray]):
+    def __init__(self, bags: dict[str, np.ndarray], max_bytes: int = GRAM_BYTES):
         self.ids = list(bags)
         self.index = {patient_id: i for i, patient_id in enumerate(self.ids)}
         self.dim = next(iter(bags.values())).shape[1]
         self.n = np.array([len(bags[patient_id]) for patient_id in self.ids], dtype=np.float64)
         self.sums = np.zeros((len(self.ids), self.dim))
+        for i, patient_id in enumerate(self.ids):
+            self.sums[i] = bags[patient_id].astype(np.float32, copy=False).sum(0, dtype=np.float64)
         rows, columns = np.triu_indices(self.dim)
         self.packed = rows * self.dim + columns  # flat positions, in a (dim, dim) C-ordered matrix, of the packing
         self.rows, self.columns = rows.astype(np.int32), columns.astype(np.int32)  # packed (r <= c) is lower (c, r)
+        gram_bytes = len(self.ids) * len(self.packed) * 4
+        self.bags, self.grams = bags, None
+        if gram_bytes > max_bytes:
+            log.info("cell score: the Gram matrices of %d patients would take %.1f GB (more than %.1f GB): each fit "
+                     "sums its patients' cells instead", len(self.ids), gram_bytes / 1e9, max_bytes / 1e9)
+            return
         self.grams = np.zeros((len(self.ids), len(self.packed)), dtype=np.float32)
         with threadpool_limits(limits=1, user_api="blas"):
             for i, patient_id in enumerate(self.ids):
                 x = bags[patient_id].astype(np.float32, copy=False)
                 if len(x):
-                    self.sums[i] = x.sum(0, dtype=np.float64)
                     np.take((x.T @ x).ravel(), self.packed, out=self.grams[i])  # x.T @ x: exactly symmetric (syrk)
 
     def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray, n_groups: int):
@@ -94,8 +106,28 @@ class CellStatistics:
                 weights[2 * group + int(label), row] = 1.0 / self.n[row]
         counts = (weights > 0).sum(1).astype(np.float64).reshape(n_groups, 2)
         m1 = (weights @ self.sums).reshape(n_groups, 2, self.dim)
-        m2 = (weights.astype(np.float32) @ self.grams).reshape(n_groups, 2, -1)
-        return counts, m1, m2
+        m2 = self.cell_sums(weights) if self.grams is None else weights.astype(np.float32) @ self.grams
+        return counts, m1, m2.reshape(n_groups, 2, -1)
+
+    def cell_sums(self, weights: np.ndarray) -> np.ndarray:
+        """The weighted sums of x x^T straight from the cells, for Gram matrices over the memory budget: each
+        patient's cells scaled by sqrt(weight), CHUNK_CELLS cells at a time multiplied in float32 and summed in
+        float64. Memory is bounded by a chunk; time grows with the cells of every fit (the same sums, to float32
+        rounding, as through the Gram matrices)."""
+        m2 = np.zeros((len(weights), len(self.packed)), dtype=np.float32)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for r, row in enumerate(weights):
+                total, chunk, cells = np.zeros((self.dim, self.dim)), [], 0
+                members = np.flatnonzero(row)
+                for k, i in enumerate(members):
+                    chunk.append(self.bags[self.ids[i]].astype(np.float32) * np.float32(np.sqrt(row[i])))
+                    cells += len(chunk[-1])
+                    if cells >= CHUNK_CELLS or k == len(members) - 1:
+                        y = np.concatenate(chunk)
+                        total += y.T @ y
+                        chunk, cells = [], 0
+                m2[r] = total.ravel()[self.packed]
+        return m2
 
     def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> CellScoreWeights:
         """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
@@ -124,6 +156,15 @@ class CellStatistics:
         packed *= inverse_scale[columns]
         packed *= inverse_scale[rows]
         return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
+
+    def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
+        """One float32 Cholesky factorisation, in place, of a matrix whose transpose is written C-ordered (so it
+        is Fortran-ordered for LAPACK); LinAlgError when float32 cannot factor it."""
+        upper = np.zeros((self.dim, self.dim), dtype=np.float32)
+        upper.ravel()[self.packed] = problem.packed
+        upper[np.diag_indices_from(upper)] += np.float32(alpha)
+        factor = linalg.cho_factor(upper.T, lower=True, overwrite_a=True)
+        return linalg.cho_solve(factor, problem.rhs).astype(np.float64) / problem.scale
 
     def solve_float64(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
         """The fallback: float64, and dimensions whose variance is at rounding level (relative to the largest)
@@ -161,15 +202,9 @@ class RidgeProblem:
         return self.packed.nbytes + self.scale.nbytes + self.rhs.nbytes + self.mean.nbytes
 
     def solve(self, alpha: float) -> CellScoreWeights:
-        """The ridge with penalty `alpha` on the standardised embeddings: one float32 Cholesky factorisation,
-        in place, of a matrix whose transpose is written C-ordered (so it is Fortran-ordered for LAPACK)."""
-        dim = self.statistics.dim
+        """The ridge with penalty `alpha` on the standardised embeddings."""
         try:
-            upper = np.zeros((dim, dim), dtype=np.float32)
-            upper.ravel()[self.statistics.packed] = self.packed
-            upper[np.diag_indices_from(upper)] += np.float32(alpha)
-            factor = linalg.cho_factor(upper.T, lower=True, overwrite_a=True)
-            beta = linalg.cho_solve(factor, self.rhs).astype(np.float64) / self.scale
+            beta = self.statistics.solve_float32(self, alpha)
         except linalg.LinAlgError:
             counts, m1, m2 = self.sums()
             class_weight = 0.5 / np.maximum(counts, 1.0)
