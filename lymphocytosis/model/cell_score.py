@@ -80,7 +80,6 @@ class CellStatistics:
             self.sums[i] = bags[patient_id].astype(np.float32, copy=False).sum(0, dtype=np.float64)
         rows, columns = np.triu_indices(self.dim)
         self.packed = rows * self.dim + columns  # flat positions, in a (dim, dim) C-ordered matrix, of the packing
-        self.rows, self.columns = rows.astype(np.int32), columns.astype(np.int32)  # packed (r <= c) is lower (c, r)
         gram_bytes = len(self.ids) * len(self.packed) * 4
         self.bags, self.grams = bags, None
         if gram_bytes > max_bytes:
@@ -146,15 +145,15 @@ class CellStatistics:
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
-        rows, columns = self.rows, self.columns
+        upper = np.zeros((self.dim, self.dim), dtype=np.float32)  # entry (i, j) of the lower triangle at [j, i]
+        upper.ravel()[self.packed] = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
         mean32 = mean.astype(np.float32)
-        packed = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
-        packed -= mean32[columns] * mean32[rows]
-        diagonal = packed[rows == columns]
-        scale = np.sqrt(np.clip(diagonal.astype(np.float64), 1e-12, None))
+        upper -= np.outer(mean32, mean32)
+        scale = np.sqrt(np.clip(np.diag(upper).astype(np.float64), 1e-12, None))
         inverse_scale = (1.0 / scale).astype(np.float32)
-        packed *= inverse_scale[columns]
-        packed *= inverse_scale[rows]
+        upper *= inverse_scale[None, :]  # by scale_i first
+        upper *= inverse_scale[:, None]
+        packed = upper.ravel()[self.packed]
         return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
 
     def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
