@@ -132,7 +132,10 @@ class FittedModel:
         return np.mean([predict_with(b, table.values, pred_contrib=True) for b in self.boosters], axis=0)
 
     def gain_share(self) -> np.ndarray:
-        """(F,) each feature's split gain as a fraction of the total, averaged over the ensemble."""
-        gain = np.mean([b.feature_importance(importance_type="gain") for b in self.boosters], axis=0)
+        """(F,) each feature's split gain as a fraction of the total, averaged over the ensemble. Read from each
+        booster's saved form: LightGBM writes split gains with fewer digits than it keeps while training, and a
+        model's gains must not depend on whether it was just trained or loaded (they differed in the 7th digit)."""
+        gain = np.mean([lgb.Booster(model_str=b.model_to_string()).feature_importance(importance_type="gain")
+                        for b in self.boosters], axis=0)
         total = gain.sum()
         return gain / total if total > 0 else np.zeros_like(gain)
