@@ -263,12 +263,13 @@ def test_cli_report_and_patient_errors(synthetic_embeddings, cohort, tmp_path):
     page = (tmp_path / "none" / "index.html").read_text(encoding="utf-8")
     assert "--patients none" in page and not (tmp_path / "none" / "cells").exists()
     # a second report with the same settings reads the saved cross-validation instead of running it again
-    saved = (tmp_path / "cv" / "cv.json").stat().st_mtime_ns
+    (folder,) = [p for p in (tmp_path / "cv").iterdir() if p.is_dir()]  # one folder per settings and design
+    saved = (folder / "cv.json").stat().st_mtime_ns
     result = run_main(model_cli.main, ["report", "--embeddings", str(synthetic_embeddings), "--params", "default",
                                        "--folds", "3", "--repeats", "1", "--patients", "none",
                                        "--out-dir", str(tmp_path / "again"), "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
-    assert (tmp_path / "cv" / "cv.json").stat().st_mtime_ns == saved and (tmp_path / "again" / "index.html").is_file()
+    assert (folder / "cv.json").stat().st_mtime_ns == saved and (tmp_path / "again" / "index.html").is_file()
 
 
 def test_out_dir_of_report_like_names_but_not_a_report_is_refused(tmp_path):

@@ -123,34 +123,42 @@ def warn_if_cannot_separate(comparison) -> None:
                     "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
 
 
-def run_cv(args, cohort, settings):
+def design_of(args):
+    from ..model.evaluation import CVDesign
+
+    return CVDesign(args.folds, args.repeats, args.seed)
+
+
+def run_cv(args, cohort, settings, directory: Path):
     """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
-    from ..model.evaluation import CVDesign, compare
+    from ..model.evaluation import compare
     from ..model.explanations import explain
     from ..model.results import load_cv, save_cv
 
     started = time.perf_counter()
-    comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
-                         keep_models=True)
+    comparison = compare(cohort, settings.spec, settings.params, design_of(args), keep_models=True)
     warn_if_cannot_separate(comparison)
-    directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
-                        time.perf_counter() - started)
+    directory = save_cv(directory, comparison, explain(comparison.full), settings, cohort, time.perf_counter() - started)
     log.info("wrote cross-validation results to %s", directory)
     return load_cv(directory)
 
 
 def check_cv(args, cohort, settings) -> None:
     from ..model.results import check_results_dir
+    from ..model.saved_runs import check_results_root, results_dir
 
-    check_results_dir(args.cv_dir)
+    check_results_root(args.cv_dir)
+    check_results_dir(results_dir(args.cv_dir, settings, design_of(args)))
 
 
 def command_cv(args, cohort, settings, checked=None):
-    saved = run_cv(args, cohort, settings)
+    from ..model.saved_runs import results_dir
+
+    saved = run_cv(args, cohort, settings, results_dir(args.cv_dir, settings, design_of(args)))
     print(format_cv_table(saved.comparison))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
-              "`python tune.py --nested` measures what tuning buys")
+              f"`{program('tune.py', 'tune')} --nested` measures what tuning buys")
     if args.json:
         document = saved.comparison.summary_dict()
         document["settings"] = settings.to_dict()
@@ -235,41 +243,66 @@ class ReportInputs:
 
 
 def check_report(args, cohort, settings) -> ReportInputs:
-    from ..model.evaluation import CVDesign
     from ..model.results import check_results_dir
+    from ..model.saved_runs import check_results_root, default_settings, results_dir
     from ..report.build import prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
-    design = CVDesign(args.folds, args.repeats, args.seed)
+    design = design_of(args)
     stained = load_stain_cv(args.stain_cv, cohort, settings, design) if args.stain_cv else None
     out_dir = prepare_out_dir(args.out_dir)
-    check_results_dir(args.cv_dir)
+    check_results_root(args.cv_dir)
+    for each in (settings, default_settings(cohort)) if settings.tuned else (settings,):
+        check_results_dir(results_dir(args.cv_dir, each, design))
     return ReportInputs(patients, design, stained, out_dir)
 
 
-def command_report(args, cohort, settings, checked: ReportInputs):
-    from ..model.results import current_results, load_cv
-    from ..report.build import build_report
+def saved_or_run(args, cohort, settings, design, what: str):
+    """The saved CV of these settings and folds, said which; else run (and save) it, said why."""
+    from ..model.saved_runs import find_results
 
-    directory = args.cv_dir
-    saved = load_cv(directory) if current_results(directory) else None
-    if saved is None or not saved.matches(cohort, settings, checked.design):
-        log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
-        saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained)}")
+    found = find_results(args.cv_dir, cohort, settings, design)
+    if found.saved is not None:
+        print(f"report: {what}: the saved cross-validation in {found.directory}")
+        return found.saved
+    why = "; ".join(found.rejected) if found.rejected else f"none saved in {args.cv_dir}"
+    print(f"report: {what}: no saved cross-validation of these settings and folds ({why}); running it into "
+          f"{found.directory} (saved results of other settings or folds are kept)")
+    return run_cv(args, cohort, settings, found.directory)
+
+
+def command_report(args, cohort, settings, checked: ReportInputs):
+    from ..model.saved_runs import default_settings, find_nested
+    from ..report.build import build_report
+    from ..report.headline import Honesty
+
+    saved = saved_or_run(args, cohort, settings, checked.design, "settings in use")
+    honesty = None
+    if settings.tuned:
+        nested = find_nested(args._home, cohort)
+        default = saved_or_run(args, cohort, default_settings(cohort), checked.design, "the default settings, same folds")
+        honesty = Honesty(settings.source, default, nested)
+        if nested is None:
+            print(f"report: settings tuned on these patients ({settings.source}): the headline is optimistic; "
+                  f"`{program('tune.py', 'tune')} --nested` measures what tuning buys")
+        else:
+            print(f"report: headline from the nested cross-validation in {nested.path}")
+    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, honesty)}")
 
 
 def load_stain_cv(directory: Path, cohort, settings, design):
     """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
     cross-validation runs)."""
     from ..model.results import load_cv
+    from ..model.saved_runs import results_dir
 
-    stained = load_cv(directory)
+    plain = (Path(directory) / "cv.json").is_file()  # a results folder, or a --cv-dir of per-settings folders
+    stained = load_cv(directory if plain else results_dir(directory, settings, design))
     same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
             and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
     if not same:
         raise InputError(f"--stain-cv {directory}: cross-validation of other patients, folds or settings than the "
-                         "report's (run model.py cv on the stain-normalised embeddings with the same options)")
+                         f"report's (run {program(PROG, 'cv')} on the stain-normalised embeddings with the same options)")
     return stained
 
 

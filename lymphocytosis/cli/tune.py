@@ -1,7 +1,8 @@
 """Search the model's settings (bag features, LightGBM) with Optuna; resumable; judged by nested CV.
 
     tune.py --trials 100              # run or resume the study; best settings to <artifacts>/best_params.json
-    tune.py --nested --trials 30      # what tuning really buys, on patients the search never saw
+    tune.py --nested --trials 30      # what tuning really buys, on patients the search never saw; saved to
+                                      # <artifacts>/nested/, where the report finds it
 
 <artifacts> is the folder of the (first) embeddings file: artifacts/<dataset>/ by default, where extract.py
 writes. The study lives in a database: by default SQLite there (<artifacts>/tune.sqlite3; browse it with
@@ -64,11 +65,12 @@ def build_parser() -> Parser:
                         help="where the best settings go (and model.py finds them); default: <artifacts>/best_params.json")
     parser.add_argument("--nested", action="store_true",
                         help="run the whole search inside each fold of an outer CV and report held-out accuracy; saves "
-                             "nothing")
+                             "the estimate (--json), not settings")
     parser.add_argument("--outer-folds", type=int_in(2, 100), default=5, help="with --nested: outer folds")
     parser.add_argument("--outer-repeats", type=int_in(1, 1000), default=1, help="with --nested: outer repeats")
     parser.add_argument("--json", type=Path, default=None,
-                        help="with --nested: also write the results here; default: not written")
+                        help="with --nested: where the results go (the report's headline for tuned settings); default: "
+                             "<artifacts>/nested/<design>.json")
     add_run_options(parser)
     return parser
 
@@ -86,6 +88,11 @@ def parse_args(argv=None):
     given = changed_options(parser, args, NESTED_ONLY)
     if given and not args.nested:
         raise InputError(f"{', '.join(given)}: options of --nested, which is not given")
+    if args.nested and args.json is None:  # where `model.py report` finds it: the honest headline of tuned settings
+        from ..model.saved_runs import nested_path
+
+        args.json = nested_path(paths.home, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.trials,
+                                args.seed)
     return args
 
 
@@ -118,8 +125,10 @@ def command_nested(args, cohort) -> None:
     for name, summary in (("tuned", result.tuned), ("default", result.default)):
         print(f"{name:8s} balanced accuracy {summary.balanced_accuracy}   ROC AUC {summary.roc_auc}")
     print(f"(inner-CV best values averaged {result.mean_inner_best_value:.3f}: the optimism that nested CV removes)")
-    if args.json:
-        atomic_write_json(args.json, result.to_dict())
+    from ..model.saved_runs import nested_document
+
+    atomic_write_json(args.json, nested_document(result.to_dict(), cohort))
+    print(f"nested estimate saved to {args.json} (the report's headline for settings tuned on these patients)")
 
 
 def open_study(args, cohort):

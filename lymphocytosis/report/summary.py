@@ -8,6 +8,7 @@ import numpy as np
 from ..metrics import THRESHOLD, Interval, decide
 from ..model.results import SavedCV
 from .document import Mark, Paragraph
+from .headline import OPTIMISTIC, Honesty, headline
 
 UNCERTAIN = (0.35, 0.65)  # probabilities this close to the threshold are shown as uncertain calls
 
@@ -45,7 +46,7 @@ def images_in_words(saved: SavedCV, gain: float, intervals: dict[str, dict[str, 
     return f"Without the images the model reaches {clinical:.3f}: here the images add nothing measurable ({gain:+.3f})."
 
 
-def plain_summary(saved: SavedCV, intervals: dict[str, dict[str, Interval]]) -> list[Paragraph]:
+def plain_summary(saved: SavedCV, intervals: dict[str, dict[str, Interval]], honesty: Honesty | None = None) -> list[Paragraph]:
     full, clinical, design = saved.comparison.full, saved.comparison.clinical, saved.comparison.design
     f, c = full.summary, clinical.summary
     sensitivity, specificity = rates(full.labels, full.probabilities)
@@ -58,12 +59,14 @@ def plain_summary(saved: SavedCV, intervals: dict[str, dict[str, Interval]]) -> 
             f"({design.folds}-fold cross-validation, repeated {design.repeats} times). With {inputs}, the model "
             f"recognises {sensitivity:.0%} of tumoral and {specificity:.0%} of "
             f"reactive patients: balanced accuracy {f.balanced_accuracy.mean:.3f} (95% CI "
-            f"{intervals['full']['balanced_accuracy']}), ROC AUC {f.roc_auc.mean:.3f} (95% CI {intervals['full']['roc_auc']}).")
+            f"{intervals['full']['balanced_accuracy']}), ROC AUC {f.roc_auc.mean:.3f} (95% CI {intervals['full']['roc_auc']})"
+            f"{', ' + OPTIMISTIC if honesty else ''}.")
     adds = images_in_words(saved, gain, intervals)
     sure = (f"From one repeat of the cross-validation to the next, balanced accuracy varies by "
             f"{f.balanced_accuracy.std:.3f} (standard deviation). Averaged over the repeats, {wrong} patients are on "
             f"the wrong side of p = {THRESHOLD}, and {unsure} have a probability between {UNCERTAIN[0]} and {UNCERTAIN[1]}: "
             "calls to treat as uncertain.")
-    return [Paragraph([Mark("What the model says. ", "strong"), says]),
-            Paragraph([Mark("What the images add. ", "strong"), adds]),
-            Paragraph([Mark("How sure. ", "strong"), sure])]
+    opening = [Paragraph(headline(saved, honesty))] if honesty else []
+    return [*opening, Paragraph([Mark("What the model says.", "strong"), " ", says]),
+            Paragraph([Mark("What the images add.", "strong"), " ", adds]),
+            Paragraph([Mark("How sure.", "strong"), " ", sure])]
