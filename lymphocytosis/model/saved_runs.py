@@ -107,8 +107,9 @@ def ours(directory: Path) -> bool:
 
 
 def find_results(root: Path, cohort: Cohort, settings: Settings, design: CVDesign) -> Lookup:
-    """The saved results under `root` for this cohort, settings and design, if any; a damaged folder is passed
-    over with a warning (it will be recomputed), never fatal."""
+    """The saved results under `root` for this cohort, settings and design, if any. A damaged results folder of
+    other settings is passed over with a warning; this run's own folder (or the plain layout) damaged is refused,
+    since results someone edited are no evidence and should be looked at, not silently replaced."""
     target = results_dir(root, settings, design)
     rejected = []
     for directory in candidates(root):
@@ -118,6 +119,8 @@ def find_results(root: Path, cohort: Cohort, settings: Settings, design: CVDesig
         try:
             saved = load_cv(directory)
         except InputError as exc:
+            if directory in (target, Path(root)):  # where this run would read or write: refused, as before
+                raise
             log.warning("%s (passed over)", exc)
             rejected.append(f"{directory}: unreadable")
             continue
