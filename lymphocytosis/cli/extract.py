@@ -142,11 +142,21 @@ def main(argv=None):
         from ..extract.measuring import measure_dataset
 
         summary = measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers)
-        print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images measured")
+        print(final_line(summary, "images measured"))
         return 0
     from ..extract.extraction import extract
 
-    summary = extract(args.root, args.out, settings, overwrite=args.overwrite)
-    print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images"
-          f"{f', {summary.n_skipped} skipped (reasons in the log)' if summary.n_skipped else ''}")
+    print(final_line(extract(args.root, args.out, settings, overwrite=args.overwrite), "images"))
     return 0
+
+
+def final_line(summary, images: str) -> str:
+    """What the file holds, every patient counted: those without a single cell too (they reach stage 2 with
+    their clinical values only), named when few."""
+    from ..contract.store import patients_without_cells
+
+    empty = patients_without_cells(summary.out)
+    named = f" ({', '.join(empty)})" if 0 < len(empty) <= 5 else ""
+    skipped = f"{summary.n_skipped} skipped{' (reasons in the log)' if summary.n_skipped else ''}"
+    return (f"{summary.out}: {summary.n_patients} patients, {summary.n_images} {images}, {skipped}, "
+            f"{len(empty)} patients without images{named}")

@@ -129,6 +129,13 @@ def read_attrs(path: Path) -> dict:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
 
 
+def patients_without_cells(path: Path) -> list[str]:
+    """The patients of a finished file with no cell at all (no folder, an empty one, or every image skipped)."""
+    with h5py.File(path, "r") as handle:
+        return [patient_id for patient_id, group in handle.get("patients", {}).items()
+                if int(group.attrs.get("n_cells", 0)) == 0]
+
+
 def read_provenance(path: Path) -> dict:
     """The file's attributes, after checking it is a complete embeddings file of this format."""
     path = Path(path)

@@ -18,6 +18,7 @@ import timm
 import torch
 
 from .. import __version__
+from ..contract.clinical import check_clinical_csvs
 from ..contract.images import scan_folder
 from ..contract.layout import discover_patients
 from ..errors import InputError
@@ -133,6 +134,8 @@ def run_stage(root: Path, out: Path, patients: list, stage: Stage, overwrite: bo
 
 
 def checked_patients(root: Path, out: Path) -> list:
+    """The dataset's patients, every CSV row checked with stage 2's rules first (all bad values at once)."""
+    check_clinical_csvs(root)
     patients = discover_patients(root)
     if not patients:
         raise InputError(f"{root}: the CSVs list no patient; nothing to extract")
