@@ -49,3 +49,46 @@ def test_the_last_line_counts_patients_without_images(tmp_path, tiny_root):
     result = run_main(extract_cli.main, cli(tiny_root, tmp_path / "e.h5"))
     assert result.code == 0, result.stderr
     assert result.stdout.strip().endswith("4 patients, 7 images, 0 skipped, 1 patients without images (T1)"), result.stdout
+
+
+def test_a_copied_dataset_with_an_extra_column_reuses_every_embedding(tmp_path, tiny_root, caplog):
+    """Reruns go by content: a copy (new modification times, another path) whose CSV gained a column of notes
+    embeds nothing again, keeps the embeddings bit-identical, and stage 2 reads it without a rerun at all."""
+    import shutil
+
+    from lymphocytosis.contract.store import load_bags, read_provenance
+    from lymphocytosis.model.cohort import load_cohort
+
+    out = tmp_path / "e.h5"
+    assert run_main(extract_cli.main, cli(tiny_root, out)).code == 0
+    _, before = load_bags(out)
+    copy = Path(shutil.copytree(tiny_root, tmp_path / "copy", copy_function=shutil.copyfile))  # new mtimes
+    train = copy / "trainset" / "trainset_true.csv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0] + ",NOTES", *(f"{line},seen twice" for line in lines[1:])]) + "\n")
+    assert load_cohort(out, copy).clinical.shape[0] == 4  # the extra column changes no row the tool reads
+
+    caplog.clear()
+    result = run_main(extract_cli.main, cli(copy, out))
+    assert result.code == 0, result.stderr
+    assert "the same images for 4 of 4 patients here: their embeddings are reused" in caplog.text, caplog.text
+    assert "0 patients to embed, 4 reused" in caplog.text and "embedding them" not in caplog.text
+    assert read_provenance(out)["dataset_root"] == str(copy.resolve())  # stage 2 finds the copy's CSVs
+    _, after = load_bags(out)
+    for patient_id, bag in before.items():
+        assert after[patient_id].embeddings.tobytes() == bag.embeddings.tobytes()
+    # moved again, one image replaced: that patient alone is embedded again
+    image = sorted((copy / "trainset" / "T1").iterdir())[0]
+    shutil.copyfile(sorted((copy / "trainset" / "T0").iterdir())[0], image)
+    caplog.clear()
+    result = run_main(extract_cli.main, cli(copy, out))
+    assert result.code == 0, result.stderr
+    assert "1 patients images changed since it was made" in caplog.text and "1 patients to embed, 3 reused" in caplog.text
+
+
+def test_a_file_of_another_dataset_is_not_emptied_by_a_typo(tmp_path, tiny_root, synthetic_cell_images):
+    out = tmp_path / "e.h5"
+    assert run_main(extract_cli.main, cli(tiny_root, out)).code == 0
+    other = write_dataset(tmp_path / "other", {"trainset": {"T0": synthetic_cell_images[0:3]}, "testset": {}})
+    result = run_main(extract_cli.main, cli(other, out))
+    assert result.code == 2 and "was made from another dataset" in result.stderr and "--overwrite" in result.stderr

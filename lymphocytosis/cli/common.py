@@ -15,6 +15,7 @@ from .. import __version__, progress
 from ..defaults import ARTIFACTS, ArtifactPaths, artifact_paths, extraction_path
 from ..errors import InputError
 from ..files import atomic_write_text
+from ..invocation import command
 from ..passwords import masked
 from .config import config_arguments, settings_toml
 
@@ -120,19 +121,36 @@ def default_root() -> Path:
 
 
 def default_embeddings() -> Path:
-    """artifacts/<dataset>/embeddings.h5 of $DATA's dataset; else the only one extracted; else the synthetic one."""
+    """artifacts/<dataset>/embeddings.h5 of $DATA's dataset; else the only one extracted. None or several: an error
+    that names the folder looked in (artifacts/ is relative to where the command runs) and what it holds."""
     if os.environ.get("DATA"):
         return extraction_path(Path(os.environ["DATA"]))
     found = sorted(ARTIFACTS.glob("*/embeddings.h5"))
-    if len(found) > 1:
-        raise InputError(f"several extractions in {ARTIFACTS}/ ({', '.join(str(p) for p in found)}): choose one with "
-                         "--embeddings, or set DATA to its dataset")
-    return found[0] if found else extraction_path(Path("synthetic"))
+    if len(found) == 1:
+        return found[0]
+    where = f"{ARTIFACTS.resolve()}{os.sep}"
+    if not found:
+        raise InputError(f"no extraction in {where} (artifacts/ is looked for in the folder you run the command "
+                         f"from): run `{command('extract')} --root DATASET` first, or give --embeddings FILE")
+    raise InputError(f"several extractions in {where}: {'; '.join(described(p) for p in found)}; choose one with "
+                     "--embeddings")
+
+
+def described(embeddings: Path) -> str:
+    """An extraction and the dataset it was made from, as an error lists them."""
+    from ..contract.store import read_attrs
+
+    try:
+        dataset = read_attrs(embeddings).get("dataset_root") or "dataset not recorded"
+    except Exception:
+        dataset = "unreadable"
+    return f"{embeddings} (of {dataset})"
 
 
 def resolve_data_options(args: argparse.Namespace) -> ArtifactPaths:
     """Fill the defaults of add_data_options; the artifacts layout of the (first) embeddings file, which is also
-    where this run's log goes (`args._home`)."""
+    where this run's log goes (`args._home`). A folder given to --embeddings means its embeddings.h5."""
+    args.embeddings = [Path(p) / "embeddings.h5" if Path(p).is_dir() else p for p in args.embeddings or []]
     args.embeddings = args.embeddings or [default_embeddings()]
     args.measurements = args.measurements or []
     paths = artifact_paths(args.embeddings[0])
@@ -203,6 +221,22 @@ class PendingRecords(logging.Handler):
             self.records.append(record)
 
 
+OUR_LOGGERS = {"lymphocytosis", "model", "tune", "extract", "root"}
+
+
+class OtherLibrariesQuiet(logging.Filter):
+    """On the terminal, other libraries (Optuna, LightGBM, ...) speak only to warn, unless -v; everything still
+    reaches the run's log file."""
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= logging.WARNING or self.handler.level <= logging.DEBUG
+                or record.name.split(".")[0] in OUR_LOGGERS)
+
+
 def ours(handler: logging.Handler) -> bool:
     return getattr(handler, "_lymphocytosis", False)
 
@@ -215,6 +249,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(MaskingFormatter(TERMINAL_FORMAT))
         handler._lymphocytosis = True
+        handler.addFilter(OtherLibrariesQuiet(handler))
         root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     for handler in root.handlers:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..defaults import DEFAULT_BACKBONE, DEFAULT_CROP, MEASUREMENT_SETS, STAIN_METHODS, extraction_path
 from ..errors import InputError
 from ..extract.registry import REGISTRY
+from ..invocation import as_started
 from .common import (
     Parser,
     add_run_options,
@@ -30,7 +31,7 @@ PROG = "extract.py"
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG, "extract"), description=__doc__)
+    parser = Parser(prog=program(PROG, "extract"), description=as_started(__doc__))
     parser.add_argument("--root", type=Path, default=None,
                         help="the dataset: trainset/ and testset/ folders with their CSVs; default: $DATA, else "
                              "data/synthetic (`make demo` makes it)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import __version__
+from .. import __version__, invocation
 from . import common
 
 USAGE = f"""usage: lymphocytosis [--version] COMMAND [options]   (lymphocytosis {__version__})
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         print(f"error: lymphocytosis: unknown command {command!r} (extract, cv, fit, predict, report, tune)",
               file=sys.stderr)
         return 2
-    common.CONSOLE = True
+    common.CONSOLE = invocation.INSTALLED = True
     try:
         if command == "extract":
             from .extract import main as run
@@ -53,4 +53,4 @@ def main(argv=None) -> int:
             rest = [command, *rest]
         return run(rest)
     finally:
-        common.CONSOLE = False
+        common.CONSOLE = invocation.INSTALLED = False

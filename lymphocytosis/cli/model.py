@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..files import atomic_write_json
+from ..invocation import as_started, command
 from .common import (
     Parser,
     add_data_options,
@@ -56,7 +57,7 @@ def shared_options() -> dict[str, Parser]:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG), description=__doc__)
+    parser = Parser(prog=program(PROG), description=as_started(__doc__))
     commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
     shared = shared_options()
     data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
@@ -158,7 +159,7 @@ def command_cv(args, cohort, settings, checked=None):
     print(format_cv_table(saved.comparison))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
-              f"`{program('tune.py', 'tune')} --nested` measures what tuning buys")
+              f"`{command('tune')} --nested` measures what tuning buys")
     if args.json:
         document = saved.comparison.summary_dict()
         document["settings"] = settings.to_dict()
@@ -284,7 +285,7 @@ def command_report(args, cohort, settings, checked: ReportInputs):
         honesty = Honesty(settings.source, default, nested)
         if nested is None:
             print(f"report: settings tuned on these patients ({settings.source}): the headline is optimistic; "
-                  f"`{program('tune.py', 'tune')} --nested` measures what tuning buys")
+                  f"`{command('tune')} --nested` measures what tuning buys")
         else:
             print(f"report: headline from the nested cross-validation in {nested.path}")
     print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, honesty)}")
@@ -302,7 +303,7 @@ def load_stain_cv(directory: Path, cohort, settings, design):
             and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
     if not same:
         raise InputError(f"--stain-cv {directory}: cross-validation of other patients, folds or settings than the "
-                         f"report's (run {program(PROG, 'cv')} on the stain-normalised embeddings with the same options)")
+                         f"report's (run `{command('cv')}` on the stain-normalised embeddings with the same options)")
     return stained
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..defaults import DEFAULT_HEARTBEAT_S
 from ..errors import InputError
 from ..files import atomic_write_json
+from ..invocation import as_started
 from ..passwords import masked, remember
 from .common import (
     Parser,
@@ -44,10 +45,11 @@ log = logging.getLogger("tune")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG, "tune"), description=__doc__)
+    parser = Parser(prog=program(PROG, "tune"), description=as_started(__doc__))
     add_data_options(parser, "the search then also chooses how to use them")
     parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
-                        help="finished trials wanted in the study, all workers together")
+                        help="finished trials wanted in the study in all (earlier runs and all workers together), not "
+                             "a number to add")
     parser.add_argument("--timeout", type=positive_float, default=None,
                         help="stop starting new trials after this many seconds; default: no limit")
     parser.add_argument("--storage", default=None,
@@ -158,7 +160,12 @@ def command_study(args, cohort) -> None:
     study = open_study(args, cohort)
     name, shown = study.study_name, masked(args.storage)
     start_run(args, "tune", args._home)
-    log.info("study %s in %s: %d finished trials so far", name, shown, tuning.finished_trials(study))
+    finished = tuning.finished_trials(study)
+    log.info("study %s in %s: %d finished trials so far", name, shown, finished)
+    if finished >= args.trials:
+        print(f"study {name} already has {finished} finished trials, so --trials {args.trials} runs none: --trials is "
+              f"the study's total (earlier runs and all workers together), not a number to add; ask for --trials "
+              f"{finished + args.trials} to run {args.trials} more")
 
     def save_best(study, _trial=None):
         try:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError, InputErrors
-from .layout import read_split_tables, row_fingerprint
+from .layout import ROW_COLUMNS, read_split_tables, row_fingerprint
 
 REFERENCE_DATE = dt.date(2020, 1, 1)
-CLINICAL_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
+CLINICAL_COLUMNS = ROW_COLUMNS
 _SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")  # M/D/YYYY
 _DASH = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$")  # DD-MM-YYYY
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")  # YYYY-MM-DD

@@ -37,10 +37,15 @@ class PatientEntry:
     row_sha256: str = ""  # the CSV row's fingerprint (see row_fingerprint)
 
 
+ROW_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")  # the columns the tool reads (contract/clinical.py)
+
+
 def row_fingerprint(row: pd.Series) -> str:
-    """SHA-256 of a CSV row's values by column name: recorded at extraction, so stage 2 can refuse clinical
-    values that are not the ones the embeddings were made beside (another dataset, an edited CSV)."""
-    values = {str(column): str(value) for column, value in row.items()}
+    """SHA-256 of a CSV row's values by column name, over the columns the tool reads: recorded at extraction, so
+    stage 2 can refuse clinical values that are not the ones the embeddings were made beside (another dataset, an
+    edited CSV), while a column added for one's own notes changes nothing. (For a CSV of exactly these columns,
+    the same digest as when every column counted.)"""
+    values = {str(column): str(value) for column, value in row.items() if str(column) in ROW_COLUMNS}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError, in_file
+from ..invocation import command
 from .layout import SPLIT_CSVS, validate_patient_id
 from .provenance import PROVENANCE_KEYS
 
@@ -140,18 +141,18 @@ def read_provenance(path: Path) -> dict:
     """The file's attributes, after checking it is a complete embeddings file of this format."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: embeddings file not found (run extract.py first)")
+        raise InputError(f"{path}: embeddings file not found (run `{command('extract')}` first)")
     try:
         attrs = read_attrs(path)
     except HDF5_ERRORS as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
     if attrs.get("format") in OLD_FORMATS:
-        raise InputError(f"{path}: made by an older version of this tool; rerun extract.py with the same settings "
+        raise InputError(f"{path}: made by an older version of this tool; rerun `{command('extract')}` with the same settings "
                          "and --overwrite to update it")
     if attrs.get("format") != FORMAT:
         raise InputError(f"{path}: not an embeddings file of this tool (format {attrs.get('format')!r})")
     if attrs.get("complete") is not True:
-        raise InputError(f"{path}: incomplete embeddings file; rerun extract.py to finish it")
+        raise InputError(f"{path}: incomplete embeddings file; rerun `{command('extract')}` to finish it")
     wrong = [k for k in (*PROVENANCE_KEYS, "dataset_root") if not isinstance(attrs.get(k), str)]
     if wrong:
         raise InputError(f"{path}: damaged provenance (attribute {wrong[0]} missing or not text); re-extract it")

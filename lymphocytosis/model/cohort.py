@@ -18,6 +18,7 @@ from ..contract.provenance import identity
 from ..contract.store import is_measurement, load_bags
 from ..errors import InputError
 from ..files import same_file
+from ..invocation import command
 from .cell_score import CellStatistics
 from .clinical import read_clinical
 
@@ -177,7 +178,7 @@ def check_patients(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -
     missing = [patient_id for patient_id in clinical.index if patient_id not in bags]
     if missing:
         raise InputError(f"{path}: no embeddings for patient {missing[0]} (of {len(missing)} listed in {root}'s CSVs); "
-                         "rerun extract.py on this dataset")
+                         f"rerun `{command('extract')}` on this dataset")
     extra = [patient_id for patient_id in bags if patient_id not in clinical.index]
     if extra:
         raise InputError(f"{path}: patient {extra[0]} has embeddings but no row in {root}'s CSVs")
@@ -190,11 +191,13 @@ def check_same_rows(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) 
     edited = [p for p in clinical.index if bags[p].row_sha256 != clinical.loc[p, "row_sha256"]]
     if moved:
         raise InputError(f"{root}: patients {', '.join(moved[:8])} are in another split than when {path} was made; rerun "
-                         "extract.py on this dataset (unchanged images are not embedded again)")
+                         f"`{command('extract')} --root {root} --out {path}`: it records the new rows and embeds only "
+                         "images that changed")
     if edited:
         raise InputError(f"{root}: the CSV rows of patients {', '.join(edited[:8])} ({len(edited)} of {len(clinical)}) "
                          f"differ from those {path} was made beside; is this the dataset it was extracted from? If the "
-                         "CSVs were corrected, rerun extract.py on it (unchanged images are not embedded again)")
+                         f"CSVs were corrected, rerun `{command('extract')} --root {root} --out {path}`: it records the "
+                         "new rows and embeds only images that changed")
 
 
 def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:

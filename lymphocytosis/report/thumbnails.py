@@ -11,6 +11,7 @@ import numpy as np
 
 from ..contract.images import inside
 from ..errors import InputError
+from ..invocation import command
 from ..model.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: 
     geometry = thumbnail_geometry(cohort.primary.provenance)
     if len(scores) != len(cohort.primary.filenames[patient_id]):
         raise InputError(f"patient {patient_id}: the saved CV results score {len(scores)} cells, the embeddings hold "
-                         f"{len(cohort.primary.filenames[patient_id])}; rerun model.py cv")
+                         f"{len(cohort.primary.filenames[patient_id])}; rerun `{command('cv')}`")
     order = np.argsort(-scores, kind="stable")
     n_top = min(CELLS_PER_SIDE, len(order))
     n_bottom = min(CELLS_PER_SIDE, len(order) - n_top)
