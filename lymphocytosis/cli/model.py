@@ -298,7 +298,11 @@ def load_stain_cv(directory: Path, cohort, settings, design):
     from ..model.saved_runs import results_dir
 
     plain = (Path(directory) / "cv.json").is_file()  # a results folder, or a --cv-dir of per-settings folders
-    stained = load_cv(directory if plain else results_dir(directory, settings, design))
+    folder = Path(directory) if plain else results_dir(directory, settings, design)
+    if not (folder / "cv.json").is_file():
+        raise InputError(f"--stain-cv {directory}: no cross-validation of the report's settings and folds there (run "
+                         f"`{command('cv')}` on the stain-normalised embeddings with the same options)")
+    stained = load_cv(folder)
     same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
             and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
     if not same:

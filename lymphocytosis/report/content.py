@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..metrics import THRESHOLD, Interval, decide, plus_minus
+from ..metrics import THRESHOLD, Interval, decide, format_probability, plus_minus
 from ..model.cohort import Cohort
 from ..model.results import SavedCV
 from .document import (
@@ -79,7 +79,7 @@ def performance(saved: SavedCV, figures: dict, shown: set[str], intervals: dict,
             [Heading(f"Misclassified patients ({len(wrong)})"),
              Paragraph([part for k, i in enumerate(wrong) for part in
                         ((", " if k else ""), patient_link(full.ids[i], shown),
-                         f" ({CLASS_NAMES[int(full.labels[i])]}, p {mean[i]:.2f})")] or ["none"])],
+                         f" ({CLASS_NAMES[int(full.labels[i])]}, p {format_probability(mean[i])})")] or ["none"])],
             [Image(figures["calibration"], "calibration", "Training weighs both classes equally (the threshold targets "
                    "balanced accuracy), so probabilities need not match the observed tumoral fraction of a cohort that is "
                    "mostly tumoral. Numbers: patients in each bin.")],
@@ -126,7 +126,8 @@ def patients_section(saved: SavedCV, shown: set[str], n_missing: int) -> Section
     order = np.argsort(-mean, kind="stable")
     table = Table(["patient", "true class", "P(tumoral) ± std", "clinical only", ""], [
         [patient_link(full.ids[i], shown), CLASS_NAMES[int(full.labels[i])],
-         plus_minus(mean[i], full.probabilities[:, i].std(), 2), f"{clinical.mean_probability[i]:.2f}",
+         f"{format_probability(mean[i])} ± {full.probabilities[:, i].std():.2f}",
+         format_probability(clinical.mean_probability[i]),
          Mark("correct", "ok") if decide(mean[i]) == full.labels[i] else Mark("wrong", "bad")] for i in order],
         numeric=(2, 3), scroll=True)
     note = ("Each linked patient has a page: the out-of-fold call, the features that push it in words, and the cells "
