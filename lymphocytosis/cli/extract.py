@@ -106,6 +106,9 @@ def resolve(args, parser: Parser | None = None):
 def settings_of(args):
     """The run's settings, checked with the dataset and the output (first), the device and the weights file
     before anything is written: a refused command leaves no log behind."""
+    from ..contract.clinical import check_clinical_csvs
+
+    check_clinical_csvs(args.root)  # first, before torch is even imported: a typo in a CSV costs seconds
     from ..extract.extraction import checked_patients
 
     checked_patients(args.root, args.out)
