@@ -199,7 +199,7 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
     (benchmarks/tune_workers.py, 20 trials: 96-99 s CPU with OpenBLAS's default threads, 60 s with one)."""
     remaining = max(0, n_trials - finished_trials(study))
     if remaining == 0:
-        log.info("study %s already has %d finished trials", study.study_name, finished_trials(study))
+        log.debug("study %s already has %d finished trials", study.study_name, finished_trials(study))
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
