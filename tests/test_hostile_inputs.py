@@ -177,7 +177,7 @@ def test_root_of_another_dataset_with_the_same_ids_is_refused(copy, tmp_path_fac
 
 def test_edited_label_after_extraction_is_refused(copy):
     csv = edit_csv(copy, "trainset", "\nF1,1,", "\nF1,0,")
-    assert_one_line_error(cv(copy), "CSV rows of patients F1 (1 of 28)", "rerun extract.py")
+    assert_one_line_error(cv(copy), "CSV rows of patients F1 (1 of 28)", "rerun `python extract.py --root")
     assert csv.is_file()
 
 
