@@ -112,7 +112,7 @@ def find_results(root: Path, cohort: Cohort, settings: Settings, design: CVDesig
     since results someone edited are no evidence and should be looked at, not silently replaced."""
     target = results_dir(root, settings, design)
     rejected = []
-    for directory in candidates(root):
+    for directory in sorted(candidates(root), key=lambda d: d != target):  # this run's own folder first
         if not current_results(directory):
             rejected.append(f"{directory}: results of an older version")
             continue

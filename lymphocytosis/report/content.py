@@ -187,7 +187,7 @@ def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figu
     provenance = Table(["", ""], [[k, Code(v)] for k, v in provenance_rows(saved, cohort, context)], row_headers=True)
     return Document(
         title="Tumoral vs reactive lymphocytosis: classifier report",
-        lede=Paragraph([*headline(saved, honesty),
+        lede=Paragraph([*headline(saved, honesty), " " if honesty else "",
                         f"{len(full.ids)} labelled patients ({saved.comparison.n_tumoral} tumoral), {design.folds}-fold "
                         f"stratified cross-validation by patient x {design.repeats} repeats (seed {design.seed}). Every "
                         "number and picture below is out-of-fold: each patient is scored and explained only by models "

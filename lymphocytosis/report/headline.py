@@ -40,11 +40,11 @@ def headline(saved: SavedCV, honesty: Honesty | None) -> list:
                 f"folds x {nested.outer_repeats} repeats ({nested.trials} trials each) and was judged on the held-out "
                 f"fold; the default settings reach {nested.default_balanced_accuracy} on the same outer folds "
                 f"({nested.path.name}). The cross-validation below uses the settings of {honesty.source}: its "
-                f"{tuned.mean:.3f} is {OPTIMISTIC}; the default settings reach {default} {folds}. "]
+                f"{tuned.mean:.3f} is {OPTIMISTIC}; the default settings reach {default} {folds}."]
     return [Mark(f"Balanced accuracy {tuned}: {OPTIMISTIC}."),
             f" The settings of {honesty.source} were chosen by a search on these same patients, so every number "
             f"below flatters them. The default settings reach {default} {folds}. ",
-            Code("tune --nested"), " measures what tuning buys on patients the search never saw. "]
+            Code("tune --nested"), " measures what tuning buys on patients the search never saw."]
 
 
 def lede_caveat(honesty: Honesty | None) -> str:
