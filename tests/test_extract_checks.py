@@ -92,3 +92,19 @@ def test_a_file_of_another_dataset_is_not_emptied_by_a_typo(tmp_path, tiny_root,
     other = write_dataset(tmp_path / "other", {"trainset": {"T0": synthetic_cell_images[0:3]}, "testset": {}})
     result = run_main(extract_cli.main, cli(other, out))
     assert result.code == 2 and "was made from another dataset" in result.stderr and "--overwrite" in result.stderr
+
+
+def test_stage2_says_empty_patients_once_and_refuses_when_no_patient_has_cells(tmp_path, caplog):
+    import model as model_cli
+    from conftest import assert_one_line_error, write_fake_embeddings
+
+    some = write_fake_embeddings(tmp_path / "some", empty=("F1", "F2", "T0"))
+    caplog.clear()
+    result = run_main(model_cli.main, ["cv", "--embeddings", str(some), "--params", "default", "--folds", "3",
+                                       "--repeats", "1", "-q"])
+    assert result.code == 0, result.stderr
+    assert "3 of 28 patients have 0 cells (F1, F2, T0)" in caplog.text and "patient F1 has" not in caplog.text
+    everyone = [f"F{i}" for i in range(24)] + [f"T{i}" for i in range(4)]
+    none = write_fake_embeddings(tmp_path / "none", empty=tuple(everyone))
+    assert_one_line_error(run_main(model_cli.main, ["cv", "--embeddings", str(none), "--params", "default"]),
+                          "none of the 28 patients has a cell image", "python extract.py")

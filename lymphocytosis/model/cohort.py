@@ -208,6 +208,22 @@ def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:
                              f"({len(bags[patient_id].filenames)} vs {len(names)} files); extract both from the same dataset")
 
 
+def warn_empty_bags(path: Path, root: Path, bags: dict) -> None:
+    """Patients without a single cell, said once (not one line each); every patient without cells is an error:
+    the images are missing (a wrong or moved dataset), and a model "with images" would be the clinical one."""
+    empty = [patient_id for patient_id, bag in bags.items() if bag.embeddings.shape[0] == 0]
+    if empty and len(empty) == len(bags):
+        raise InputError(f"{path}: none of the {len(bags)} patients has a cell image (are the image folders of {root} "
+                         f"missing?); rerun `{command('extract')}` on a dataset with its images")
+    if len(empty) == 1:
+        log.warning("patient %s has 0 cells (%s); its image features will be missing", empty[0],
+                    bags[empty[0]].note or "all skipped")
+    elif empty:
+        shown = ", ".join(empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+        log.warning("%d of %d patients have 0 cells (%s): their image features will be missing", len(empty), len(bags),
+                    shown)
+
+
 def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Cohort:
     """Embeddings file(s) plus the CSVs of the dataset they were extracted from (or `root`, when given)."""
     paths = [Path(p) for p in (embeddings if isinstance(embeddings, (list, tuple)) else [embeddings])]
@@ -221,10 +237,7 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
         if sets:
             check_same_cells(path, sets[0], bags)
         if len(sets) == 0:
-            for patient_id, bag in bags.items():
-                if bag.embeddings.shape[0] == 0:
-                    log.warning("patient %s has 0 cells (%s); its image features will be missing", patient_id,
-                                bag.note or "all skipped")
+            warn_empty_bags(path, root, {p: bags[p] for p in clinical.index})
         sets.append(CellFeatureSet(
             name=name, path=path, provenance=provenance,
             bags={patient_id: bags[patient_id].embeddings.astype(np.float32, copy=False) for patient_id in clinical.index},
