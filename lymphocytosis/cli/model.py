@@ -52,7 +52,8 @@ def shared_options() -> dict[str, Parser]:
     cv.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
     cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
     cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
-    cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
+    cv.add_argument("--cv-dir", type=Path, default=None,
+                    help="saved CV results, one folder per settings and folds (earlier ones are kept); default: <artifacts>/cv")
     return {"data": data, "tuned": tuned, "cv": cv}
 
 
