@@ -110,7 +110,8 @@ def replace_directory(new: Path, target: Path) -> None:
 @contextlib.contextmanager
 def atomic_directory(target: Path):
     """Yield a new temporary folder beside `target`; on success it replaces `target`, on failure it is removed.
-    Callers check first that `target` is theirs to replace (see `require_own_output`)."""
+    Callers check first that `target` is theirs to replace (results.check_results_dir, report's prepare_out_dir,
+    persistence.check_model_dir)."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

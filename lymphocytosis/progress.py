@@ -1,17 +1,19 @@
 """Progress bars for long steps: one style everywhere, silent when output is not a terminal or with -q.
 
-While a bar shows, log lines printed to the terminal go above it (through tqdm.write) instead of cutting it in
-two. A bar that resumes work starts at the work already done (`initial`), so its rate counts only this run's.
+While a bar shows (inside its `with` block), log lines printed to the terminal go above it (through tqdm.write)
+instead of cutting it in two. A bar that resumes work starts at the work already done (`initial`), so its rate
+counts only this run's.
 
-LYMPHOCYTOSIS_PROGRESS=always shows them anyway (e.g. in a batch job's log)."""
+LYMPHOCYTOSIS_PROGRESS=always shows them anyway (e.g. in a batch job's log). Whether a run is quiet is the
+run's to say: a command hands its `Progress` down to the long steps it starts (see cli/common.py `Run`)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-
-QUIET = False  # set by the commands' -q
+from dataclasses import dataclass
 
 
 class _AboveTheBar:
@@ -41,14 +43,35 @@ def _logs_above(tqdm_class):
             handler.stream = stream
 
 
-@contextlib.contextmanager
-def bar(**kwargs):
-    """A tqdm bar that shows only on a terminal (disable=None) and never with -q."""
-    from tqdm import tqdm  # imported when a long step starts: `--help` and `--version` stay instant
+@functools.cache
+def _bar_class():
+    """tqdm whose `with` block sends the terminal's log lines above the bar while it shows (made once, on first
+    use: tqdm is imported only when a long step starts)."""
+    from tqdm import tqdm
 
-    disable = True if QUIET else False if os.environ.get("LYMPHOCYTOSIS_PROGRESS") == "always" else None
-    with contextlib.ExitStack() as stack:
-        shown = stack.enter_context(tqdm(disable=disable, dynamic_ncols=True, mininterval=1.0, **kwargs))
-        if not shown.disable:
-            stack.enter_context(_logs_above(tqdm))
-        yield shown
+    class Bar(tqdm):
+        def __enter__(self):
+            self._logs = contextlib.nullcontext() if self.disable else _logs_above(tqdm)
+            self._logs.__enter__()
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            try:
+                return super().__exit__(*exc)
+            finally:
+                self._logs.__exit__(None, None, None)
+
+    return Bar
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How a run shows its long steps: `quiet` (the commands' -q) shows no bar at all."""
+
+    quiet: bool = False
+
+    def bar(self, **kwargs):
+        """A tqdm bar that shows only on a terminal (disable=None) and never when quiet; use it in a `with`."""
+        always = os.environ.get("LYMPHOCYTOSIS_PROGRESS") == "always"
+        disable = True if self.quiet else False if always else None
+        return _bar_class()(disable=disable, dynamic_ncols=True, mininterval=1.0, **kwargs)

@@ -15,8 +15,10 @@ import optuna
 import model as model_cli
 import tune as tune_cli
 from conftest import assert_one_line_error, run_main, write_fake_embeddings
-from lymphocytosis import invocation, progress
+from lymphocytosis.cli.common import Run
 from lymphocytosis.cli.main import main as console_main
+from lymphocytosis.invocation import as_started, command
+from lymphocytosis.progress import Progress
 
 DESIGN = ["--folds", "3", "--repeats", "1"]
 
@@ -26,7 +28,42 @@ def test_errors_name_the_command_as_it_was_started(tmp_path):
     assert_one_line_error(run_main(model_cli.main, ["cv", "--embeddings", str(missing)]), "`python extract.py` first")
     line = assert_one_line_error(run_main(console_main, ["cv", "--embeddings", str(missing)]),
                                  "`lymphocytosis extract` first")
-    assert "extract.py" not in line and not invocation.INSTALLED  # reset after the command
+    assert "extract.py" not in line
+    assert_one_line_error(run_main(model_cli.main, ["cv", "--embeddings", str(missing)]), "`python extract.py` first")
+
+
+def test_log_lines_name_the_command_as_started_and_nothing_is_left_behind():
+    """The console's log lines are rewritten for the run only: a script run afterwards reads the canonical form."""
+    from lymphocytosis.cli.common import AsStarted, cli_main, setup_logging, terminal_handlers
+
+    stream = io.StringIO()
+
+    @cli_main
+    def speaks(argv, run):
+        logging.getLogger("lymphocytosis.test").warning("rerun `%s` first", command("fit"))
+        return 0
+
+    setup_logging()
+    (handler,) = terminal_handlers()
+    saved, handler.stream = handler.stream, stream
+    try:
+        assert speaks([], console=True) == 0
+        assert speaks([]) == 0
+    finally:
+        handler.stream = saved
+    installed, script = stream.getvalue().splitlines()
+    assert "rerun `lymphocytosis fit` first" in installed and "model.py" not in installed
+    assert "rerun `python model.py fit` first" in script
+    assert not any(isinstance(f, AsStarted) for f in handler.filters)  # removed after the run
+
+
+def test_library_messages_have_one_canonical_form():
+    assert command("fit") == "python model.py fit" and command("extract") == "python extract.py"
+    text = f"run `{command('extract')}` then `{command('cv')}` and `{command('tune')} --nested`"
+    assert as_started(text, console=False) == text
+    assert as_started(text, console=True) == ("run `lymphocytosis extract` then `lymphocytosis cv` and "
+                                              "`lymphocytosis tune --nested`")
+    assert Run(console=True).words("model.py report") == "lymphocytosis report"
 
 
 def test_help_examples_are_written_as_started(capsys):
@@ -90,8 +127,7 @@ def test_other_libraries_info_stays_off_the_terminal_unless_verbose():
 
 def test_a_resumed_bar_counts_only_this_runs_rate_and_log_lines_go_above(monkeypatch):
     monkeypatch.setenv("LYMPHOCYTOSIS_PROGRESS", "always")
-    monkeypatch.setattr(progress, "QUIET", False)
-    with progress.bar(total=10_000, initial=9_990, unit="img") as bar:
+    with Progress(quiet=False).bar(total=10_000, initial=9_990, unit="img") as bar:
         assert bar.format_dict["initial"] == 9_990  # tqdm's rate: (n - initial) / elapsed
         (handler,) = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler
                       and getattr(h, "_lymphocytosis", False)] or [None]

@@ -117,7 +117,8 @@ def predicted(fitted, synthetic_embeddings):
 
 
 def test_fit_writes_json_and_text_only(fitted, params_file):
-    names = sorted(p.name for p in fitted.iterdir() if p.name != ".lock")  # .lock: saves take turns
+    names = sorted(p.name for p in fitted.iterdir() if p.name not in (".lock", "MODEL_CARD.md"))  # .lock: saves take turns
+    assert (fitted / "MODEL_CARD.md").is_file()
     assert len(names) == SMALL_DATA_PARAMS["n_models"] + 1 and names[-1] == "model.json"
     assert all(name.startswith("booster-") and name.endswith(".txt") for name in names[:-1])
     document = json.loads((fitted / "model.json").read_text())
@@ -137,7 +138,8 @@ def test_predict_outputs(predicted, synthetic_embeddings):
     out, submission = predicted
     cohort = load_cohort(synthetic_embeddings)
     predictions = pd.read_csv(out, dtype={"ID": str})
-    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY"]
+    assert list(predictions.columns[:3]) == ["ID", "LABEL", "PROBABILITY"] and predictions.columns[-1] == "OPERATING_POINT"
+    assert set(predictions.columns[3:-1]) <= {"RECALIBRATED_PROBABILITY"} and (predictions["OPERATING_POINT"] == "balanced").all()
     assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
     assert set(predictions["LABEL"]) <= {0, 1}
     assert predictions["PROBABILITY"].between(0, 1).all()

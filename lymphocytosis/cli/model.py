@@ -12,85 +12,59 @@ writes. The dataset's CSVs are found through the embeddings file, or given with 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..files import atomic_write_json
-from ..invocation import as_started, command
-from .common import (
-    Parser,
-    add_data_options,
-    add_run_options,
-    cli_main,
-    cohort_inputs,
-    int_in,
-    parse_with_config,
-    program,
-    resolve_data_options,
-    start_run,
-)
+from ..invocation import command
+from .catalog import COMMANDS, MODEL_COMMANDS
+from .common import Parser, Run, cli_main, cohort_inputs, parse_with_config, resolve_data_options, start_run
+from .decision_options import fitted_decision, rule_of, write_card
+from .evaluate import check_evaluate, command_evaluate
+from .options import add_options
+from .saved_cv import design_of, load_stain_cv, run_cv, saved_or_run
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
     from ..model.classifier import FittedModel
+    from ..model.evaluation import CVDesign
+    from ..model.results import SavedCV
 
 PROG = "model.py"
 log = logging.getLogger("model")
 
-
-def shared_options() -> dict[str, Parser]:
-    data = Parser(add_help=False)
-    add_data_options(data, "its features join the model (with the defaults: each quantity's per-patient median)")
-    add_run_options(data)
-    tuned = Parser(add_help=False)
-    tuned.add_argument("--params", default="auto",
-                       help="'auto' (tune.py's best for these embeddings and patients, if saved, else the defaults), "
-                            "'default', or the path of a parameters file")
-    cv = Parser(add_help=False)
-    cv.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
-    cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
-    cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
-    cv.add_argument("--cv-dir", type=Path, default=None,
-                    help="saved CV results, one folder per settings and folds (earlier ones are kept); default: <artifacts>/cv")
-    return {"data": data, "tuned": tuned, "cv": cv}
+SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their description
+    "cv": ("repeated stratified CV, full vs clinical-only",
+           "Repeated stratified cross-validation over patients of the model with images\n"
+           "and of the clinical-only model on the same folds; saves the results folder."),
+    "fit": ("train on all labelled patients and save", "Train on every labelled patient and save the model."),
+    "predict": ("predict the testset patients", "Predict the patients without a label (LABEL -1) with a saved model."),
+    "report": ("HTML/Markdown report", "The report of the saved cross-validation (run first when there is none\n"
+                                       "for these embeddings, settings and folds)."),
+    "evaluate": ("judge a saved model on another labelled cohort",
+                 "Score a saved model on every labelled patient of another cohort (its\n--embeddings): BA, AUC, "
+                 "operating points, calibration, decision curve,\nwith intervals; writes a results folder and report."),
+}
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG), description=as_started(__doc__))
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
-    shared = shared_options()
-    data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
-    cv = commands.add_parser("cv", parents=[data, tuned, cv_options], help="repeated stratified CV, full vs clinical-only",
-                             description="Repeated stratified cross-validation over patients of the model with images\n"
-                                         "and of the clinical-only model on the same folds; saves the results folder.")
-    cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
-    fit = commands.add_parser("fit", parents=[data, tuned], help="train on all labelled patients and save",
-                              description="Train on every labelled patient and save the model.")
-    fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
-    predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
-                                  description="Predict the patients without a label (LABEL -1) with a saved model.")
-    predict.add_argument("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
-    predict.add_argument("--out", type=Path, default=None,
-                         help="ID,LABEL,PROBABILITY per patient; default: <artifacts>/predictions.csv")
-    predict.add_argument("--submission", type=Path, default=None,
-                         help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
-    predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
-    report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
-                                 description="The report of the saved cross-validation (run first when there is none\n"
-                                             "for these embeddings, settings and folds).")
-    report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
-    report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
-    report.add_argument("--stain-cv", type=Path, default=None,
-                        help="saved CV (model.py cv --cv-dir) of the same settings on embeddings extracted with --stain: "
-                             "the report then says how much of the image signal survives stain normalisation; default: none")
+def build_parser(run: Run | None = None) -> Parser:
+    run = run or Run()
+    parser = Parser(prog=run.program(PROG), description=run.words(__doc__))
+    commands = parser.add_subparsers(dest="command", required=True, metavar=f"{{{','.join(MODEL_COMMANDS)}}}")
+    for name in MODEL_COMMANDS:
+        summary, description = SUBCOMMANDS[name]
+        add_options(commands.add_parser(name, help=summary, description=run.words(description)), *COMMANDS[name],
+                    words=run.words)
     return parser
 
 
-def parse_args(argv=None):
-    args = parse_with_config(build_parser(), argv)
-    paths = resolve_data_options(args)
+def parse_args(argv=None, run: Run | None = None):
+    run = run or Run()
+    args = parse_with_config(build_parser(run), argv, run, subcommands=MODEL_COMMANDS)
+    paths = resolve_data_options(args, run)
+    if args.command == "evaluate" and args.out_dir is None:
+        args.out_dir = paths.home / "evaluation"
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
@@ -114,37 +88,6 @@ def format_cv_table(comparison) -> str:
     return "\n".join(lines)
 
 
-def warn_if_cannot_separate(comparison) -> None:
-    """A fold model that gives every patient the same probability decides nothing; say so, and why if known."""
-    from ..model.params import too_few_patients
-
-    stuck = [f for f in comparison.full.folds if f.model is not None and not f.model.separates]
-    if stuck:
-        reason = too_few_patients(len(stuck[0].fold.train_ids), stuck[0].model.params)
-        log.warning("in %d of %d folds the model gave every patient the same probability: it cannot separate the "
-                    "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
-
-
-def design_of(args):
-    from ..model.evaluation import CVDesign
-
-    return CVDesign(args.folds, args.repeats, args.seed)
-
-
-def run_cv(args, cohort, settings, directory: Path):
-    """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
-    from ..model.evaluation import compare
-    from ..model.explanations import explain
-    from ..model.results import load_cv, save_cv
-
-    started = time.perf_counter()
-    comparison = compare(cohort, settings.spec, settings.params, design_of(args), keep_models=True)
-    warn_if_cannot_separate(comparison)
-    directory = save_cv(directory, comparison, explain(comparison.full), settings, cohort, time.perf_counter() - started)
-    log.info("wrote cross-validation results to %s", directory)
-    return load_cv(directory)
-
-
 def check_cv(args, cohort, settings) -> None:
     from ..model.results import check_results_dir
     from ..model.saved_runs import check_results_root, results_dir
@@ -153,14 +96,17 @@ def check_cv(args, cohort, settings) -> None:
     check_results_dir(results_dir(args.cv_dir, settings, design_of(args)))
 
 
-def command_cv(args, cohort, settings, checked=None):
+def command_cv(args, run: Run, cohort, settings, checked=None):
+    from ..model.decision_results import format_decision_table, judged
     from ..model.saved_runs import results_dir
 
-    saved = run_cv(args, cohort, settings, results_dir(args.cv_dir, settings, design_of(args)))
+    saved = run_cv(args, run, cohort, settings, results_dir(args.cv_dir, settings, design_of(args)))
     print(format_cv_table(saved.comparison))
+    if saved.decisions is not None:
+        print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
     if settings.tuned:
-        print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
-              f"`{command('tune')} --nested` measures what tuning buys")
+        print(run.words(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
+                        f"`{command('tune')} --nested` measures what tuning buys"))
     if args.json:
         document = saved.comparison.summary_dict()
         document["settings"] = settings.to_dict()
@@ -178,7 +124,7 @@ def check_fit(args, cohort, settings) -> None:
         raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
 
 
-def command_fit(args, cohort, settings, checked=None):
+def command_fit(args, run: Run, cohort, settings, checked=None):
     from ..model.classifier import FittedModel
     from ..model.params import too_few_patients
     from ..model.persistence import save_model
@@ -191,7 +137,9 @@ def command_fit(args, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.decision = fitted_decision(args, cohort, settings, ids)
     save_model(model, args.model_dir)
+    write_card(args, run, cohort, settings, model)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
@@ -213,10 +161,11 @@ def check_predict(args, cohort) -> PredictInputs:
     ids = cohort.ids if args.all else cohort.unlabelled_ids
     if not ids:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
+    rule_of(model).operating_points.threshold(args.operating_point)  # refused now if the model has no such point
     return PredictInputs(model, ids)
 
 
-def command_predict(args, cohort, checked: PredictInputs):
+def command_predict(args, run: Run, cohort, checked: PredictInputs):
     import numpy as np
     import pandas as pd
 
@@ -227,20 +176,29 @@ def command_predict(args, cohort, checked: PredictInputs):
     if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
         log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
                     prediction.probabilities[0])
-    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
+    rule = rule_of(model)
+    threshold = rule.operating_points.threshold(args.operating_point)
+    labels = (prediction.probabilities >= threshold).astype(int)
+    out = pd.DataFrame({"ID": ids, "LABEL": labels, "PROBABILITY": prediction.probabilities.round(6)})
+    if rule.recalibrated:  # a risk: the probability through the recalibration fitted with the model
+        out["RECALIBRATED_PROBABILITY"] = rule.recalibration.apply(prediction.probabilities).round(6)
+    log.info("recalibration: %s", f"{rule.recalibration.method} (RECALIBRATED_PROBABILITY)" if rule.recalibrated
+             else "none (it did not lower the cross-validated Brier score, or the model has none)")
+    out["OPERATING_POINT"] = args.operating_point
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
-    print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
+    print(f"predicted {len(ids)} patients ({int(labels.sum())} tumoral at {args.operating_point}, threshold "
+          f"{threshold:.4f}): {args.out}, submission {args.submission}")
 
 
 @dataclass(frozen=True)
 class ReportInputs:
     """What the report reads besides the cohort, checked before anything runs."""
     patients: list[str]
-    design: object  # CVDesign
-    stained: object | None  # SavedCV of the stain-normalised embeddings, or None
+    design: CVDesign
+    stained: SavedCV | None  # the CV of the stain-normalised embeddings, or None
     out_dir: Path
 
 
@@ -259,57 +217,26 @@ def check_report(args, cohort, settings) -> ReportInputs:
     return ReportInputs(patients, design, stained, out_dir)
 
 
-def saved_or_run(args, cohort, settings, design, what: str):
-    """The saved CV of these settings and folds, said which; else run (and save) it, said why."""
-    from ..model.saved_runs import find_results
-
-    found = find_results(args.cv_dir, cohort, settings, design)
-    if found.saved is not None:
-        print(f"report: {what}: the saved cross-validation in {found.directory}")
-        return found.saved
-    why = "; ".join(found.rejected) if found.rejected else f"none saved in {args.cv_dir}"
-    print(f"report: {what}: no saved cross-validation of these settings and folds ({why}); running it into "
-          f"{found.directory} (saved results of other settings or folds are kept)")
-    return run_cv(args, cohort, settings, found.directory)
-
-
-def command_report(args, cohort, settings, checked: ReportInputs):
+def command_report(args, run: Run, cohort, settings, checked: ReportInputs):
     from ..model.saved_runs import default_settings, find_nested
     from ..report.build import build_report
     from ..report.headline import Honesty
 
-    saved = saved_or_run(args, cohort, settings, checked.design, "settings in use")
+    saved = saved_or_run(args, run, cohort, settings, checked.design, "settings in use")
     honesty = None
     if settings.tuned:
-        nested = find_nested(args._home, cohort)
-        default = saved_or_run(args, cohort, default_settings(cohort), checked.design, "the default settings, same folds")
+        nested = find_nested(run.home, cohort)
+        default = saved_or_run(args, run, cohort, default_settings(cohort), checked.design,
+                               "the default settings, same folds")
         honesty = Honesty(settings.source, default, nested)
         if nested is None:
-            print(f"report: settings tuned on these patients ({settings.source}): the headline is optimistic; "
-                  f"`{command('tune')} --nested` measures what tuning buys")
+            print(run.words(f"report: settings tuned on these patients ({settings.source}): the headline is "
+                            f"optimistic; `{command('tune')} --nested` measures what tuning buys"))
         else:
             print(f"report: headline from the nested cross-validation in {nested.path}")
-    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, honesty)}")
-
-
-def load_stain_cv(directory: Path, cohort, settings, design):
-    """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
-    cross-validation runs)."""
-    from ..model.results import load_cv
-    from ..model.saved_runs import results_dir
-
-    plain = (Path(directory) / "cv.json").is_file()  # a results folder, or a --cv-dir of per-settings folders
-    folder = Path(directory) if plain else results_dir(directory, settings, design)
-    if not (folder / "cv.json").is_file():
-        raise InputError(f"--stain-cv {directory}: no cross-validation of the report's settings and folds there (run "
-                         f"`{command('cv')}` on the stain-normalised embeddings with the same options)")
-    stained = load_cv(folder)
-    same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
-            and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
-    if not same:
-        raise InputError(f"--stain-cv {directory}: cross-validation of other patients, folds or settings than the "
-                         f"report's (run `{command('cv')}` on the stain-normalised embeddings with the same options)")
-    return stained
+    directory = build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, args.prevalence,
+                             run.progress, honesty)
+    print(f"report: {directory}")
 
 
 def inputs_of(args, cohort) -> list[Path]:
@@ -317,7 +244,7 @@ def inputs_of(args, cohort) -> list[Path]:
     inputs = cohort_inputs(cohort)
     if getattr(args, "params", "auto") not in ("auto", "default"):
         inputs.append(Path(args.params))
-    if args.command == "predict" and Path(args.model_dir).is_dir():
+    if args.command in ("predict", "evaluate") and Path(args.model_dir).is_dir():
         inputs += sorted(Path(args.model_dir).iterdir())
     if getattr(args, "stain_cv", None):
         inputs.append(Path(args.stain_cv))
@@ -349,15 +276,17 @@ def outputs_of(args) -> dict:
         if Path(args.out).resolve() == Path(args.submission).resolve():
             raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
         return {"--out": args.out, "--submission": args.submission}
+    if args.command == "evaluate":
+        return {"--out-dir": args.out_dir}
     return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
-COMMANDS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
+STEPS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
 
 
 @cli_main
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv, run: Run):
+    args = parse_args(argv, run)
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.measurements import settings_for
@@ -368,15 +297,16 @@ def main(argv=None):
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
     # Every check runs before start_run, so a refused command leaves no run log behind.
-    if args.command == "predict":
-        checked = check_predict(args, cohort)
-        start_run(args, args.command, args._home)
-        command_predict(args, cohort, checked)
+    if args.command in ("predict", "evaluate"):
+        check, step = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
+        checked = check(args, cohort)
+        start_run(args, run, args.command)
+        step(args, run, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
-    check, command = COMMANDS[args.command]
+    check, step = STEPS[args.command]
     checked = check(args, cohort, settings)
-    start_run(args, args.command, args._home)
+    start_run(args, run, args.command)
     log.info("settings: %s", settings.source)
-    command(args, cohort, settings, checked)
+    step(args, run, cohort, settings, checked)
     return 0

@@ -104,17 +104,19 @@ def parse_table(csv_path: Path, split: str, table: pd.DataFrame) -> list[dict]:
     return records
 
 
-def check_clinical_csvs(root: Path) -> None:
+def check_clinical_csvs(root: Path) -> dict[str, tuple[Path, pd.DataFrame]]:
     """Every row of every split against the rules stage 2 applies: one InputErrors listing every bad value of
-    both CSVs (one line each), or nothing."""
+    both CSVs (one line each); else the tables read (read_split_tables), for the caller not to read them again."""
     problems = []
-    for split, (csv_path, table) in read_split_tables(root, CLINICAL_COLUMNS).items():
+    tables = read_split_tables(root, CLINICAL_COLUMNS)
+    for split, (csv_path, table) in tables.items():
         try:
             parse_table(csv_path, split, table)
         except InputErrors as exc:
             problems += exc.messages
     if problems:
         raise InputErrors(problems, "in the CSVs; nothing was embedded: correct them and rerun")
+    return tables
 
 
 __all__ = ["CLINICAL_COLUMNS", "REFERENCE_DATE", "InputError", "age_at_reference", "check_clinical_csvs", "parse_dob",

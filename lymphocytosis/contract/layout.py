@@ -130,11 +130,12 @@ def read_split_tables(root: Path, required_columns: tuple[str, ...] = ("ID",)) -
     return tables
 
 
-def discover_patients(root: Path) -> list[PatientEntry]:
-    """All patients of all splits, in CSV order."""
+def discover_patients(root: Path, tables: dict[str, tuple[Path, pd.DataFrame]] | None = None) -> list[PatientEntry]:
+    """All patients of all splits, in CSV order; from `tables` (read_split_tables) when the caller read them."""
+    tables = read_split_tables(root) if tables is None else tables
     return [
         PatientEntry(values["ID"], split, Path(root) / split / values["ID"], csv_path, int(row), row_fingerprint(values))
-        for split, (csv_path, table) in read_split_tables(root).items()
+        for split, (csv_path, table) in tables.items()
         for row, values in table.iterrows()
     ]
 
