@@ -282,8 +282,9 @@ def remove_run_handlers() -> None:
 
 class AsStarted(logging.Filter):
     """On the terminal of a run of the installed command, log lines name commands as that user types them
-    (`lymphocytosis fit`, not `python model.py fit`); installed by `cli_main` for the run and removed after. (The
-    record is rewritten in place, so the run's log file reads the same as the terminal.)"""
+    (`lymphocytosis fit`, not `python model.py fit`); installed by `cli_main` for the run and removed after. (A record
+    shown on the terminal is rewritten in place, so the run's log file has that line as the terminal showed it;
+    debug lines the terminal does not show keep the canonical form.)"""
 
     def __init__(self, console: bool):
         super().__init__()
