@@ -20,6 +20,17 @@ def plus_minus(mean: float, std: float, digits: int = 3, unit: str = "") -> str:
     return f"{mean:.{digits}f}{unit} ± {std:.{digits}f}{unit}"
 
 
+def format_probability(probability: float, digits: int = 2) -> str:
+    """A probability with the digits that decide its side of THRESHOLD: 0.4996 is never shown as "0.50" (which
+    reads as tumoral), nor 0.5004 as "0.50" (which reads as a coin toss)."""
+    text = f"{probability:.{digits}f}"
+    while digits < 6 and (decide(float(text)) != decide(probability)
+                          or (float(text) == THRESHOLD and probability != THRESHOLD)):
+        digits += 1
+        text = f"{probability:.{digits}f}"
+    return text
+
+
 def decide(probabilities) -> np.ndarray:
     """1 (tumoral) where the probability reaches THRESHOLD, else 0 (reactive)."""
     return (np.asarray(probabilities) >= THRESHOLD).astype(int)

@@ -136,6 +136,16 @@ def write_dataset(root: Path, splits: dict[str, dict[str, list]], make_folders: 
     return root
 
 
+def flatten_cv(cv_dir: Path) -> Path:
+    """Move the one per-settings results folder of `cv_dir` up into `cv_dir` itself (the plain layout, which is
+    still read): tests that damage cv.json then find it at `cv_dir/cv.json`."""
+    (folder,) = [p for p in Path(cv_dir).iterdir() if p.is_dir()]
+    for item in folder.iterdir():
+        item.rename(Path(cv_dir) / item.name)
+    folder.rmdir()
+    return Path(cv_dir)
+
+
 @dataclass
 class CliResult:
     code: int

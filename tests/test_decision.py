@@ -44,6 +44,12 @@ def base(tmp_path_factory) -> Path:
     return base
 
 
+def saved_cv_dir(base: Path) -> Path:
+    """The results folder `cv` saved under --cv-dir (one folder per settings and design)."""
+    (folder,) = [p for p in (base / "cv").iterdir() if p.is_dir()]
+    return folder
+
+
 def small_params() -> dict:
     return {**Settings().params, **SMALL}
 
@@ -147,12 +153,12 @@ def test_operating_points_validated(bad):
 
 
 def test_cv_saves_fold_rules(base, tmp_path):
-    saved = load_cv(base / "cv")
+    saved = load_cv(saved_cv_dir(base))
     assert saved.decisions is not None and len(saved.decisions.rules) == 6
     thresholds = saved.decisions.thresholds("sens95")
     assert np.isfinite(thresholds).all() and ((thresholds >= 0) & (thresholds <= 1)).all()
     copy = tmp_path / "cv"
-    shutil.copytree(base / "cv", copy)
+    shutil.copytree(saved_cv_dir(base), copy)
     document = json.loads((copy / "decision.json").read_text())
     document["folds"][0]["test_ids"] = document["folds"][1]["test_ids"]  # a repeat's held-out patients overlap
     (copy / "decision.json").write_text(json.dumps(document))
@@ -169,6 +175,7 @@ def test_fit_saves_rule_and_card(base):
     for fragment in ("Intended use", "24 patients: 16 tumoral, 8 reactive", "clinical only", "sens98",
                      "Known limits", "model.py fit --embeddings"):
         assert fragment in card
+    assert "No saved cross-validation" not in card  # found in its folder under <artifacts>/cv/
 
 
 def predict(copy: Path, *extra: str):
@@ -269,10 +276,30 @@ def test_hostile_decision_in_model_json(base, tmp_path, change, fragment):
 ])
 def test_hostile_decision_json(base, tmp_path, change, fragment):
     copy = tmp_path / "cv"
-    shutil.copytree(base / "cv", copy)
+    shutil.copytree(saved_cv_dir(base), copy)
     document = json.loads((copy / "decision.json").read_text())
     change(document)
     (copy / "decision.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match=fragment) as caught:
         load_cv(copy)
     assert str(caught.value).startswith(str(copy / "decision.json")) and "\n" not in str(caught.value)
+
+
+def test_report_reuses_the_saved_cv_only_for_the_same_sensitivities(base, tmp_path):
+    """The saved CV in its folder under --cv-dir is reused by `report`; one whose thresholds were chosen for other
+    target sensitivities is run again into that folder (and says why). (The parameters file counts as tuned
+    settings, so the report also runs the default settings' CV of the same folds, into a folder of its own.)"""
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy, ignore=shutil.ignore_patterns("model"))
+    data = ["--embeddings", str(copy / "embeddings.h5"), "--params", str(copy / "params.json"), "--folds", "3",
+            "--repeats", "2", "--cv-dir", str(copy / "cv"), "--patients", "none"]
+    folder = saved_cv_dir(copy)
+    before = (folder / "cv.json").stat().st_mtime_ns
+    same = run_main(model_cli.main, ["report", *data, "--out-dir", str(copy / "r1")])
+    assert same.code == 0, same.stderr
+    assert f"the saved cross-validation in {folder}" in same.stdout
+    assert (folder / "cv.json").stat().st_mtime_ns == before
+    other = run_main(model_cli.main, ["report", *data, "--sensitivities", "0.9", "--out-dir", str(copy / "r2")])
+    assert other.code == 0, other.stderr
+    assert "thresholds for other target sensitivities" in other.stdout
+    assert list(load_cv(folder).decisions.sensitivities) == [0.9]  # the same folder: settings and folds name it

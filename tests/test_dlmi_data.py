@@ -1,12 +1,15 @@
-"""Checks against the real DLMI challenge data, when it sits beside the repository (../shared/data/dlmi).
+"""Checks against the real DLMI challenge data, when you have it: set DLMI_DATA to its folder (the challenge
+layout); by default ../shared/data/dlmi beside the repository is tried.
 
-Skipped elsewhere (CI, a fresh clone). Nothing is copied into the repo: the embedding check reads a few
+Skipped without the data (CI, a fresh clone). Nothing is copied into the repo: the embedding check reads a few
 images after copying them to a temporary folder.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +19,12 @@ from lymphocytosis.contract.layout import SPLIT_CSVS, discover_patients, list_ce
 from lymphocytosis.contract.store import load_bags
 from lymphocytosis.extract.extraction import extract
 
-DLMI_ROOT = REPO.parent / "shared" / "data" / "dlmi"
+DLMI_ROOT = Path(os.environ.get("DLMI_DATA") or REPO.parent / "shared" / "data" / "dlmi")
 COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
 
-pytestmark = pytest.mark.skipif(not (DLMI_ROOT / "trainset").is_dir(), reason=f"real data not found at {DLMI_ROOT}")
+NO_DATA = ("the DLMI challenge data is not here; to run these checks on it, set DLMI_DATA=/path/to/dlmi (the folder "
+           "holding trainset/ and testset/)")
+pytestmark = pytest.mark.skipif(not (DLMI_ROOT / "trainset").is_dir(), reason=NO_DATA)
 
 
 @pytest.fixture(scope="module")

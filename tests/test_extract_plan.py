@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SMALL_CLI_ARGS, assert_one_line_error, run_main, small_settings
 from lymphocytosis.cli import extract as extract_cli
-from lymphocytosis.contract import layout
+from lymphocytosis.contract import clinical, layout
 from lymphocytosis.defaults import FeatureKind, MeasurementSet, Precision, Stain, StorageDtype
 from lymphocytosis.errors import InputError
 from lymphocytosis.extract import backbones, embedder, plan, preprocessing, registry
@@ -31,6 +31,7 @@ def counting(monkeypatch, module, name: str) -> list:
 
 def test_each_check_runs_once_and_the_csvs_are_read_once(synthetic_root, tmp_path, monkeypatch):
     csv_reads = counting(monkeypatch, layout, "read_split_tables")
+    csv_reads_to_check = counting(monkeypatch, clinical, "read_split_tables")  # the rows checked, then listed
     devices = counting(monkeypatch, plan, "resolve_device")
     weights = counting(monkeypatch, plan, "weights_choice")
     crops = counting(monkeypatch, plan, "crop_and_size")
@@ -40,7 +41,7 @@ def test_each_check_runs_once_and_the_csvs_are_read_once(synthetic_root, tmp_pat
     out = tmp_path / "e.h5"
     result = run_main(extract_cli.main, ["--root", str(synthetic_root), "--out", str(out), *SMALL_CLI_ARGS, "-q"])
     assert result.code == 0, result.stderr
-    assert (len(csv_reads), len(devices), len(weights), len(crops)) == (1, 1, 1, 1)
+    assert (len(csv_reads) + len(csv_reads_to_check), len(devices), len(weights), len(crops)) == (1, 1, 1, 1)
     assert not also_weights and not also_devices and not also_crops  # the run did not check again
     with h5py.File(out, "r") as handle:
         assert handle.attrs["n_patients"] == 15 and isinstance(handle.attrs["precision"], str)

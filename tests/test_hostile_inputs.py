@@ -177,7 +177,7 @@ def test_root_of_another_dataset_with_the_same_ids_is_refused(copy, tmp_path_fac
 
 def test_edited_label_after_extraction_is_refused(copy):
     csv = edit_csv(copy, "trainset", "\nF1,1,", "\nF1,0,")
-    assert_one_line_error(cv(copy), "CSV rows of patients F1 (1 of 28)", "rerun extract.py")
+    assert_one_line_error(cv(copy), "CSV rows of patients F1 (1 of 28)", "rerun `python extract.py --root")
     assert csv.is_file()
 
 
@@ -412,7 +412,8 @@ def test_unwritable_output_path(copy):
 
 def test_tampered_cv_results_are_refused_by_the_report(copy):
     assert cv(copy).code == 0
-    predictions = copy / "cv" / "predictions.csv"
+    (folder,) = [p for p in (copy / "cv").iterdir() if p.is_dir()]  # the run's folder: one per settings and folds
+    predictions = folder / "predictions.csv"
     frame = pd.read_csv(predictions)
     frame.loc[0, "PROBABILITY"] = 2.0
     frame.to_csv(predictions, index=False)
@@ -420,5 +421,5 @@ def test_tampered_cv_results_are_refused_by_the_report(copy):
                                        str(copy / "dlmi"), "--params", str(copy / "params.json"), "--folds", "3",
                                        "--repeats", "1", "--cv-dir",
                                        str(copy / "cv"), "--out-dir", str(copy / "report"), "--patients", "none"])
-    assert_one_line_error(result, str(copy / "cv"), "invalid probability")
+    assert_one_line_error(result, str(folder), "invalid probability")
     assert not (copy / "report").exists()

@@ -155,7 +155,8 @@ def test_model_cli_cv_with_measurements(fake_embeddings, tmp_path):
     result = run_main(model_main, ["cv", "--embeddings", str(fake_embeddings), "--measurements", str(measurements),
                                    "--params", "default", "--folds", "3", "--repeats", "1", "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
-    document = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    (folder,) = [p for p in (tmp_path / "cv").iterdir() if p.is_dir()]  # one folder per settings and folds
+    document = json.loads((folder / "cv.json").read_text())
     assert document["settings"]["feature_spec"]["measurement_stats"] == ["q50"]
     assert set(document["provenance"]) == {"fake-backbone", "morphometry"}
 

@@ -142,11 +142,15 @@ def test_figures_and_thumbnails_are_valid_small_images(report):
             image.verify()
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) > 100
-    thumbnails = sorted((report / "cells").rglob("*.jpg"))
+    thumbnails = sorted(p for p in (report / "cells").rglob("*.jpg") if not p.stem.endswith("-full"))
     assert thumbnails
-    for path in thumbnails:
+    for path in thumbnails:  # large enough to see a cell, and each opens the whole image
         with Image.open(path) as image:
-            assert image.format == "JPEG" and max(image.size) <= 128
+            assert image.format == "JPEG" and image.size == (160, 160)
+        with Image.open(path.with_name(f"{path.stem}-full.jpg")) as image:
+            assert min(image.size) >= 160
+    page = next(p for p in (report / "patients").glob("*.html") if "-full.jpg" in p.read_text(encoding="utf-8"))
+    assert re.search(r'<a href="../cells/[^"]+-full.jpg"><img src="../cells/[^"]+.jpg"', page.read_text(encoding="utf-8"))
 
 
 def test_summary_markdown_has_metrics_features_and_provenance(report, cohort):
@@ -160,6 +164,34 @@ def test_summary_markdown_has_metrics_features_and_provenance(report, cohort):
         assert (report / target).is_file(), target
     csv = (report / "patients.csv").read_text().splitlines()
     assert csv[0].startswith("ID,LABEL,PROBABILITY") and len(csv) == SYNTHETIC_N_TRAIN + 1
+
+
+def test_summary_markdown_is_commonmark_and_agrees_with_itself(report):
+    """Every table renders as a table (a `|` inside a cell is escaped), no emphasis shows its asterisks, and "In
+    short" counts the patients the confusion matrix counts."""
+    from markdown_it import MarkdownIt
+
+    text = (report / "summary.md").read_text(encoding="utf-8")
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    separators = [line for line in text.splitlines() if re.fullmatch(r"\|(---\|)+", line)]
+    # a header whose cells do not match its delimiter row (an unescaped "|SHAP|") is no table in CommonMark
+    assert sum(t.type == "table_open" for t in tokens) == len(separators) >= 4
+    shown = [c.content for t in tokens if t.type == "inline" for c in t.children or [] if c.type == "text"]
+    assert not [s for s in shown if "**" in s], [s for s in shown if "**" in s]
+    matrix = re.search(r"\| reactive \| (\d+) \| (\d+) \|\n\| tumoral \| (\d+) \| (\d+) \|", text)
+    short = text.split("## In short", 1)[1].split("## Performance", 1)[0]
+    said = re.search(r"recognises (\d+) of (\d+) tumoral \(\d+%\) and (\d+) of (\d+) reactive", short)
+    assert matrix and said, short
+    rr, rt, tr, tt = map(int, matrix.groups())
+    assert [int(g) for g in said.groups()] == [tt, tr + tt, rr, rr + rt]
+
+
+def test_probabilities_show_the_digits_that_decide_their_side():
+    from lymphocytosis.metrics import format_probability
+
+    assert format_probability(0.4996) == "0.4996" and format_probability(0.5004) == "0.5004"
+    assert format_probability(0.5) == "0.50" and format_probability(0.31) == "0.31"
+    assert format_probability(0.49) == "0.49" and format_probability(0.498) == "0.498"
 
 
 def test_readable_names_and_families():
@@ -263,12 +295,13 @@ def test_cli_report_and_patient_errors(synthetic_embeddings, cohort, tmp_path):
     page = (tmp_path / "none" / "index.html").read_text(encoding="utf-8")
     assert "--patients none" in page and not (tmp_path / "none" / "cells").exists()
     # a second report with the same settings reads the saved cross-validation instead of running it again
-    saved = (tmp_path / "cv" / "cv.json").stat().st_mtime_ns
+    (folder,) = [p for p in (tmp_path / "cv").iterdir() if p.is_dir()]  # one folder per settings and design
+    saved = (folder / "cv.json").stat().st_mtime_ns
     result = run_main(model_cli.main, ["report", "--embeddings", str(synthetic_embeddings), "--params", "default",
                                        "--folds", "3", "--repeats", "1", "--patients", "none",
                                        "--out-dir", str(tmp_path / "again"), "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
-    assert (tmp_path / "cv" / "cv.json").stat().st_mtime_ns == saved and (tmp_path / "again" / "index.html").is_file()
+    assert (folder / "cv.json").stat().st_mtime_ns == saved and (tmp_path / "again" / "index.html").is_file()
 
 
 def test_out_dir_of_report_like_names_but_not_a_report_is_refused(tmp_path):

@@ -105,7 +105,9 @@ CV_DESIGN = Options()
 CV_DESIGN.add("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
 CV_DESIGN.add("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
 CV_DESIGN.add("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
-CV_DESIGN.add("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
+CV_DESIGN.add("--cv-dir", type=Path, default=None,
+              help="saved CV results, one folder per settings and folds (earlier ones are kept); default: "
+                   "<artifacts>/cv")
 
 PREVALENCE = Options()
 PREVALENCE.add("--prevalence", type=float_in(0.0, 1.0, include_high=False), default=None,
@@ -147,7 +149,9 @@ EVALUATE.add("--model-dir", type=Path, default=None, required=True,
 EVALUATE.add("--out-dir", type=Path, default=None, help="default: <artifacts of the cohort>/evaluation")
 
 TUNE = Options()
-TUNE.add("--trials", type=int_in(1, 1_000_000), default=100, help="finished trials wanted in the study, all workers together")
+TUNE.add("--trials", type=int_in(1, 1_000_000), default=100,
+         help="finished trials wanted in the study in all (earlier runs and all workers together), not a number "
+              "to add")
 TUNE.add("--timeout", type=positive_float, default=None,
          help="stop starting new trials after this many seconds; default: no limit")
 TUNE.add("--storage", default=None,
@@ -164,10 +168,13 @@ TUNE.add("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds
 TUNE.add("--best-params", type=Path, default=None,
          help="where the best settings go (and model.py finds them); default: <artifacts>/best_params.json")
 TUNE.add("--nested", action="store_true",
-         help="run the whole search inside each fold of an outer CV and report held-out accuracy; saves nothing")
+         help="run the whole search inside each fold of an outer CV and report held-out accuracy; saves the "
+              "estimate (--json), not settings")
 TUNE.add("--outer-folds", type=int_in(2, 100), default=5, help="with --nested: outer folds")
 TUNE.add("--outer-repeats", type=int_in(1, 1000), default=1, help="with --nested: outer repeats")
-TUNE.add("--json", type=Path, default=None, help="with --nested: also write the results here; default: not written")
+TUNE.add("--json", type=Path, default=None,
+         help="with --nested: where the results go (the report's headline for tuned settings); default: "
+              "<artifacts>/nested/<design>.json")
 
 # --- the commands: each one's tables, in --help order; a settings file's tables are these names ---------------------
 

@@ -17,6 +17,7 @@ from .. import __version__
 from ..defaults import ARTIFACTS, ArtifactPaths, artifact_paths, extraction_path
 from ..errors import InputError
 from ..files import atomic_write_text
+from ..invocation import as_started, command
 from ..passwords import masked
 from ..progress import Progress
 from .config import config_arguments, settings_toml
@@ -52,6 +53,11 @@ class Run:
         """The name a command's help and errors use: `extract.py` as a script, `lymphocytosis extract` installed."""
         return " ".join(filter(None, ("lymphocytosis", command))) if self.console else script
 
+    def words(self, text: str) -> str:
+        """A message or help text with its command lines (written `python model.py fit` in the library) as this
+        run's user types them (invocation.as_started)."""
+        return as_started(text, self.console)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are `InputError`s: one `error: ...` line and exit code 2, like every other refusal.
@@ -79,19 +85,37 @@ def default_root() -> Path:
 
 
 def default_embeddings() -> Path:
-    """artifacts/<dataset>/embeddings.h5 of $DATA's dataset; else the only one extracted; else the synthetic one."""
+    """artifacts/<dataset>/embeddings.h5 of $DATA's dataset; else the only one extracted. None or several: an error
+    that names the folder looked in (artifacts/ is relative to where the command runs) and what it holds."""
     if os.environ.get("DATA"):
         return extraction_path(Path(os.environ["DATA"]))
     found = sorted(ARTIFACTS.glob("*/embeddings.h5"))
-    if len(found) > 1:
-        raise InputError(f"several extractions in {ARTIFACTS}/ ({', '.join(str(p) for p in found)}): choose one with "
-                         "--embeddings, or set DATA to its dataset")
-    return found[0] if found else extraction_path(Path("synthetic"))
+    if len(found) == 1:
+        return found[0]
+    where = f"{ARTIFACTS.resolve()}{os.sep}"
+    if not found:
+        raise InputError(f"no extraction in {where} (artifacts/ is looked for in the folder you run the command "
+                         f"from): run `{command('extract')} --root DATASET` first, or give --embeddings FILE")
+    raise InputError(f"several extractions in {where}: {'; '.join(described(p) for p in found)}; choose one with "
+                     "--embeddings")
+
+
+def described(embeddings: Path) -> str:
+    """An extraction and the dataset it was made from, as an error lists them."""
+    from ..contract.store import read_attrs
+
+    try:
+        dataset = read_attrs(embeddings).get("dataset_root") or "dataset not recorded"
+    except Exception:
+        dataset = "unreadable"
+    return f"{embeddings} (of {dataset})"
 
 
 def resolve_data_options(args: argparse.Namespace, run: Run) -> ArtifactPaths:
     """Fill the defaults of the stage-2 inputs (catalog.data_options); the artifacts layout of the (first)
-    embeddings file, which is also where this run's log goes (`run.home`)."""
+    embeddings file, which is also where this run's log goes (`run.home`). A folder given to --embeddings means
+    its embeddings.h5."""
+    args.embeddings = [Path(p) / "embeddings.h5" if Path(p).is_dir() else p for p in args.embeddings or []]
     args.embeddings = args.embeddings or [default_embeddings()]
     args.measurements = args.measurements or []
     paths = artifact_paths(args.embeddings[0])
@@ -162,6 +186,22 @@ class PendingRecords(logging.Handler):
             self.records.append(record)
 
 
+OUR_LOGGERS = {"lymphocytosis", "model", "tune", "extract", "root"}
+
+
+class OtherLibrariesQuiet(logging.Filter):
+    """On the terminal, other libraries (Optuna, LightGBM, ...) speak only to warn, unless -v; everything still
+    reaches the run's log file."""
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= logging.WARNING or self.handler.level <= logging.DEBUG
+                or record.name.split(".")[0] in OUR_LOGGERS)
+
+
 def ours(handler: logging.Handler) -> bool:
     return getattr(handler, "_lymphocytosis", False)
 
@@ -174,6 +214,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(MaskingFormatter(TERMINAL_FORMAT))
         handler._lymphocytosis = True
+        handler.addFilter(OtherLibrariesQuiet(handler))
         root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     for handler in root.handlers:
@@ -239,11 +280,33 @@ def remove_run_handlers() -> None:
         handler.close()
 
 
+class AsStarted(logging.Filter):
+    """On the terminal of a run of the installed command, log lines name commands as that user types them
+    (`lymphocytosis fit`, not `python model.py fit`); installed by `cli_main` for the run and removed after. (A record
+    shown on the terminal is rewritten in place, so the run's log file has that line as the terminal showed it;
+    debug lines the terminal does not show keep the canonical form.)"""
+
+    def __init__(self, console: bool):
+        super().__init__()
+        self.console = console
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        rewritten = as_started(message, self.console)
+        if rewritten != message:
+            record.msg, record.args = rewritten, ()
+        return True
+
+
+def terminal_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if ours(h) and type(h) is logging.StreamHandler]
+
+
 def cli_main(main):
     """Wrap a command's `main(argv, run)` into `main(argv, console=False)`, which makes the run's state (`Run`) and
     hands it down: an `InputError` or OS error becomes `error: <message>` on stderr and exit code 2; Ctrl-C says
     that finished work is kept and exits 130; anything else is a bug: one line saying where the traceback was
-    written, exit code 3. Passwords are masked in every line."""
+    written, exit code 3. Passwords are masked in every line, and commands named as the user started the tool."""
 
     @functools.wraps(main)
     def wrapper(argv=None, console: bool = False):
@@ -251,10 +314,13 @@ def cli_main(main):
         setup_logging()
         remove_run_handlers()
         logging.getLogger().addHandler(PendingRecords())
+        words = AsStarted(console)
+        for handler in terminal_handlers():
+            handler.addFilter(words)
         try:
             return main(argv, run)
         except (InputError, OSError) as exc:  # an OS error's message names the path (full disk, unreadable file)
-            print(masked(f"error: {exc}"), file=sys.stderr)
+            print(masked(run.words(f"error: {exc}")), file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
@@ -266,6 +332,8 @@ def cli_main(main):
                   file=sys.stderr)
             return 3
         finally:
+            for handler in terminal_handlers():
+                handler.removeFilter(words)
             remove_run_handlers()
 
     return wrapper

@@ -22,7 +22,8 @@ PROG = "extract.py"
 
 def build_parser(run: Run | None = None) -> Parser:
     run = run or Run()
-    return add_options(Parser(prog=run.program(PROG, "extract"), description=__doc__), *COMMANDS["extract"])
+    parser = Parser(prog=run.program(PROG, "extract"), description=run.words(__doc__))
+    return add_options(parser, *COMMANDS["extract"], words=run.words)
 
 
 EMBEDDING_ONLY = ("model", "weights", "crop", "input_size", "features", "tta", "precision", "dtype", "batch_size", "device")
@@ -53,16 +54,20 @@ def resolve(args, parser: Parser | None = None):
 
 
 def plan_of(args):
-    """The run's typed plan (extract/plan.py): the dataset listed and the output checked (first), then the device,
-    the weights and the crop, before anything is written: a refused command leaves no log behind. The run
-    consumes the plan; nothing is checked or read twice."""
+    """The run's typed plan (extract/plan.py): every CSV row checked with stage 2's rules first (before torch is
+    even imported: a typo in a CSV costs seconds) and the CSVs read once, the dataset listed and the output
+    checked, then the device, the weights and the crop, before anything is written: a refused command leaves no
+    log behind. The run consumes the plan; nothing is checked or read twice."""
+    from ..contract.clinical import check_clinical_csvs
+
+    tables = check_clinical_csvs(args.root)
     if args.measure:
         from ..extract.morphometry import MeasurementSettings
         from ..extract.plan import plan_measuring
 
         settings = MeasurementSettings(kind=MeasurementSet(args.measure), pixel_size_um=args.pixel_size,
                                        stain=Stain(args.stain))
-        return plan_measuring(args.root, args.out, settings, args.overwrite, args.workers)
+        return plan_measuring(args.root, args.out, settings, args.overwrite, args.workers, tables)
     from ..extract.plan import ExtractSettings, plan_embedding
 
     settings = ExtractSettings(
@@ -70,7 +75,7 @@ def plan_of(args):
         precision=Precision(args.precision), dtype=StorageDtype(args.dtype), batch_size=args.batch_size,
         workers=args.workers, device=args.device, features=FeatureKind(args.features), stain=Stain(args.stain),
     )
-    return plan_embedding(args.root, args.out, settings, args.overwrite)
+    return plan_embedding(args.root, args.out, settings, args.overwrite, tables)
 
 
 @cli_main
@@ -84,11 +89,21 @@ def main(argv, run: Run):
         from ..extract.measuring import run_measuring
 
         summary = run_measuring(plan, run.progress)
-        print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images measured")
+        print(final_line(summary, "images measured"))
         return 0
     from ..extract.extraction import run_embedding
 
-    summary = run_embedding(plan, run.progress)
-    print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images"
-          f"{f', {summary.n_skipped} skipped (reasons in the log)' if summary.n_skipped else ''}")
+    print(final_line(run_embedding(plan, run.progress), "images"))
     return 0
+
+
+def final_line(summary, images: str) -> str:
+    """What the file holds, every patient counted: those without a single cell too (they reach stage 2 with
+    their clinical values only), named when few."""
+    from ..contract.store import patients_without_cells
+
+    empty = patients_without_cells(summary.out)
+    named = f" ({', '.join(empty)})" if 0 < len(empty) <= 5 else ""
+    skipped = f"{summary.n_skipped} skipped{' (reasons in the log)' if summary.n_skipped else ''}"
+    return (f"{summary.out}: {summary.n_patients} patients, {summary.n_images} {images}, {skipped}, "
+            f"{len(empty)} patients without images{named}")

@@ -12,18 +12,19 @@ writes. The dataset's CSVs are found through the embeddings file, or given with 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..files import atomic_write_json
+from ..invocation import command
 from .catalog import COMMANDS, MODEL_COMMANDS
 from .common import Parser, Run, cli_main, cohort_inputs, parse_with_config, resolve_data_options, start_run
-from .decision_options import fitted_decision, rule_of, same_rule, write_card
+from .decision_options import fitted_decision, rule_of, write_card
 from .evaluate import check_evaluate, command_evaluate
 from .options import add_options
+from .saved_cv import design_of, load_stain_cv, run_cv, saved_or_run
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
     from ..model.classifier import FittedModel
@@ -49,11 +50,12 @@ SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their descrip
 
 def build_parser(run: Run | None = None) -> Parser:
     run = run or Run()
-    parser = Parser(prog=run.program(PROG), description=__doc__)
+    parser = Parser(prog=run.program(PROG), description=run.words(__doc__))
     commands = parser.add_subparsers(dest="command", required=True, metavar=f"{{{','.join(MODEL_COMMANDS)}}}")
     for name in MODEL_COMMANDS:
         summary, description = SUBCOMMANDS[name]
-        add_options(commands.add_parser(name, help=summary, description=description), *COMMANDS[name])
+        add_options(commands.add_parser(name, help=summary, description=run.words(description)), *COMMANDS[name],
+                    words=run.words)
     return parser
 
 
@@ -86,60 +88,25 @@ def format_cv_table(comparison) -> str:
     return "\n".join(lines)
 
 
-def warn_if_cannot_separate(comparison) -> None:
-    """A fold model that gives every patient the same probability decides nothing; say so, and why if known."""
-    from ..model.params import too_few_patients
-
-    stuck = [f for f in comparison.full.folds if f.model is not None and not f.model.separates]
-    if stuck:
-        reason = too_few_patients(len(stuck[0].fold.train_ids), stuck[0].model.params)
-        log.warning("in %d of %d folds the model gave every patient the same probability: it cannot separate the "
-                    "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
-
-
-def run_cv(args, run: Run, cohort, settings) -> SavedCV:
-    """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
-    from ..model.decision import learn_fold_rules
-    from ..model.decision_results import CVDecisions
-    from ..model.evaluation import CVDesign, compare
-    from ..model.explanations import explain
-    from ..model.operating_points import check_sensitivities
-    from ..model.results import load_cv, save_cv
-
-    started = time.perf_counter()
-    comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
-                         keep_models=True, progress=run.progress)
-    warn_if_cannot_separate(comparison)
-    sensitivities = check_sensitivities(args.sensitivities)
-    try:
-        rules = learn_fold_rules(cohort, settings.spec, settings.params, [r.fold for r in comparison.full.folds],
-                                 args.seed, sensitivities, progress=run.progress)
-        decisions = CVDecisions(sensitivities, rules, comparison.full.ids)
-    except InputError as exc:
-        log.warning("no operating points or recalibration in this cross-validation: %s", exc)
-        decisions = None
-    directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
-                        time.perf_counter() - started, decisions)
-    log.info("wrote cross-validation results to %s", directory)
-    return load_cv(directory)
-
-
 def check_cv(args, cohort, settings) -> None:
     from ..model.results import check_results_dir
+    from ..model.saved_runs import check_results_root, results_dir
 
-    check_results_dir(args.cv_dir)
+    check_results_root(args.cv_dir)
+    check_results_dir(results_dir(args.cv_dir, settings, design_of(args)))
 
 
 def command_cv(args, run: Run, cohort, settings, checked=None):
     from ..model.decision_results import format_decision_table, judged
+    from ..model.saved_runs import results_dir
 
-    saved = run_cv(args, run, cohort, settings)
+    saved = run_cv(args, run, cohort, settings, results_dir(args.cv_dir, settings, design_of(args)))
     print(format_cv_table(saved.comparison))
     if saved.decisions is not None:
         print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
     if settings.tuned:
-        print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
-              "`python tune.py --nested` measures what tuning buys")
+        print(run.words(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
+                        f"`{command('tune')} --nested` measures what tuning buys"))
     if args.json:
         document = saved.comparison.summary_dict()
         document["settings"] = settings.to_dict()
@@ -236,44 +203,40 @@ class ReportInputs:
 
 
 def check_report(args, cohort, settings) -> ReportInputs:
-    from ..model.evaluation import CVDesign
     from ..model.results import check_results_dir
+    from ..model.saved_runs import check_results_root, default_settings, results_dir
     from ..report.build import prepare_out_dir, select_patients
 
     patients = select_patients(cohort, args.patients)
-    design = CVDesign(args.folds, args.repeats, args.seed)
+    design = design_of(args)
     stained = load_stain_cv(args.stain_cv, cohort, settings, design) if args.stain_cv else None
     out_dir = prepare_out_dir(args.out_dir)
-    check_results_dir(args.cv_dir)
+    check_results_root(args.cv_dir)
+    for each in (settings, default_settings(cohort)) if settings.tuned else (settings,):
+        check_results_dir(results_dir(args.cv_dir, each, design))
     return ReportInputs(patients, design, stained, out_dir)
 
 
 def command_report(args, run: Run, cohort, settings, checked: ReportInputs):
-    from ..model.results import current_results, load_cv
+    from ..model.saved_runs import default_settings, find_nested
     from ..report.build import build_report
+    from ..report.headline import Honesty
 
-    directory = args.cv_dir
-    saved = load_cv(directory) if current_results(directory) else None
-    if saved is None or not saved.matches(cohort, settings, checked.design) or not same_rule(saved, args):
-        log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
-        saved = run_cv(args, run, cohort, settings)
+    saved = saved_or_run(args, run, cohort, settings, checked.design, "settings in use")
+    honesty = None
+    if settings.tuned:
+        nested = find_nested(run.home, cohort)
+        default = saved_or_run(args, run, cohort, default_settings(cohort), checked.design,
+                               "the default settings, same folds")
+        honesty = Honesty(settings.source, default, nested)
+        if nested is None:
+            print(run.words(f"report: settings tuned on these patients ({settings.source}): the headline is "
+                            f"optimistic; `{command('tune')} --nested` measures what tuning buys"))
+        else:
+            print(f"report: headline from the nested cross-validation in {nested.path}")
     directory = build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, args.prevalence,
-                             run.progress)
+                             run.progress, honesty)
     print(f"report: {directory}")
-
-
-def load_stain_cv(directory: Path, cohort, settings, design):
-    """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
-    cross-validation runs)."""
-    from ..model.results import load_cv
-
-    stained = load_cv(directory)
-    same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
-            and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
-    if not same:
-        raise InputError(f"--stain-cv {directory}: cross-validation of other patients, folds or settings than the "
-                         "report's (run model.py cv on the stain-normalised embeddings with the same options)")
-    return stained
 
 
 def inputs_of(args, cohort) -> list[Path]:
@@ -335,15 +298,15 @@ def main(argv, run: Run):
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
     # Every check runs before start_run, so a refused command leaves no run log behind.
     if args.command in ("predict", "evaluate"):
-        check, command = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
+        check, step = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
         checked = check(args, cohort)
         start_run(args, run, args.command)
-        command(args, run, cohort, checked)
+        step(args, run, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
-    check, command = STEPS[args.command]
+    check, step = STEPS[args.command]
     checked = check(args, cohort, settings)
     start_run(args, run, args.command)
     log.info("settings: %s", settings.source)
-    command(args, run, cohort, settings, checked)
+    step(args, run, cohort, settings, checked)
     return 0

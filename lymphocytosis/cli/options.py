@@ -68,8 +68,9 @@ class Option:
             return self.help
         return f"{self.help} (default: %(default)s)"
 
-    def add_to(self, container) -> None:
-        """Add this option to an argparse parser or argument group."""
+    def add_to(self, container, words: Callable[[str], str] = str) -> None:
+        """Add this option to an argparse parser or argument group; `words` rewrites its help (the command names
+        as the user started the tool, invocation.as_started)."""
         keywords = {"type": self.type, "default": self.default, "choices": self.choices, "metavar": self.metavar,
                     "nargs": self.nargs}
         keywords = {key: value for key, value in keywords.items() if value is not None}
@@ -83,7 +84,7 @@ class Option:
         if self.required:
             keywords["required"] = True
         if self.help is not None:
-            keywords["help"] = self.help_text()
+            keywords["help"] = words(self.help_text())
         container.add_argument(*self.flags, **keywords)
 
 
@@ -113,14 +114,16 @@ class Options:
         return iter(self.options)
 
 
-def add_options(parser: argparse.ArgumentParser, *tables: Options) -> argparse.ArgumentParser:
-    """Give `parser` the tables' options, in order; options of a group go to that --help section."""
+def add_options(parser: argparse.ArgumentParser, *tables: Options,
+                words: Callable[[str], str] = str) -> argparse.ArgumentParser:
+    """Give `parser` the tables' options, in order; options of a group go to that --help section. `words` rewrites
+    each help text (see Option.add_to)."""
     groups = {}
     for table in tables:
         for option in table:
             if option.group is not None and option.group not in groups:
                 groups[option.group] = parser.add_argument_group(option.group)
-            option.add_to(groups[option.group] if option.group is not None else parser)
+            option.add_to(groups[option.group] if option.group is not None else parser, words)
     return parser
 
 

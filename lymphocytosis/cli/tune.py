@@ -1,7 +1,8 @@
 """Search the model's settings (bag features, LightGBM) with Optuna; resumable; judged by nested CV.
 
     tune.py --trials 100              # run or resume the study; best settings to <artifacts>/best_params.json
-    tune.py --nested --trials 30      # what tuning really buys, on patients the search never saw
+    tune.py --nested --trials 30      # what tuning really buys, on patients the search never saw; saved to
+                                      # <artifacts>/nested/, where the report finds it
 
 <artifacts> is the folder of the (first) embeddings file: artifacts/<dataset>/ by default, where extract.py
 writes. The study lives in a database: by default SQLite there (<artifacts>/tune.sqlite3; browse it with
@@ -41,7 +42,8 @@ log = logging.getLogger("tune")
 
 def build_parser(run: Run | None = None) -> Parser:
     run = run or Run()
-    return add_options(Parser(prog=run.program(PROG, "tune"), description=__doc__), *COMMANDS["tune"])
+    parser = Parser(prog=run.program(PROG, "tune"), description=run.words(__doc__))
+    return add_options(parser, *COMMANDS["tune"], words=run.words)
 
 
 NESTED_ONLY = ("json", "outer_folds", "outer_repeats")  # options that mean something with --nested only
@@ -58,6 +60,11 @@ def parse_args(argv=None, run: Run | None = None):
     given = changed_options(parser, args, NESTED_ONLY)
     if given and not args.nested:
         raise InputError(f"{', '.join(given)}: options of --nested, which is not given")
+    if args.nested and args.json is None:  # where `model.py report` finds it: the honest headline of tuned settings
+        from ..model.saved_runs import nested_path
+
+        args.json = nested_path(paths.home, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.trials,
+                                args.seed)
     return args
 
 
@@ -91,8 +98,10 @@ def command_nested(args, run: Run, cohort) -> None:
     for name, summary in (("tuned", result.tuned), ("default", result.default)):
         print(f"{name:8s} balanced accuracy {summary.balanced_accuracy}   ROC AUC {summary.roc_auc}")
     print(f"(inner-CV best values averaged {result.mean_inner_best_value:.3f}: the optimism that nested CV removes)")
-    if args.json:
-        atomic_write_json(args.json, result.to_dict())
+    from ..model.saved_runs import nested_document
+
+    atomic_write_json(args.json, nested_document(result.to_dict(), cohort))
+    print(f"nested estimate saved to {args.json} (the report's headline for settings tuned on these patients)")
 
 
 def open_study(args, cohort):
@@ -122,7 +131,12 @@ def command_study(args, run: Run, cohort) -> None:
     study = open_study(args, cohort)
     name, shown = study.study_name, masked(args.storage)
     start_run(args, run, "tune")
-    log.info("study %s in %s: %d finished trials so far", name, shown, tuning.finished_trials(study))
+    finished = tuning.finished_trials(study)
+    log.info("study %s in %s: %d finished trials so far", name, shown, finished)
+    if finished >= args.trials:
+        print(f"study {name} already has {finished} finished trials, so --trials {args.trials} runs none: --trials is "
+              f"the study's total (earlier runs and all workers together), not a number to add; ask for --trials "
+              f"{finished + args.trials} to run {args.trials} more")
 
     def save_best(study, _trial=None):
         try:

@@ -2,8 +2,9 @@
 
 A patient's folder is scanned once: candidate image files in name order, each checked to lie inside the
 dataset (a symbolic link pointing elsewhere is skipped, not followed) and to have a UTF-8 name (names are
-stored in the embeddings file); a fingerprint of the listing (names, sizes, modification times) lets a rerun
-find exactly the patients whose images changed. Decoding converts every mode PIL opens to 8-bit RGB the way a
+stored in the embeddings file); a fingerprint of the listing (each image's name and the SHA-256 of its bytes)
+lets a rerun find exactly the patients whose images changed, wherever the dataset was copied or moved (a copy
+has new modification times, not new images). Decoding converts every mode PIL opens to 8-bit RGB the way a
 viewer would show it: 16-bit and float grey levels are rescaled (not clipped to white), transparency is laid
 on white, CMYK and palettes are converted; tiny or blank (single-colour) images carry no cell and are
 skipped with their reason.
@@ -33,8 +34,18 @@ class UnusableImage(Exception):
 class FolderScan:
     images: list[Path]  # readable candidates, in name order
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}: refused before decoding
-    fingerprint: str = hashlib.sha256(b"").hexdigest()  # of every candidate's name, size and modification time
+    fingerprint: str = hashlib.sha256(b"").hexdigest()  # of every candidate's name and content
     note: str = ""  # why the patient has no images at all, if so
+    legacy_fingerprint: str = hashlib.sha256(b"").hexdigest()  # names, sizes, modification times: earlier versions'
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes; an unreadable file is named so (decoding then records why it is skipped)."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -59,7 +70,7 @@ def scan_folder(folder: Path, root: Path) -> FolderScan:
         return FolderScan([], note="folder missing")
     if not inside(folder, root):
         return FolderScan([], note="folder is a link to outside the dataset; not read")
-    images, skipped, digest = [], [], hashlib.sha256()
+    images, skipped, digest, legacy = [], [], hashlib.sha256(), hashlib.sha256()
     for path in list_cell_images(folder):
         name = display_name(path)
         try:
@@ -67,15 +78,19 @@ def scan_folder(folder: Path, root: Path) -> FolderScan:
         except OSError as exc:
             skipped.append({"file": name, "reason": f"cannot stat ({exc.strerror})"})
             continue
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        legacy.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         if name != path.name:
             skipped.append({"file": name, "reason": "file name is not valid UTF-8; rename it"})
+            content = f"size {stat.st_size}"
         elif not inside(path, root):
             skipped.append({"file": name, "reason": f"link to outside the dataset ({os.path.realpath(path)}); not read"})
+            content = f"link to {os.path.realpath(path)}"
         else:
             images.append(path)
+            content = content_digest(path)
+        digest.update(f"{name}\0{content}\n".encode())
     note = "" if images or skipped else "no images"
-    return FolderScan(images, skipped, digest.hexdigest(), note)
+    return FolderScan(images, skipped, digest.hexdigest(), note, legacy.hexdigest())
 
 
 def grey_levels_to_rgb(image: Image.Image) -> Image.Image:

@@ -37,10 +37,15 @@ class PatientEntry:
     row_sha256: str = ""  # the CSV row's fingerprint (see row_fingerprint)
 
 
+ROW_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")  # the columns the tool reads (contract/clinical.py)
+
+
 def row_fingerprint(row: pd.Series) -> str:
-    """SHA-256 of a CSV row's values by column name: recorded at extraction, so stage 2 can refuse clinical
-    values that are not the ones the embeddings were made beside (another dataset, an edited CSV)."""
-    values = {str(column): str(value) for column, value in row.items()}
+    """SHA-256 of a CSV row's values by column name, over the columns the tool reads: recorded at extraction, so
+    stage 2 can refuse clinical values that are not the ones the embeddings were made beside (another dataset, an
+    edited CSV), while a column added for one's own notes changes nothing. (For a CSV of exactly these columns,
+    the same digest as when every column counted.)"""
+    values = {str(column): str(value) for column, value in row.items() if str(column) in ROW_COLUMNS}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
@@ -125,11 +130,12 @@ def read_split_tables(root: Path, required_columns: tuple[str, ...] = ("ID",)) -
     return tables
 
 
-def discover_patients(root: Path) -> list[PatientEntry]:
-    """All patients of all splits, in CSV order."""
+def discover_patients(root: Path, tables: dict[str, tuple[Path, pd.DataFrame]] | None = None) -> list[PatientEntry]:
+    """All patients of all splits, in CSV order; from `tables` (read_split_tables) when the caller read them."""
+    tables = read_split_tables(root) if tables is None else tables
     return [
         PatientEntry(values["ID"], split, Path(root) / split / values["ID"], csv_path, int(row), row_fingerprint(values))
-        for split, (csv_path, table) in read_split_tables(root).items()
+        for split, (csv_path, table) in tables.items()
         for row, values in table.iterrows()
     ]
 

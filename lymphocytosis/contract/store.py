@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError, in_file
+from ..invocation import command
 from .layout import SPLIT_CSVS, validate_patient_id
 from .provenance import PROVENANCE_KEYS
 
@@ -129,22 +130,29 @@ def read_attrs(path: Path) -> dict:
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
 
 
+def patients_without_cells(path: Path) -> list[str]:
+    """The patients of a finished file with no cell at all (no folder, an empty one, or every image skipped)."""
+    with h5py.File(path, "r") as handle:
+        return [patient_id for patient_id, group in handle.get("patients", {}).items()
+                if int(group.attrs.get("n_cells", 0)) == 0]
+
+
 def read_provenance(path: Path) -> dict:
     """The file's attributes, after checking it is a complete embeddings file of this format."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: embeddings file not found (run extract.py first)")
+        raise InputError(f"{path}: embeddings file not found (run `{command('extract')}` first)")
     try:
         attrs = read_attrs(path)
     except HDF5_ERRORS as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})") from None
     if attrs.get("format") in OLD_FORMATS:
-        raise InputError(f"{path}: made by an older version of this tool; rerun extract.py with the same settings "
+        raise InputError(f"{path}: made by an older version of this tool; rerun `{command('extract')}` with the same settings "
                          "and --overwrite to update it")
     if attrs.get("format") != FORMAT:
         raise InputError(f"{path}: not an embeddings file of this tool (format {attrs.get('format')!r})")
     if attrs.get("complete") is not True:
-        raise InputError(f"{path}: incomplete embeddings file; rerun extract.py to finish it")
+        raise InputError(f"{path}: incomplete embeddings file; rerun `{command('extract')}` to finish it")
     wrong = [k for k in (*PROVENANCE_KEYS, "dataset_root") if not isinstance(attrs.get(k), str)]
     if wrong:
         raise InputError(f"{path}: damaged provenance (attribute {wrong[0]} missing or not text); re-extract it")

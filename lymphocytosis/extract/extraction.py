@@ -80,6 +80,7 @@ def run_stage(plan: ExtractionPlan, stage: Stage, progress: Progress = Progress(
     previous = previous_extraction(out, stage.provenance, root, overwrite)
     scans = {p.patient_id: scan_folder(p.folder, root) for p in patients}
     plan = plan_update(patients, scans, previous)
+    plan.check_other_root(out, root, overwrite)
     if plan.nothing_to_do:
         log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do",
                  out, len(patients))

@@ -122,7 +122,9 @@ def embed_all(job: Job, decoder: CellDecoder, embedder: RowMaker, workers: int, 
               progress: Progress = Progress()) -> int:
     """Embed until no patient is left: what this worker claims, then what others held if they stop."""
     embedded = 0
-    with progress.bar(total=job.images(job.plan.to_embed), unit="img", desc=verb) as bar:
+    total = job.images(job.plan.to_embed)
+    done_before = total - job.images(job.remaining())  # a resumed run's bar starts there: its rate is this run's
+    with progress.bar(total=total, initial=done_before, unit="img", desc=verb) as bar:
         job.progress(bar)
         while True:
             remaining = job.remaining()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..contract.clinical import check_clinical_csvs
 from ..contract.layout import PatientEntry, discover_patients
 from ..defaults import FeatureKind, Precision, Stain, StorageDtype
 from ..errors import InputError
@@ -87,9 +88,10 @@ class ExtractionPlan:
     task: EmbeddingPlan | MeasuringPlan
 
 
-def checked_patients(root: Path, out: Path) -> list[PatientEntry]:
-    """Every patient the CSVs list (read once, here), and `out` checked against them."""
-    patients = discover_patients(root)
+def checked_patients(root: Path, out: Path, tables: dict | None = None) -> list[PatientEntry]:
+    """Every patient the CSVs list (read once: here, or by the caller's check_clinical_csvs, whose `tables` it
+    passes), every row checked with stage 2's rules (all bad values at once), and `out` checked against them."""
+    patients = discover_patients(root, check_clinical_csvs(root) if tables is None else tables)
     if not patients:
         raise InputError(f"{root}: the CSVs list no patient; nothing to extract")
     check_output(out, patients)
@@ -101,11 +103,12 @@ def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False) -> ExtractionPlan:
-    """The checks of an embedding run, in the order a user fixes them: dataset and output, settings, device,
-    weights, crop and size. Nothing is loaded or written."""
+def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False,
+                   tables: dict | None = None) -> ExtractionPlan:
+    """The checks of an embedding run, in the order a user fixes them: dataset (its CSVs' checked `tables`, when
+    the caller read them) and output, settings, device, weights, crop and size. Nothing is loaded or written."""
     root, out = Path(root), Path(out)
-    patients = checked_patients(root, out)
+    patients = checked_patients(root, out, tables)
     settings.validate()
     device = resolve_device(settings.device)
     weights, weights_file = weights_choice(settings.model, settings.weights)
@@ -116,10 +119,10 @@ def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: 
 
 
 def plan_measuring(root: Path, out: Path, settings: MeasurementSettings, overwrite: bool = False,
-                   workers: int | None = None) -> ExtractionPlan:
+                   workers: int | None = None, tables: dict | None = None) -> ExtractionPlan:
     """The checks of a measuring run (`extract.py --measure`): dataset and output, then the settings."""
     root, out = Path(root), Path(out)
-    patients = checked_patients(root, out)
+    patients = checked_patients(root, out, tables)
     settings.validate()
     workers = workers if workers is not None else max(0, (os.cpu_count() or 1) - 1)
     return ExtractionPlan(root, out, patients, overwrite, MeasuringPlan(settings, workers))

@@ -1,9 +1,10 @@
 """Rerunning an extraction: what the output file may be, and which patients must be embedded (again).
 
 `--out` is replaced only when it is an embeddings file of this tool, never another file (a CSV, an image, a
-model). A previous extraction with the same settings of the same dataset is updated, not redone: patients
-whose folder listing changed (images added, removed, replaced) or who are new are embedded, changed CSV rows
-are recorded without re-embedding, patients gone from the CSVs are dropped; each is said.
+model). A previous extraction with the same settings is updated, not redone, by content, not by path: patients
+whose images changed (added, removed, replaced: their names and bytes) or who are new are embedded, changed
+CSV rows are recorded without re-embedding, patients gone from the CSVs are dropped; each is said. So a
+dataset copied or moved elsewhere reuses every embedding of unchanged images (they would be bit-identical).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def check_output(out: Path, patients: list[PatientEntry]) -> None:
 @dataclass
 class PreviousExtraction:
     path: Path
+    root: str  # the dataset it was made from (resolved path)
     listings: dict[str, str]  # patient -> listing fingerprint when embedded
     rows: dict[str, tuple[str, str]]  # patient -> (split, CSV row fingerprint) when embedded
     n_images: int
@@ -80,12 +82,13 @@ def read_previous(out: Path) -> PreviousExtraction:
         raise InputError(f"{out}: damaged ({problem}); pass --overwrite to replace it")
     listings = {k: bag.listing_sha256 for k, bag in bags.items()}
     rows = {k: (bag.split, bag.row_sha256) for k, bag in bags.items()}
-    return PreviousExtraction(out, listings, rows, n_images, n_skipped)
+    return PreviousExtraction(out, str(read_attrs(out).get("dataset_root", "")), listings, rows, n_images, n_skipped)
 
 
 def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool) -> PreviousExtraction | None:
     """The earlier extraction in `out` that this run may update, if any. Without --overwrite, a file of another
-    format, settings or dataset is refused (it may be the result of a long run); with it, it is replaced."""
+    format or settings is refused (it may be the result of a long run); with it, it is replaced. A file made
+    from another dataset path is updated by content (see `UpdatePlan.check_other_root`)."""
     if not out.exists():
         return None
     attrs = read_attrs(out)
@@ -94,8 +97,6 @@ def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool
         problem = "was made by an older version of this tool"
     elif not same(attrs, provenance):
         problem = f"exists with other settings ({describe_difference(attrs, provenance)})"
-    elif attrs.get("dataset_root") != str(Path(root).resolve()):
-        problem = f"was made from another dataset ({attrs.get('dataset_root')})"
     if problem is None:
         try:
             return read_previous(out)
@@ -118,13 +119,37 @@ def names(patients: list, limit: int = 8) -> str:
 class UpdatePlan:
     patients: list[PatientEntry]
     previous: PreviousExtraction | None
+    scans: dict[str, FolderScan] = field(default_factory=dict)
     to_embed: list[PatientEntry] = field(default_factory=list)
-    changed_rows: list[PatientEntry] = field(default_factory=list)
+    changed_rows: list[PatientEntry] = field(default_factory=list)  # CSV row or split changed, same images
+    relisted: list[PatientEntry] = field(default_factory=list)  # same images, fingerprint of an earlier version
     removed: list[str] = field(default_factory=list)
+    moved: bool = False  # made from another dataset path: the file is rewritten to record this one
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.previous is not None and not (self.to_embed or self.changed_rows or self.removed)
+        changes = self.to_embed or self.changed_rows or self.relisted or self.removed or self.moved
+        return self.previous is not None and not changes
+
+    @property
+    def reused(self) -> int:
+        return len(self.patients) - len(self.to_embed)
+
+    def check_other_root(self, out: Path, root: Path, overwrite: bool) -> None:
+        """A file made from another dataset path is updated only when that loses nothing by mistake: some
+        patient's images are the same (a copied or moved dataset), and no patient would be dropped unless
+        --overwrite says so (a typo in --out must not empty a file of another dataset)."""
+        here = str(Path(root).resolve())
+        if self.previous is None or self.previous.root == here:
+            return
+        if self.reused == 0 or (self.removed and not overwrite):
+            why = (f"none of its {len(self.previous.listings)} patients has the same images here" if self.reused == 0
+                   else f"{len(self.removed)} of its patients are not in this dataset's CSVs ({names(self.removed)})")
+            raise InputError(f"{out}: was made from another dataset ({self.previous.root}) and {why}; pass --overwrite "
+                             "to replace it, or choose another --out")
+        self.moved = True
+        log.warning("%s: made from %s; the same images for %d of %d patients here: their embeddings are reused, and "
+                    "the file will name this dataset", out, self.previous.root, self.reused, len(self.patients))
 
     def log(self, out: Path) -> None:
         if self.previous is None:
@@ -135,9 +160,11 @@ class UpdatePlan:
         for items, what in ((changed, "images changed since it was made (added, removed or replaced): embedding "
                                       "them again"), (new, "new patients: embedding them"),
                             (self.changed_rows, "CSV rows changed: recorded, images not re-embedded"),
+                            (self.relisted, "image fingerprints recorded by content, images not re-embedded"),
                             (self.removed, "no longer in the CSVs: dropped")):
             if items:
                 log.warning("%s: %d patients %s: %s", out, len(items), what, names(items))
+        log.info("%s: %d patients to embed, %d reused as they are", out, len(self.to_embed), self.reused)
 
     def bag_source(self, parts: PartsFolder):
         """Where the final file takes each patient's bag from: a new part, or the previous file (with the
@@ -148,21 +175,26 @@ class UpdatePlan:
         def bag_of(patient_id: str) -> PatientBag:
             entry = entries[patient_id]
             bag = parts.read(patient_id) if patient_id in embedded else self.previous.bag(patient_id)
-            return replace(bag, split=entry.split, row_sha256=entry.row_sha256)  # the CSVs as they are now
+            listing = self.scans[patient_id].fingerprint if patient_id in self.scans else bag.listing_sha256
+            return replace(bag, split=entry.split, row_sha256=entry.row_sha256,  # the CSVs as they are now
+                           listing_sha256=listing)  # the images' fingerprint by content
 
         return bag_of
 
 
 def plan_update(patients: list[PatientEntry], scans: dict[str, FolderScan], previous: PreviousExtraction | None) -> UpdatePlan:
-    plan = UpdatePlan(patients, previous)
+    plan = UpdatePlan(patients, previous, scans)
     if previous is None:
         plan.to_embed = list(patients)
         return plan
     for p in patients:
-        if previous.listings.get(p.patient_id) != scans[p.patient_id].fingerprint:
+        scan, held = scans[p.patient_id], previous.listings.get(p.patient_id)
+        if held not in (scan.fingerprint, scan.legacy_fingerprint):
             plan.to_embed.append(p)
         elif previous.rows[p.patient_id] != (p.split, p.row_sha256):
             plan.changed_rows.append(p)
+        elif held != scan.fingerprint:
+            plan.relisted.append(p)
     current = {p.patient_id for p in patients}
     plan.removed = sorted(k for k in previous.listings if k not in current)
     return plan

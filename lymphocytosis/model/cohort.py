@@ -18,6 +18,7 @@ from ..contract.provenance import identity
 from ..contract.store import is_measurement, load_bags
 from ..errors import InputError
 from ..files import same_file
+from ..invocation import command
 from .cell_score import CellStatistics
 from .clinical import read_clinical
 
@@ -204,7 +205,7 @@ def check_patients(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) -
     missing = [patient_id for patient_id in clinical.index if patient_id not in bags]
     if missing:
         raise InputError(f"{path}: no embeddings for patient {missing[0]} (of {len(missing)} listed in {root}'s CSVs); "
-                         "rerun extract.py on this dataset")
+                         f"rerun `{command('extract')}` on this dataset")
     extra = [patient_id for patient_id in bags if patient_id not in clinical.index]
     if extra:
         raise InputError(f"{path}: patient {extra[0]} has embeddings but no row in {root}'s CSVs")
@@ -217,11 +218,13 @@ def check_same_rows(path: Path, root: Path, clinical: pd.DataFrame, bags: dict) 
     edited = [p for p in clinical.index if bags[p].row_sha256 != clinical.loc[p, "row_sha256"]]
     if moved:
         raise InputError(f"{root}: patients {', '.join(moved[:8])} are in another split than when {path} was made; rerun "
-                         "extract.py on this dataset (unchanged images are not embedded again)")
+                         f"`{command('extract')} --root {root} --out {path}`: it records the new rows and embeds only "
+                         "images that changed")
     if edited:
         raise InputError(f"{root}: the CSV rows of patients {', '.join(edited[:8])} ({len(edited)} of {len(clinical)}) "
                          f"differ from those {path} was made beside; is this the dataset it was extracted from? If the "
-                         "CSVs were corrected, rerun extract.py on it (unchanged images are not embedded again)")
+                         f"CSVs were corrected, rerun `{command('extract')} --root {root} --out {path}`: it records the "
+                         "new rows and embeds only images that changed")
 
 
 def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:
@@ -230,6 +233,22 @@ def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:
         if bags[patient_id].filenames != names:
             raise InputError(f"{path}: patient {patient_id}'s images differ from those in {primary.path} "
                              f"({len(bags[patient_id].filenames)} vs {len(names)} files); extract both from the same dataset")
+
+
+def warn_empty_bags(path: Path, root: Path, bags: dict) -> None:
+    """Patients without a single cell, said once (not one line each); every patient without cells is an error:
+    the images are missing (a wrong or moved dataset), and a model "with images" would be the clinical one."""
+    empty = [patient_id for patient_id, bag in bags.items() if bag.embeddings.shape[0] == 0]
+    if empty and len(empty) == len(bags):
+        raise InputError(f"{path}: none of the {len(bags)} patients has a cell image (are the image folders of {root} "
+                         f"missing?); rerun `{command('extract')}` on a dataset with its images")
+    if len(empty) == 1:
+        log.warning("patient %s has 0 cells (%s); its image features will be missing", empty[0],
+                    bags[empty[0]].note or "all skipped")
+    elif empty:
+        shown = ", ".join(empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
+        log.warning("%d of %d patients have 0 cells (%s): their image features will be missing", len(empty), len(bags),
+                    shown)
 
 
 def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Cohort:
@@ -245,10 +264,7 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
         if sets:
             check_same_cells(path, sets[0], bags)
         if len(sets) == 0:
-            for patient_id, bag in bags.items():
-                if bag.embeddings.shape[0] == 0:
-                    log.warning("patient %s has 0 cells (%s); its image features will be missing", patient_id,
-                                bag.note or "all skipped")
+            warn_empty_bags(path, root, {p: bags[p] for p in clinical.index})
         sets.append(CellFeatureSet(
             name=name, path=path, provenance=provenance,
             bags={patient_id: bags[patient_id].embeddings.astype(np.float32, copy=False) for patient_id in clinical.index},

@@ -90,17 +90,24 @@ def cv_lines(saved) -> list[str]:
 
 
 def matching_cv(cv_dir: Path | None, cohort: Cohort, settings):
-    """The saved CV of these embeddings, patients and settings, or None (absent, older, other, or unreadable)."""
+    """The saved CV of these embeddings, patients and settings under `cv_dir` (its per-settings folders, or an
+    earlier version's plain layout; see saved_runs.py), the one of most folds x repeats; or None (absent, older,
+    other, or unreadable)."""
     from .results import current_results, load_cv
+    from .saved_runs import candidates
 
-    if cv_dir is None or not current_results(cv_dir):
-        return None
-    try:
-        saved = load_cv(cv_dir)
-    except InputError as exc:
-        log.warning("model card: the saved cross-validation is not used (%s)", exc)
-        return None
-    return saved if saved.matches(cohort, settings, saved.comparison.design) else None
+    found = []
+    for directory in candidates(cv_dir) if cv_dir is not None else []:
+        if not current_results(directory):
+            continue
+        try:
+            saved = load_cv(directory)
+        except InputError as exc:
+            log.warning("model card: a saved cross-validation is not used (%s)", exc)
+            continue
+        if saved.matches(cohort, settings, saved.comparison.design):
+            found.append(saved)
+    return max(found, key=lambda s: s.comparison.design.folds * s.comparison.design.repeats, default=None)
 
 
 def rule_lines(model: FittedModel) -> list[str]:

@@ -28,6 +28,7 @@ from .. import __version__
 from ..contract.store import is_measurement
 from ..errors import InputError, in_file
 from ..files import atomic_write_json, atomic_write_text
+from ..invocation import command
 from .classifier import FittedModel
 from .decision import DECISION_KEY, SavedDecision
 from .feature_spec import FeatureSpec
@@ -119,7 +120,7 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 def read_document(directory: Path) -> dict:
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
-        raise InputError(f"{directory}: no saved model here (run `python model.py fit` first)")
+        raise InputError(f"{directory}: no saved model here (run `{command('fit')}` first)")
     try:
         document = json.loads(path.read_text())
     except (ValueError, RecursionError) as exc:  # ValueError: also a number too long to read (over 4300 digits)

@@ -27,6 +27,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import InputError, in_file
 from ..files import atomic_directory
+from ..invocation import command
 from .cohort import Cohort, patients_fingerprint
 from .decision_results import DECISION_FILE, CVDecisions
 from .evaluation import Comparison, CVDesign, CVResult
@@ -248,7 +249,7 @@ def load_cv(directory: Path) -> SavedCV:
     directory = Path(directory)
     path = directory / "cv.json"
     if not path.is_file():
-        raise InputError(f"{directory}: no saved cross-validation here (run `python model.py cv` first)")
+        raise InputError(f"{directory}: no saved cross-validation here (run `{command('cv')}` first)")
     reading = path  # the file an unexpected error is reported in
     try:
         document = read_document(path)
@@ -270,6 +271,6 @@ def load_cv(directory: Path) -> SavedCV:
         raise in_file(reading if reading.name == DECISION_FILE else path, exc) from None
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, RecursionError) as exc:
         raise InputError(f"{reading}: damaged cross-validation results ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]}); rerun model.py cv") from None
+                         f"{str(exc).splitlines()[0][:200]}); rerun `{command('cv')}`") from None
     return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],
                    document["data_fingerprint"], document["info"], decisions)

@@ -31,6 +31,7 @@ from ..progress import Progress
 from . import figures as fig
 from .content import report_document
 from .decision_section import draw as draw_decision
+from .headline import Honesty
 from .importance import backbone_importance, family_importance, feature_importance, several_backbones, source_importance
 from .naming import COUNT_UNIT, format_value, readable_name
 from .patient_page import patient_document
@@ -160,17 +161,21 @@ def write_patient_pages(out_dir: Path, views: list[PatientView], cell_note: str,
 
 def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str],
                  stained: SavedCV | None = None, prevalence: float | None = None,
-                 progress: Progress = Progress()) -> Path:
+                 progress: Progress = Progress(), honesty: Honesty | None = None) -> Path:
     """Write the report folder from saved CV results (built beside it, then swapped in); returns it. `stained`, when
-    given, is the same settings' CV on stain-normalised embeddings: one sentence on what survives stain normalisation."""
+    given, is the same settings' CV on stain-normalised embeddings: one sentence on what survives stain normalisation.
+    `honesty` is required when the settings were tuned on these patients (what the headline sets beside the CV)."""
+    if saved.settings.tuned and honesty is None:
+        raise ValueError("a report of tuned settings needs the default settings' CV (Honesty): its headline would overstate")
     with atomic_directory(out_dir) as tmp:
-        write_report(saved, cohort, tmp, patients, stained, prevalence, progress)
+        write_report(saved, cohort, tmp, patients, stained, prevalence, progress, honesty)
     log.info("report: wrote %s", Path(out_dir) / "index.html")
     return Path(out_dir)
 
 
 def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None,
-                 prevalence: float | None = None, progress: Progress = Progress()) -> None:
+                 prevalence: float | None = None, progress: Progress = Progress(),
+                 honesty: Honesty | None = None) -> None:
     started = time.perf_counter()
     ex = saved.explanations
     importance = importance_of(ex)
@@ -198,7 +203,7 @@ def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     intervals = {"full": bootstrap_intervals(full.labels, full.probabilities),
                  "clinical": bootstrap_intervals(clinical.labels, clinical.probabilities)}
     document = report_document(saved, cohort, importance, figures, {v.patient_id for v in views}, len(problems), context,
-                               intervals, banner, stained, decision)
+                               intervals, banner, stained, decision, honesty)
     (out_dir / "summary.md").write_text(render_markdown(document), encoding="utf-8")
     (out_dir / "index.html").write_text(render_html(document), encoding="utf-8")
     (out_dir / MARKER).write_text(f"lymphocytosis report {__version__}\n", encoding="utf-8")

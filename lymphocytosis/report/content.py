@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..metrics import THRESHOLD, Interval, decide, plus_minus
+from ..metrics import THRESHOLD, Interval, decide, format_probability, plus_minus
 from ..model.cohort import Cohort
 from ..model.results import SavedCV
 from .decision_section import decision_section
@@ -27,6 +27,7 @@ from .document import (
     Table,
 )
 from .figures import TOP_FEATURES, confusion
+from .headline import OPTIMISTIC, Honesty, headline, lede_caveat
 from .naming import CLASS_NAMES
 from .subgroup import subgroup_blocks
 from .summary import plain_summary
@@ -43,11 +44,19 @@ def patient_link(patient_id: str, shown: set[str]):
 
 
 def metric_card(label: str, full, clinical, interval: Interval) -> Card:
+    """One headline metric, its interval and the clinical-only model's value on the same folds."""
     return Card(label, str(full), f"95% CI {interval}; clinical only: {clinical} ({full.mean - clinical.mean:+.3f})")
 
 
-def performance(saved: SavedCV, figures: dict, shown: set[str], intervals: dict) -> Section:
+def default_card(honesty: Honesty) -> Card:
+    default = honesty.default.comparison.full.summary
+    return Card("balanced accuracy, default settings (same folds)", str(default.balanced_accuracy),
+                f"ROC AUC {default.roc_auc}")
+
+
+def performance(saved: SavedCV, figures: dict, shown: set[str], intervals: dict, honesty: Honesty | None) -> Section:
     full, clinical = saved.comparison.full, saved.comparison.clinical
+    which = "images + clinical" + (f"; {OPTIMISTIC}" if honesty else "")
     f, c = full.summary, clinical.summary
     mean = full.mean_probability
     order = np.argsort(-mean, kind="stable")
@@ -55,9 +64,10 @@ def performance(saved: SavedCV, figures: dict, shown: set[str], intervals: dict)
     matrix = confusion(full.labels, mean)
     repeats = saved.comparison.design.repeats
     return Section("performance", "Performance", [
-        Cards([metric_card("balanced accuracy (images + clinical)", f.balanced_accuracy, c.balanced_accuracy,
+        Cards([metric_card(f"balanced accuracy ({which})", f.balanced_accuracy, c.balanced_accuracy,
                            intervals["full"]["balanced_accuracy"]),
-               metric_card("ROC AUC (images + clinical)", f.roc_auc, c.roc_auc, intervals["full"]["roc_auc"])]),
+               metric_card(f"ROC AUC ({which})", f.roc_auc, c.roc_auc, intervals["full"]["roc_auc"]),
+               *([default_card(honesty)] if honesty else [])]),
         Paragraph([f"Mean ± standard deviation over the {repeats} repeats, and a 95% confidence interval from 1,000 "
                    "bootstrap resamples of the patients (within each class); both models on the very same folds, so the "
                    "difference is what the cell images add."], muted=True),
@@ -74,7 +84,7 @@ def performance(saved: SavedCV, figures: dict, shown: set[str], intervals: dict)
             [Heading(f"Misclassified patients ({len(wrong)})"),
              Paragraph([part for k, i in enumerate(wrong) for part in
                         ((", " if k else ""), patient_link(full.ids[i], shown),
-                         f" ({CLASS_NAMES[int(full.labels[i])]}, p {mean[i]:.2f})")] or ["none"])],
+                         f" ({CLASS_NAMES[int(full.labels[i])]}, p {format_probability(mean[i])})")] or ["none"])],
             [Image(figures["calibration"], "calibration", "Training weighs both classes equally (the threshold targets "
                    "balanced accuracy), so probabilities need not match the observed tumoral fraction of a cohort that is "
                    "mostly tumoral. Numbers: patients in each bin.")],
@@ -121,7 +131,8 @@ def patients_section(saved: SavedCV, shown: set[str], n_missing: int) -> Section
     order = np.argsort(-mean, kind="stable")
     table = Table(["patient", "true class", "P(tumoral) ± std", "clinical only", ""], [
         [patient_link(full.ids[i], shown), CLASS_NAMES[int(full.labels[i])],
-         plus_minus(mean[i], full.probabilities[:, i].std(), 2), f"{clinical.mean_probability[i]:.2f}",
+         f"{format_probability(mean[i])} ± {full.probabilities[:, i].std():.2f}",
+         format_probability(clinical.mean_probability[i]),
          Mark("correct", "ok") if decide(mean[i]) == full.labels[i] else Mark("wrong", "bad")] for i in order],
         numeric=(2, 3), scroll=True)
     note = ("Each linked patient has a page: the out-of-fold call, the features that push it in words, and the cells "
@@ -173,23 +184,25 @@ def provenance_rows(saved: SavedCV, cohort: Cohort, context: dict) -> list[tuple
 
 def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figures: dict, shown: set[str],
                     n_missing: int, context: dict, intervals: dict, banner: str | None,
-                    stained: SavedCV | None = None, decision: dict | None = None) -> Document:
+                    stained: SavedCV | None = None, decision: dict | None = None,
+                    honesty: Honesty | None = None) -> Document:
     design = saved.comparison.design
     full = saved.comparison.full
-    performance_section = performance(saved, figures, shown, intervals)
+    performance_section = performance(saved, figures, shown, intervals, honesty)
     performance_section.blocks[2:2] = subgroup_blocks(saved, cohort, stained)  # after the overall cards
     provenance = Table(["", ""], [[k, Code(v)] for k, v in provenance_rows(saved, cohort, context)], row_headers=True)
     return Document(
         title="Tumoral vs reactive lymphocytosis: classifier report",
-        lede=Paragraph([f"{len(full.ids)} labelled patients ({saved.comparison.n_tumoral} tumoral), {design.folds}-fold "
+        lede=Paragraph([*headline(saved, honesty), " " if honesty else "",
+                        f"{len(full.ids)} labelled patients ({saved.comparison.n_tumoral} tumoral), {design.folds}-fold "
                         f"stratified cross-validation by patient x {design.repeats} repeats (seed {design.seed}). Every "
                         "number and picture below is out-of-fold: each patient is scored and explained only by models "
-                        "that never saw it."]),
+                        f"that never saw it.{lede_caveat(honesty)}"]),
         nav=[Link("In short", "#summary"), Link("Performance", "#performance"),
              *([Link("Decision", "#decision")] if decision is not None else []),
              Link("Feature importance", "#feature-importance"), Link("Per patient", "#patients"),
              Link("Provenance", "#provenance"), Link("summary.md", "summary.md"), Link("patients.csv", "patients.csv")],
-        sections=[Section("summary", "In short", plain_summary(saved, intervals)), performance_section,
+        sections=[Section("summary", "In short", plain_summary(saved, intervals, honesty)), performance_section,
                   *([decision_section(decision, figures, DECISION_HOW)] if decision is not None else []),
                   feature_importance_section(importance, figures),
                   patients_section(saved, shown, n_missing), Section("provenance", "Provenance", [provenance])],

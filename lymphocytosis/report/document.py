@@ -93,6 +93,7 @@ class GalleryItem:
     file: str
     caption: str
     problem: str | None = None
+    href: str | None = None  # what the thumbnail opens: the whole image
 
 
 @dataclass

@@ -130,8 +130,10 @@ def figure_calibration(full: CVResult, clinical: CVResult, path: Path) -> str:
     top, bottom = figure.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1.6]})
     n_bins = 10 if len(full.ids) >= 100 else 5
     edges = np.linspace(0, 1, n_bins + 1)
-    for result, colour, name, offset in ((full, FULL_COLOUR, "images + clinical", 8), (clinical, CLINICAL_COLOUR,
-                                                                                      "clinical only", -14)):
+    # the two models' counts on opposite sides of their points (above left, below right), on a white ground, so
+    # that neighbouring bins of the two curves never print one number over the other
+    for result, colour, name, offset in ((full, FULL_COLOUR, "images + clinical", (-5, 7, "right")),
+                                         (clinical, CLINICAL_COLOUR, "clinical only", (5, -15, "left"))):
         labels = np.tile(result.labels, result.probabilities.shape[0])
         probabilities = result.probabilities.ravel()
         bins = np.clip(np.digitize(probabilities, edges[1:-1]), 0, n_bins - 1)
@@ -143,8 +145,9 @@ def figure_calibration(full: CVResult, clinical: CVResult, path: Path) -> str:
         top.plot(predicted, observed, "o-", color=colour, label=f"{name} (Brier {brier:.3f})")
         repeats = result.probabilities.shape[0]
         for x, y, n in zip(predicted, observed, counts[used]):
-            top.annotate(f"{n / repeats:.0f}", (x, y), textcoords="offset points", xytext=(0, offset), ha="center",
-                         fontsize=7, color=colour)
+            top.annotate(f"{n / repeats:.0f}", (x, y), textcoords="offset points", xytext=offset[:2], ha=offset[2],
+                         fontsize=8, color=colour, bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                                                         "alpha": 0.85})
     prevalence = full.labels.mean()
     top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
     top.axhline(prevalence, ls=":", color="grey", lw=1, label=f"tumoral prevalence {prevalence:.2f}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..metrics import plus_minus
+from ..metrics import format_probability
 from .document import Bar, Bars, Columns, Document, Gallery, GalleryItem, Link, Mark, Paragraph, Section
 from .naming import CELL_SCORE_SCALE, CLASS_NAMES
 from .summary import push_in_words
@@ -33,18 +33,18 @@ def cells(view: PatientView, cell_note: str) -> list:
         return [Paragraph([cell_note], muted=True)]
     median = "" if view.median_cell_score is None else f" This patient's median cell score: {view.median_cell_score:.2f}."
     blocks = [Paragraph([f"The held-out cell score of each cell: {CELL_SCORE_SCALE}. Thumbnails show the part of each "
-                         f"image the network saw.{median}"], muted=True)]
+                         f"image the network saw; click one for the whole image.{median}"], muted=True)]
     for title, items in (("most tumoral-looking (highest cell score)", view.cells.top),
                          ("least tumoral-looking (lowest)", view.cells.bottom)):
-        blocks.append(Gallery(title, [GalleryItem(f"../{c.src}" if c.src else None, c.file, f"{c.score:.2f}", c.problem)
-                                      for c in items]))
+        blocks.append(Gallery(title, [GalleryItem(f"../{c.src}" if c.src else None, c.file, f"{c.score:.2f}", c.problem,
+                                                  f"../{c.full}" if c.full else None) for c in items]))
     return blocks
 
 
 def patient_document(view: PatientView, scale: float, cell_note: str, banner: str | None) -> Document:
     summary = Paragraph([f"True class: {CLASS_NAMES[view.label]} (label {view.label}). Out-of-fold probability of tumoral "
-                         f"{plus_minus(view.probability, view.spread, 2)} (mean ± std over repeats): ", verdict(view),
-                         f". The clinical-only model gives {view.clinical_probability:.2f}."])
+                         f"{format_probability(view.probability)} ± {view.spread:.2f} (mean ± std over repeats): ",
+                         verdict(view), f". The clinical-only model gives {format_probability(view.clinical_probability)}."])
     return Document(
         title=f"Patient {view.patient_id}",
         lede=summary,

@@ -14,8 +14,10 @@ def inline(item) -> str:
         return f"[{item.text}]({item.href})"
     if isinstance(item, Code):
         return f"`{item.text}`"
-    if isinstance(item, Mark):
-        return f"**{item.text}**"
+    if isinstance(item, Mark):  # spaces outside the asterisks, or CommonMark shows them as asterisks
+        text = item.text
+        core = text.strip()
+        return f"{text[:len(text) - len(text.lstrip())]}**{core}**{text[len(text.rstrip()):]}" if core else text
     return str(item)
 
 
@@ -40,8 +42,8 @@ def _(item: Heading) -> list[str]:
 
 @block.register
 def _(item: Table) -> list[str]:
-    header = item.header if any(item.header) else [" "] * len(item.header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = [cell(h) for h in item.header] if any(item.header) else [" "] * len(item.header)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # "|SHAP|" escaped: one column
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in item.rows]
     return [*lines, ""]
 
@@ -65,7 +67,8 @@ def _(item: Bars) -> list[str]:
 
 @block.register
 def _(item: Gallery) -> list[str]:
-    parts = [f"![{c.file}]({c.src}) {c.caption}" if c.src else f"({c.problem}: {c.file}) {c.caption}" for c in item.items]
+    parts = [(f"[![{c.file}]({c.src})]({c.href}) {c.caption}" if c.href else f"![{c.file}]({c.src}) {c.caption}")
+             if c.src else f"({c.problem}: {c.file}) {c.caption}" for c in item.items]
     return [f"{item.title}: " + (" ".join(parts) or "no cells"), ""]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from ..metrics import THRESHOLD, Interval, decide
 from ..model.results import SavedCV
 from .document import Mark, Paragraph
+from .headline import OPTIMISTIC, Honesty, headline
 
 UNCERTAIN = (0.35, 0.65)  # probabilities this close to the threshold are shown as uncertain calls
 
@@ -23,10 +24,14 @@ def push_in_words(name: str, contribution: float) -> str:
     return f"{name} pushes {strength(contribution)} toward {direction}"
 
 
-def rates(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
-    """Sensitivity (tumoral called tumoral) and specificity (reactive called reactive), mean over repeats."""
-    predicted = decide(probabilities).astype(bool)
-    return float(predicted[:, labels == 1].mean()), float((~predicted[:, labels == 0]).mean())
+def recognised(labels: np.ndarray, mean_probability: np.ndarray) -> str:
+    """Tumoral called tumoral and reactive called reactive, each patient classified by their mean out-of-fold
+    probability: the very counts of the page's confusion matrix, so the two never disagree."""
+    predicted = decide(mean_probability).astype(bool)
+    tumoral, reactive = labels == 1, labels == 0
+    hits = int(predicted[tumoral].sum()), int((~predicted[reactive]).sum())
+    return (f"{hits[0]} of {int(tumoral.sum())} tumoral ({hits[0] / max(1, tumoral.sum()):.0%}) and {hits[1]} of "
+            f"{int(reactive.sum())} reactive patients ({hits[1] / max(1, reactive.sum()):.0%})")
 
 
 def images_in_words(saved: SavedCV, gain: float, intervals: dict[str, dict[str, Interval]]) -> str:
@@ -45,25 +50,26 @@ def images_in_words(saved: SavedCV, gain: float, intervals: dict[str, dict[str, 
     return f"Without the images the model reaches {clinical:.3f}: here the images add nothing measurable ({gain:+.3f})."
 
 
-def plain_summary(saved: SavedCV, intervals: dict[str, dict[str, Interval]]) -> list[Paragraph]:
+def plain_summary(saved: SavedCV, intervals: dict[str, dict[str, Interval]], honesty: Honesty | None = None) -> list[Paragraph]:
     full, clinical, design = saved.comparison.full, saved.comparison.clinical, saved.comparison.design
     f, c = full.summary, clinical.summary
-    sensitivity, specificity = rates(full.labels, full.probabilities)
     gain = f.balanced_accuracy.mean - c.balanced_accuracy.mean
     mean = full.mean_probability
     wrong = int((decide(mean) != full.labels).sum())
     unsure = int(((mean > UNCERTAIN[0]) & (mean < UNCERTAIN[1])).sum())
     inputs = "the cell images, age, sex and lymphocyte count" if saved.settings.spec.uses_images else "the clinical attributes"
     says = (f"Each of the {len(full.ids)} labelled patients was predicted by models that never saw them "
-            f"({design.folds}-fold cross-validation, repeated {design.repeats} times). With {inputs}, the model "
-            f"recognises {sensitivity:.0%} of tumoral and {specificity:.0%} of "
-            f"reactive patients: balanced accuracy {f.balanced_accuracy.mean:.3f} (95% CI "
-            f"{intervals['full']['balanced_accuracy']}), ROC AUC {f.roc_auc.mean:.3f} (95% CI {intervals['full']['roc_auc']}).")
+            f"({design.folds}-fold cross-validation, repeated {design.repeats} times). With {inputs}, and each patient "
+            f"classified by their mean out-of-fold probability (the confusion matrix below), the model recognises "
+            f"{recognised(full.labels, mean)}. Per repeat: balanced accuracy {f.balanced_accuracy.mean:.3f} (95% CI "
+            f"{intervals['full']['balanced_accuracy']}), ROC AUC {f.roc_auc.mean:.3f} (95% CI {intervals['full']['roc_auc']})"
+            f"{', ' + OPTIMISTIC if honesty else ''}.")
     adds = images_in_words(saved, gain, intervals)
     sure = (f"From one repeat of the cross-validation to the next, balanced accuracy varies by "
             f"{f.balanced_accuracy.std:.3f} (standard deviation). Averaged over the repeats, {wrong} patients are on "
             f"the wrong side of p = {THRESHOLD}, and {unsure} have a probability between {UNCERTAIN[0]} and {UNCERTAIN[1]}: "
             "calls to treat as uncertain.")
-    return [Paragraph([Mark("What the model says. ", "strong"), says]),
-            Paragraph([Mark("What the images add. ", "strong"), adds]),
-            Paragraph([Mark("How sure. ", "strong"), sure])]
+    opening = [Paragraph(headline(saved, honesty))] if honesty else []
+    return [*opening, Paragraph([Mark("What the model says.", "strong"), " ", says]),
+            Paragraph([Mark("What the images add.", "strong"), " ", adds]),
+            Paragraph([Mark("How sure.", "strong"), " ", sure])]

@@ -11,11 +11,12 @@ import numpy as np
 
 from ..contract.images import inside
 from ..errors import InputError
+from ..invocation import command
 from ..model.cohort import Cohort
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_PX = 96  # small enough that 163 patients x 10 cells stay a few MB and render fast
+THUMBNAIL_PX = 160  # large enough to see chromatin and cytoplasm; each links to the whole image
 CELLS_PER_SIDE = 5
 
 
@@ -25,6 +26,7 @@ class CellThumb:
     score: float  # its held-out cell score
     src: str | None  # the thumbnail, relative to the report folder; None when the image could not be read
     problem: str | None = None
+    full: str | None = None  # the whole image as extraction decoded it (uncropped), relative to the report folder
 
 
 @dataclass
@@ -48,9 +50,10 @@ def thumbnail_geometry(provenance: dict) -> tuple[int, int]:
         return 0, 0
 
 
-def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> str | None:
+def write_thumbnail(source: Path, target: Path, image_size: int, crop: int, full: Path | None = None) -> str | None:
     """Small JPEG of what the network saw: the image decoded as extraction decodes it (every mode to 8-bit RGB,
-    upright), at the extraction's size, centre-cropped as torchvision crops; the reason as text when it cannot."""
+    upright), at the extraction's size, centre-cropped as torchvision crops; and at `full` the whole decoded image,
+    which the thumbnail opens; the reason as text when it cannot."""
     from PIL import Image
 
     from ..contract.images import DECODE_ERRORS, canonical_image, load_rgb
@@ -59,6 +62,9 @@ def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> s
         image = load_rgb(source)
         if image_size:
             image = canonical_image(image, image_size)
+        if full is not None:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            image.save(full, quality=90)
         if crop and crop < min(image.size):
             left, top = round((image.size[0] - crop) / 2.0), round((image.size[1] - crop) / 2.0)
             image = image.crop((left, top, left + crop, top + crop))
@@ -77,7 +83,7 @@ def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: 
     geometry = thumbnail_geometry(cohort.primary.provenance)
     if len(scores) != len(cohort.primary.filenames[patient_id]):
         raise InputError(f"patient {patient_id}: the saved CV results score {len(scores)} cells, the embeddings hold "
-                         f"{len(cohort.primary.filenames[patient_id])}; rerun model.py cv")
+                         f"{len(cohort.primary.filenames[patient_id])}; rerun `{command('cv')}`")
     order = np.argsort(-scores, kind="stable")
     n_top = min(CELLS_PER_SIDE, len(order))
     n_bottom = min(CELLS_PER_SIDE, len(order) - n_top)
@@ -86,12 +92,13 @@ def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: 
     for side, cells in (("top", order[:n_top]), ("bottom", order[::-1][:n_bottom])):
         for rank, cell in enumerate(cells, 1):
             filename = cohort.primary.filenames[patient_id][cell]
-            relative = f"cells/{patient_id}/{side}{rank}.jpg"
+            relative, whole = f"cells/{patient_id}/{side}{rank}.jpg", f"cells/{patient_id}/{side}{rank}-full.jpg"
             if inside(folder / filename, cohort.dataset_root):
-                problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
+                problem = write_thumbnail(folder / filename, out_dir / relative, *geometry, full=out_dir / whole)
             else:  # the embeddings file's names are checked; a patient folder linked elsewhere is not shown
                 problem = "outside the dataset; not read"
             if problem:
                 log.debug("patient %s: %s: %s", patient_id, folder / filename, problem)
-            getattr(gallery, side).append(CellThumb(filename, float(scores[cell]), None if problem else relative, problem))
+            getattr(gallery, side).append(CellThumb(filename, float(scores[cell]), None if problem else relative, problem,
+                                                    None if problem else whole))
     return gallery
