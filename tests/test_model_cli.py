@@ -137,7 +137,8 @@ def test_predict_outputs(predicted, synthetic_embeddings):
     out, submission = predicted
     cohort = load_cohort(synthetic_embeddings)
     predictions = pd.read_csv(out, dtype={"ID": str})
-    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY"]
+    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY", "DISTRIBUTION", "DRIFT_REASON"]
+    assert set(predictions["DISTRIBUTION"]) <= {"in", "out"}
     assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
     assert set(predictions["LABEL"]) <= {0, 1}
     assert predictions["PROBABILITY"].between(0, 1).all()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
     from ..model.classifier import FittedModel
 
 PROG = "model.py"
+DRIFT_EXIT = 4  # predict --strict-drift: the cohort is out of distribution (or could not be checked)
 log = logging.getLogger("model")
 
 
@@ -75,6 +76,9 @@ def build_parser() -> Parser:
     predict.add_argument("--submission", type=Path, default=None,
                          help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
     predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
+    predict.add_argument("--strict-drift", action="store_true",
+                         help="exit with code 4 (after writing the predictions) when the cohort is out of the training "
+                              "distribution or cannot be checked; default: say so and exit 0")
     report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
                                  description="The report of the saved cross-validation (run first when there is none\n"
                                              "for these embeddings, settings and folds).")
@@ -169,6 +173,7 @@ def check_fit(args, cohort, settings) -> None:
 
 
 def command_fit(args, cohort, settings, checked=None):
+    from ..drift.reference import fit_reference
     from ..model.classifier import FittedModel
     from ..model.params import too_few_patients
     from ..model.persistence import save_model
@@ -181,6 +186,9 @@ def command_fit(args, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.drift_reference = fit_reference(cohort, ids)
+    for note in model.drift_reference.notes:
+        log.warning("drift reference: %s", note)
     save_model(model, args.model_dir)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
@@ -210,6 +218,7 @@ def command_predict(args, cohort, checked: PredictInputs):
     import numpy as np
     import pandas as pd
 
+    from ..drift.check import check_drift
     from ..files import atomic_output
 
     model, ids = checked.model, checked.ids
@@ -218,11 +227,16 @@ def command_predict(args, cohort, checked: PredictInputs):
         log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
                     prediction.probabilities[0])
     out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
+    verdict = check_drift(model.drift_reference, cohort, ids)
+    out["DISTRIBUTION"], out["DRIFT_REASON"] = verdict.distribution, verdict.reasons
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
     print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
+    print(verdict.line)
+    log.debug(verdict.line)
+    return DRIFT_EXIT if args.strict_drift and verdict.cohort_out is not False else 0
 
 
 @dataclass(frozen=True)
@@ -332,8 +346,7 @@ def main(argv=None):
     if args.command == "predict":
         checked = check_predict(args, cohort)
         start_run(args, args.command, args._home)
-        command_predict(args, cohort, checked)
-        return 0
+        return command_predict(args, cohort, checked)
     settings = settings_for(cohort, load_settings(args.params, cohort))
     check, command = COMMANDS[args.command]
     checked = check(args, cohort, settings)

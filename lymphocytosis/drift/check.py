@@ -4,7 +4,8 @@ A patient is `out` when one of its signals lies far outside the training patient
 PATIENT_Z), its images were saved at a clearly lower JPEG quality than any training image, or a clinical value
 lies outside the (widened) training range. The cohort is OUT OF DISTRIBUTION when the median over its patients
 of a signal's z-score is shifted beyond what chance allows for that many patients drawn from the training
-site (COHORT_Z standard errors of a median, and at least COHORT_MIN_SHIFT), when its median JPEG quality is
+site (COHORT_Z standard errors of the difference of two medians, the cohort's and the training patients', and
+at least COHORT_MIN_SHIFT), when its median JPEG quality is
 below the training minimum, or when over a quarter of its patients are `out`. A site-wide change moves every
 patient a little: the cohort test sees shifts far smaller than a single patient's test can.
 
@@ -100,7 +101,8 @@ def cohort_reasons(reference: DriftReference, frame: pd.DataFrame, z: pd.DataFra
         if len(values) == 0:
             continue
         shift = float(np.median(values))
-        if abs(shift) > max(COHORT_Z * MEDIAN_SE / np.sqrt(len(values)), COHORT_MIN_SHIFT):
+        chance = MEDIAN_SE * np.sqrt(1 / len(values) + 1 / reference.n_patients)  # both medians are estimates
+        if abs(shift) > max(COHORT_Z * chance, COHORT_MIN_SHIFT):
             found.append(REASONS[name])
     flagged = sum(bool(r) for r in per_patient)
     if flagged >= max(2, OUT_SHARE * len(per_patient)):

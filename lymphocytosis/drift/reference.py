@@ -2,7 +2,7 @@
 patient's drift signals are measured against.
 
 For each signal (signals.py, plus `embedding_distance` from the embeddings) it keeps the training patients'
-median and robust spread (1.4826 x MAD, with a floor so a signal that never varied in training does not turn
+median and robust spread (`spread`, with a floor so a signal that never varied in training does not turn
 the smallest change into an alarm); the lowest JPEG quality seen; the widened range of the clinical values;
 and the mean and standard deviation of every embedding dimension over the training cells, from which a
 cell's distance to the training cells is measured. A few kilobytes plus two vectors of the embedding's width.
@@ -159,6 +159,14 @@ def signal_frame(cohort, ids: list[str], moments: EmbeddingMoments | None, image
     return frame
 
 
+def spread(values: np.ndarray, floor: float) -> float:
+    """A robust standard deviation that also covers a signal with two modes (one per diagnosis, say): the larger
+    of 1.4826 x MAD and the 10-90% range over 2.563 (both the standard deviation for normal values), floored."""
+    mad = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    low, high = np.quantile(values, [0.1, 0.9])
+    return max(mad, float(high - low) / 2.563, floor)
+
+
 def fit_reference(cohort, ids: list[str], images: pd.DataFrame | None = None) -> DriftReference:
     """The reference of the training patients `ids`."""
     ids = list(ids)
@@ -170,8 +178,7 @@ def fit_reference(cohort, ids: list[str], images: pd.DataFrame | None = None) ->
         values = values[np.isfinite(values)]
         if len(values) < 5:
             continue
-        median = float(np.median(values))
-        signals[name] = (median, max(1.4826 * float(np.median(np.abs(values - median))), SCALE_FLOORS[name]))
+        signals[name] = (float(np.median(values)), spread(values, SCALE_FLOORS[name]))
     if not any(name in signals for name in IMAGE_SIGNALS):
         notes.append("the training images could not be read: image signals are not part of the reference")
     qualities = frame["jpeg_quality"].to_numpy(dtype=float)

@@ -26,6 +26,7 @@ import lightgbm as lgb
 
 from .. import __version__
 from ..contract.store import is_measurement
+from ..drift.reference import DriftReference
 from ..errors import InputError, in_file
 from ..files import atomic_write_json, atomic_write_text
 from .classifier import FittedModel
@@ -36,6 +37,7 @@ from .tables import FeatureColumn
 
 MODEL_FORMAT = "lymphocytosis-model/2"
 MODEL_FILE = "model.json"
+DRIFT_KEY = "drift_reference"  # drift/reference.py reads and checks it
 
 
 LOCK_FILE = ".lock"
@@ -86,6 +88,8 @@ def write_model(model: FittedModel, directory: Path) -> Path:
         "embeddings_provenance": model.provenance,
         "training": model.training,
     }
+    if model.drift_reference is not None:  # optional: models saved before it existed have none
+        document[DRIFT_KEY] = model.drift_reference.to_dict()
     atomic_write_json(directory / MODEL_FILE, document)  # the switch from the old model to the new one
     in_use = {b["file"] for b in boosters}
     for stale in directory.glob("booster-*.txt"):
@@ -182,6 +186,7 @@ def read_model(directory: Path) -> FittedModel:
         columns = [FeatureColumn.from_dict(c) for c in document["columns"]]
         features = FittedFeatures.from_dict(spec, document["features"])
         problem = check_state(features, spec, columns, document["embeddings_provenance"])
+        drift = DriftReference.from_dict(document[DRIFT_KEY]) if DRIFT_KEY in document else None
     except InputError as exc:
         raise in_file(path, exc) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -192,4 +197,5 @@ def read_model(directory: Path) -> FittedModel:
     for booster in boosters:
         if booster.num_feature() != len(columns):
             raise InputError(f"{path}: a booster has {booster.num_feature()} features, the model {len(columns)}; refit it")
-    return FittedModel(spec, params, features, columns, boosters, document["embeddings_provenance"], document["training"])
+    return FittedModel(spec, params, features, columns, boosters, document["embeddings_provenance"], document["training"],
+                       drift)
