@@ -159,7 +159,18 @@ def markdown(title: str, rows: dict[str, dict], n_patients: int, args) -> str:
                      f"| {auc[0]:.3f} ± {auc[1]:.3f} | {dauc[0]:+.3f} ± {dauc[1]:.3f} | {row['mean_probability_shift']:+.3f} "
                      f"| {row['flipped_calls']:.1f} ({row['flipped_to_tumoral']:.1f}) | {row['patients_out']:.1%} "
                      f"| {row['cohorts_out']:.0%} | {reasons} |")
-    return "\n".join(lines)
+    return "\n".join([*lines, "", calibration(rows)])
+
+
+def calibration(rows: dict[str, dict]) -> str:
+    """The drift check against its two targets, in words."""
+    costly = {name: row for name, row in rows.items() if row["costs_more_than_budget"]}
+    missed = [f"{row['description']} ({row['cohorts_out']:.0%} of folds)" for row in costly.values()
+              if row["cohorts_out"] < 1.0]
+    return (f"Drift check: {rows[NONE]['patients_out']:.1%} of unchanged held-out patients flagged `out` (target: at "
+            f"most 5%), {rows[NONE]['cohorts_out']:.0%} of unchanged test folds flagged; {len(costly)} change(s) cost more "
+            f"than {BA_BUDGET} BA, " + (f"not always flagged: {'; '.join(missed)}." if missed else
+                                        "each flagged OUT OF DISTRIBUTION in every test fold."))
 
 
 def parse_args(argv=None):
