@@ -234,8 +234,9 @@ def command_predict(args, cohort, checked: PredictInputs):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
     print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
-    print(verdict.line)
-    log.debug(verdict.line)
+    for line in verdict.lines:
+        print(line)
+        log.debug(line)
     return DRIFT_EXIT if args.strict_drift and verdict.cohort_out is not False else 0
 
 

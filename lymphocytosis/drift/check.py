@@ -55,6 +55,11 @@ class DriftVerdict:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def lines(self) -> list[str]:
+        """The verdict's line, then what limited the check, if anything."""
+        return [self.line, *(f"drift check: {note}" for note in self.notes if self.cohort_out is not None)]
+
+    @property
     def line(self) -> str:
         if self.cohort_out is None:
             return "cohort: drift not checked (" + "; ".join(self.notes) + ")"
@@ -120,7 +125,11 @@ def verdict_of(reference: DriftReference, frame: pd.DataFrame) -> DriftVerdict:
     z = z_scores(reference, frame)
     per_patient = patient_reasons(reference, frame, z)
     notes = []
-    if frame[[c for c in frame.columns if c in z.columns and c != EMBEDDING_SIGNAL]].isna().all().all():
+    image_signals = [name for name in z.columns if name != EMBEDDING_SIGNAL]
+    if not image_signals:
+        notes.append("the model's reference has no image signals (its training images could not be read): checked "
+                     "the embeddings and clinical values only")
+    elif frame[image_signals].isna().all().all():
         notes.append("the images could not be read: checked the embeddings and clinical values only")
     cohort = cohort_reasons(reference, frame, z, per_patient)
     return DriftVerdict(list(frame.index), ["out" if r else "in" for r in per_patient], ["; ".join(r) for r in per_patient],
