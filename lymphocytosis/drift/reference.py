@@ -24,8 +24,11 @@ from .signals import IMAGE_SIGNALS, patient_image_signals
 VERSION = 1
 EMBEDDING_SIGNAL = "embedding_distance"
 SIGNALS = (*IMAGE_SIGNALS[1:], EMBEDDING_SIGNAL)  # compared as robust z-scores (jpeg_quality by its own rule)
-SCALE_FLOORS = {"background_brightness": 0.5, "background_red": 0.003, "background_blue": 0.003,
-                "nucleus_haematoxylin": 0.002, "nucleus_eosin": 0.002, "sharpness": 0.03, "nucleus_area": 0.002,
+# The smallest spread each signal is given: a training site whose images barely vary (one scanner, one stain
+# batch) would otherwise call a shift of a third of a grey level "exposure". Roughly the smallest change that
+# matters: 1.5 grey levels of background, 1% in a colour ratio, 0.005 in optical density or area share.
+SCALE_FLOORS = {"background_brightness": 1.5, "background_red": 0.01, "background_blue": 0.01,
+                "nucleus_haematoxylin": 0.005, "nucleus_eosin": 0.005, "sharpness": 0.1, "nucleus_area": 0.005,
                 EMBEDDING_SIGNAL: 0.01}
 CLINICAL = ("lymph_count", "age")
 COUNT_FACTOR = 1.5  # lymphocyte counts accepted from the training minimum / 1.5 to the maximum x 1.5
