@@ -138,8 +138,10 @@ def test_predict_outputs(predicted, synthetic_embeddings):
     out, submission = predicted
     cohort = load_cohort(synthetic_embeddings)
     predictions = pd.read_csv(out, dtype={"ID": str})
-    assert list(predictions.columns[:3]) == ["ID", "LABEL", "PROBABILITY"] and predictions.columns[-1] == "OPERATING_POINT"
-    assert set(predictions.columns[3:-1]) <= {"RECALIBRATED_PROBABILITY"} and (predictions["OPERATING_POINT"] == "balanced").all()
+    columns = list(predictions.columns)
+    assert columns[:3] == ["ID", "LABEL", "PROBABILITY"] and columns[-3:] == ["OPERATING_POINT", "DISTRIBUTION", "DRIFT_REASON"]
+    assert set(columns[3:-3]) <= {"RECALIBRATED_PROBABILITY"} and (predictions["OPERATING_POINT"] == "balanced").all()
+    assert set(predictions["DISTRIBUTION"]) <= {"in", "out"}
     assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
     assert set(predictions["LABEL"]) <= {0, 1}
     assert predictions["PROBABILITY"].between(0, 1).all()

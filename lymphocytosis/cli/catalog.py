@@ -132,6 +132,9 @@ PREDICT.add("--out", type=Path, default=None, help="ID,LABEL,PROBABILITY per pat
 PREDICT.add("--submission", type=Path, default=None,
             help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
 PREDICT.add("--all", action="store_true", help="predict every patient, labelled ones included")
+PREDICT.add("--strict-drift", action="store_true",
+            help="exit with code 4 (after writing the predictions) when the cohort is out of the training distribution "
+                 "or cannot be checked; default: say so and exit 0")
 PREDICT.add("--operating-point", default="balanced",
             help="the threshold that decides LABEL: 'balanced' (0.5), or one the model was fitted with (sens95, sens98, "
                  "...: model.py fit --sensitivities)")

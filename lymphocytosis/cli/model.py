@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
     from ..model.results import SavedCV
 
 PROG = "model.py"
+DRIFT_EXIT = 4  # predict --strict-drift: the cohort is out of distribution (or could not be checked)
 log = logging.getLogger("model")
 
 SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their description
@@ -125,6 +126,7 @@ def check_fit(args, cohort, settings) -> None:
 
 
 def command_fit(args, run: Run, cohort, settings, checked=None):
+    from ..drift.reference import fit_reference
     from ..model.classifier import FittedModel
     from ..model.params import too_few_patients
     from ..model.persistence import save_model
@@ -138,6 +140,9 @@ def command_fit(args, run: Run, cohort, settings, checked=None):
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
     model.decision = fitted_decision(args, cohort, settings, ids)
+    model.drift_reference = fit_reference(cohort, ids)
+    for note in model.drift_reference.notes:
+        log.warning("drift reference: %s", note)
     save_model(model, args.model_dir)
     write_card(args, run, cohort, settings, model)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
@@ -169,6 +174,7 @@ def command_predict(args, run: Run, cohort, checked: PredictInputs):
     import numpy as np
     import pandas as pd
 
+    from ..drift.check import check_drift
     from ..files import atomic_output
 
     model, ids = checked.model, checked.ids
@@ -185,12 +191,18 @@ def command_predict(args, run: Run, cohort, checked: PredictInputs):
     log.info("recalibration: %s", f"{rule.recalibration.method} (RECALIBRATED_PROBABILITY)" if rule.recalibrated
              else "none (it did not lower the cross-validated Brier score, or the model has none)")
     out["OPERATING_POINT"] = args.operating_point
+    verdict = check_drift(model.drift_reference, cohort, ids)
+    out["DISTRIBUTION"], out["DRIFT_REASON"] = verdict.distribution, verdict.reasons
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
     print(f"predicted {len(ids)} patients ({int(labels.sum())} tumoral at {args.operating_point}, threshold "
           f"{threshold:.4f}): {args.out}, submission {args.submission}")
+    for line in verdict.lines:
+        print(line)
+        log.debug(line)
+    return DRIFT_EXIT if args.strict_drift and verdict.cohort_out is not False else 0
 
 
 @dataclass(frozen=True)
@@ -301,8 +313,7 @@ def main(argv, run: Run):
         check, step = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
         checked = check(args, cohort)
         start_run(args, run, args.command)
-        step(args, run, cohort, checked)
-        return 0
+        return step(args, run, cohort, checked) or 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
     check, step = STEPS[args.command]
     checked = check(args, cohort, settings)

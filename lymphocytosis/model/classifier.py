@@ -81,6 +81,7 @@ class FittedModel:
     provenance: dict[str, dict]  # embeddings identity per feature set, as in Cohort.provenance
     training: dict = field(default_factory=dict)  # who it was trained on, with which settings (JSON-able)
     decision: object | None = None  # decision.SavedDecision: thresholds, recalibration, training patients; None: none
+    drift_reference: object | None = None  # drift.reference.DriftReference of the training cohort (set by `fit`)
 
     @classmethod
     def fit(cls, cohort: Cohort, train_ids, spec: FeatureSpec, params: dict, training: dict | None = None) -> FittedModel:

@@ -26,6 +26,7 @@ import lightgbm as lgb
 
 from .. import __version__
 from ..contract.store import is_measurement
+from ..drift.reference import DriftReference
 from ..errors import InputError, in_file
 from ..files import atomic_write_json, atomic_write_text
 from ..invocation import command
@@ -39,6 +40,7 @@ from .tables import FeatureColumn
 MODEL_FORMAT = "lymphocytosis-model/2"
 MODEL_FILE = "model.json"
 MODEL_CARD = "MODEL_CARD.md"  # written by `fit` beside model.json (model_card.py)
+DRIFT_KEY = "drift_reference"  # drift/reference.py reads and checks it
 
 
 LOCK_FILE = ".lock"
@@ -91,6 +93,8 @@ def write_model(model: FittedModel, directory: Path) -> Path:
     }
     if model.decision is not None:
         document[DECISION_KEY] = model.decision.to_dict()
+    if model.drift_reference is not None:  # optional: models saved before it existed have none
+        document[DRIFT_KEY] = model.drift_reference.to_dict()
     atomic_write_json(directory / MODEL_FILE, document)  # the switch from the old model to the new one
     in_use = {b["file"] for b in boosters}
     for stale in directory.glob("booster-*.txt"):
@@ -189,6 +193,7 @@ def read_model(directory: Path) -> FittedModel:
         features = FittedFeatures.from_dict(spec, document["features"])
         problem = check_state(features, spec, columns, document["embeddings_provenance"])
         decision = SavedDecision.from_dict(document[DECISION_KEY]) if DECISION_KEY in document else None
+        drift = DriftReference.from_dict(document[DRIFT_KEY]) if DRIFT_KEY in document else None
     except InputError as exc:
         raise in_file(path, exc) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -200,4 +205,4 @@ def read_model(directory: Path) -> FittedModel:
         if booster.num_feature() != len(columns):
             raise InputError(f"{path}: a booster has {booster.num_feature()} features, the model {len(columns)}; refit it")
     return FittedModel(spec, params, features, columns, boosters, document["embeddings_provenance"], document["training"],
-                       decision)
+                       decision, drift)
