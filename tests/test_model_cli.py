@@ -118,6 +118,10 @@ def predicted(fitted, synthetic_embeddings):
 
 def test_fit_writes_json_and_text_only(fitted, params_file):
     names = sorted(p.name for p in fitted.iterdir() if p.name != ".lock")  # .lock: saves take turns
+    clinical = [name for name in names if name.startswith("clinical-only-")]  # the fallback model, itself a model
+    document = json.loads((fitted / "model.json").read_text())
+    assert clinical == ([document["training"]["clinical_only"]] if document["training"]["clinical_only"] else [])
+    names = [name for name in names if name not in clinical]
     assert len(names) == SMALL_DATA_PARAMS["n_models"] + 1 and names[-1] == "model.json"
     assert all(name.startswith("booster-") and name.endswith(".txt") for name in names[:-1])
     document = json.loads((fitted / "model.json").read_text())
@@ -137,8 +141,9 @@ def test_predict_outputs(predicted, synthetic_embeddings):
     out, submission = predicted
     cohort = load_cohort(synthetic_embeddings)
     predictions = pd.read_csv(out, dtype={"ID": str})
-    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY"]
+    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY", "EVIDENCE"]
     assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
+    assert set(predictions["EVIDENCE"]) == {"images+clinical"}  # every synthetic patient has cells
     assert set(predictions["LABEL"]) <= {0, 1}
     assert predictions["PROBABILITY"].between(0, 1).all()
     assert (predictions["LABEL"] == (predictions["PROBABILITY"] >= 0.5).astype(int)).all()

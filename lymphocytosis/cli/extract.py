@@ -71,6 +71,9 @@ def build_parser() -> Parser:
                              "default: lengths in px")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an embeddings file made with other settings or from another dataset")
+    parser.add_argument("--refuse-links", action="store_true",
+                        help="skip patient folders and images that are symbolic links (recorded with the reason); "
+                             "default: follow them, their targets recorded in the listing's fingerprint")
     add_run_options(parser)
     return parser
 
@@ -141,12 +144,13 @@ def main(argv=None):
     if args.measure:
         from ..extract.measuring import measure_dataset
 
-        summary = measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers)
+        summary = measure_dataset(args.root, args.out, settings, overwrite=args.overwrite, workers=args.workers,
+                                  follow_links=not args.refuse_links)
         print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images measured")
         return 0
     from ..extract.extraction import extract
 
-    summary = extract(args.root, args.out, settings, overwrite=args.overwrite)
+    summary = extract(args.root, args.out, settings, overwrite=args.overwrite, follow_links=not args.refuse_links)
     print(f"{summary.out}: {summary.n_patients} patients, {summary.n_images} images"
           f"{f', {summary.n_skipped} skipped (reasons in the log)' if summary.n_skipped else ''}")
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from ..evidence import DEFAULT_MAX_WITHOUT_CELLS, share
 from ..files import atomic_write_json
 from .common import (
     Parser,
@@ -52,19 +53,24 @@ def shared_options() -> dict[str, Parser]:
     cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
     cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
     cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
-    return {"data": data, "tuned": tuned, "cv": cv}
+    evidence = Parser(add_help=False)
+    evidence.add_argument("--max-without-cells", type=share, default=DEFAULT_MAX_WITHOUT_CELLS,
+                          help="largest share of labelled patients without a readable cell image that cv and fit "
+                               "train on (more is refused, naming them)")
+    return {"data": data, "tuned": tuned, "cv": cv, "evidence": evidence}
 
 
 def build_parser() -> Parser:
     parser = Parser(prog=program(PROG), description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
     shared = shared_options()
-    data, tuned, cv_options = shared["data"], shared["tuned"], shared["cv"]
-    cv = commands.add_parser("cv", parents=[data, tuned, cv_options], help="repeated stratified CV, full vs clinical-only",
+    data, tuned, cv_options, evidence = shared["data"], shared["tuned"], shared["cv"], shared["evidence"]
+    cv = commands.add_parser("cv", parents=[data, tuned, cv_options, evidence],
+                             help="repeated stratified CV, full vs clinical-only",
                              description="Repeated stratified cross-validation over patients of the model with images\n"
                                          "and of the clinical-only model on the same folds; saves the results folder.")
     cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
-    fit = commands.add_parser("fit", parents=[data, tuned], help="train on all labelled patients and save",
+    fit = commands.add_parser("fit", parents=[data, tuned, evidence], help="train on all labelled patients and save",
                               description="Train on every labelled patient and save the model.")
     fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
     predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
@@ -75,7 +81,10 @@ def build_parser() -> Parser:
     predict.add_argument("--submission", type=Path, default=None,
                          help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
     predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
-    report = commands.add_parser("report", parents=[data, tuned, cv_options], help="HTML/Markdown report",
+    predict.add_argument("--clinical-only-fallback", action="store_true",
+                         help="predict patients without a readable cell image with the clinical-only model saved by "
+                              "fit, marked 'clinical only' in the EVIDENCE column; default: refuse them")
+    report = commands.add_parser("report", parents=[data, tuned, cv_options, evidence], help="HTML/Markdown report",
                                  description="The report of the saved cross-validation (run first when there is none\n"
                                              "for these embeddings, settings and folds).")
     report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
@@ -170,6 +179,7 @@ def check_fit(args, cohort, settings) -> None:
 
 def command_fit(args, cohort, settings, checked=None):
     from ..model.classifier import FittedModel
+    from ..model.fallback import remove_other_clinical_models, save_clinical_model
     from ..model.params import too_few_patients
     from ..model.persistence import save_model
 
@@ -181,7 +191,10 @@ def command_fit(args, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.training["clinical_only"] = save_clinical_model(args.model_dir, cohort, ids, settings.spec, settings.params,
+                                                          training)
     save_model(model, args.model_dir)
+    remove_other_clinical_models(args.model_dir, model.training["clinical_only"])
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
@@ -190,10 +203,14 @@ class PredictInputs:
     """The saved model, checked against the embeddings, and the patients to predict."""
     model: FittedModel
     ids: list[str]
+    clinical: FittedModel | None = None  # the clinical-only model, with --clinical-only-fallback
+    fallback_ids: tuple[str, ...] = ()  # patients without cells, predicted by `clinical`
 
 
 def check_predict(args, cohort) -> PredictInputs:
     from ..contract.provenance import require_same_sets
+    from ..evidence import refuse_without_cells, without_cells
+    from ..model.fallback import load_clinical_model
     from ..model.persistence import load_model
 
     model = load_model(args.model_dir)
@@ -203,7 +220,12 @@ def check_predict(args, cohort) -> PredictInputs:
     ids = cohort.ids if args.all else cohort.unlabelled_ids
     if not ids:
         raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
-    return PredictInputs(model, ids)
+    empty = without_cells(cohort, ids)
+    if not args.clinical_only_fallback:
+        refuse_without_cells(empty)
+        return PredictInputs(model, ids)
+    clinical = load_clinical_model(args.model_dir, model) if empty else None
+    return PredictInputs(model, ids, clinical, tuple(p.patient_id for p in empty))
 
 
 def command_predict(args, cohort, checked: PredictInputs):
@@ -211,17 +233,22 @@ def command_predict(args, cohort, checked: PredictInputs):
     import pandas as pd
 
     from ..files import atomic_output
+    from ..model.fallback import predict_with_evidence
 
     model, ids = checked.model, checked.ids
-    prediction = model.predict_proba(cohort, ids)
+    prediction = predict_with_evidence(model, checked.clinical, cohort, ids, list(checked.fallback_ids))
     if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
         log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
                     prediction.probabilities[0])
-    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6)})
+    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6),
+                        "EVIDENCE": prediction.evidence})
     submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
     for path, frame in ((args.out, out), (args.submission, submission)):
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=False)
+    if checked.fallback_ids:
+        log.warning("%d patient(s) without a readable cell image predicted from the clinical attributes alone "
+                    "(EVIDENCE 'clinical only'): %s", len(checked.fallback_ids), ", ".join(checked.fallback_ids))
     print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
 
 
@@ -319,15 +346,18 @@ COMMANDS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "repo
 @cli_main
 def main(argv=None):
     args = parse_args(argv)
+    from ..evidence import require_cells_to_train
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.measurements import settings_for
     from ..model.tuned_params import load_settings
+    from ..output_kinds import require_own_outputs
 
     outputs = outputs_of(args)
     refuse_nested_outputs(outputs)
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
+    require_own_outputs(outputs)
     # Every check runs before start_run, so a refused command leaves no run log behind.
     if args.command == "predict":
         checked = check_predict(args, cohort)
@@ -335,6 +365,7 @@ def main(argv=None):
         command_predict(args, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
+    require_cells_to_train(cohort, args.max_without_cells)
     check, command = COMMANDS[args.command]
     checked = check(args, cohort, settings)
     start_run(args, args.command, args._home)

@@ -101,11 +101,12 @@ class Stage:
     verb: str = "embedding"
 
 
-def run_stage(root: Path, out: Path, patients: list, stage: Stage, overwrite: bool) -> ExtractionSummary:
+def run_stage(root: Path, out: Path, patients: list, stage: Stage, overwrite: bool,
+              follow_links: bool = True) -> ExtractionSummary:
     """Fill `out` with a row per cell of every patient: the update plan, the shared parts folder, this worker's
     share, and the final file (see job.py, workers.py, update.py)."""
     previous = previous_extraction(out, stage.provenance, root, overwrite)
-    scans = {p.patient_id: scan_folder(p.folder, root) for p in patients}
+    scans = {p.patient_id: scan_folder(p.folder, root, follow_links) for p in patients}
     plan = plan_update(patients, scans, previous)
     if plan.nothing_to_do:
         log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do",
@@ -140,7 +141,8 @@ def checked_patients(root: Path, out: Path) -> list:
     return patients
 
 
-def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False) -> ExtractionSummary:
+def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False,
+            follow_links: bool = True) -> ExtractionSummary:
     """Embed every patient of the dataset at `root` into `out` (only those whose images changed, when `out`
     holds an earlier extraction with the same settings). Several processes may run this on the same `out`
     at once: they share the patients, and the last to finish writes the file (see workers.py)."""
@@ -155,4 +157,4 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
     file_attrs = {"timm_version": timm.__version__, "torch_version": torch.__version__, "device": device.type}
     stage = Stage(build_provenance(settings, weights, prep), embedder.dim, NetworkInput(prep), embedder, workers,
                   file_attrs)
-    return run_stage(root, out, patients, stage, overwrite)
+    return run_stage(root, out, patients, stage, overwrite, follow_links)

@@ -67,7 +67,7 @@ class AsMeasured:
 
 
 def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = False,
-                    workers: int | None = None) -> ExtractionSummary:
+                    workers: int | None = None, follow_links: bool = True) -> ExtractionSummary:
     """Measure every patient of the dataset at `root` into `out` (resumable, shareable, like `extract`)."""
     root, out = Path(root), Path(out)
     settings.validate()
@@ -76,4 +76,4 @@ def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = 
     file_attrs = {"device": "cpu", "dimension_names": json.dumps(settings.names())}
     stage = Stage(measurement_provenance(settings), len(settings.names()), Measurement(settings), AsMeasured(), workers,
                   file_attrs, verb=f"measuring {settings.kind}")
-    return run_stage(root, out, patients, stage, overwrite)
+    return run_stage(root, out, patients, stage, overwrite, follow_links)

@@ -24,7 +24,7 @@ import h5py
 from ..contract.provenance import describe_difference, identity, same
 from ..contract.store import HDF5_ERRORS, PatientBag, is_measurement, read_bag, write_bag, write_file_attrs
 from ..errors import InputError
-from ..files import atomic_hdf5, temporary_sibling
+from ..files import atomic_hdf5, foreign_entries, temporary_sibling
 from .workers import HEARTBEAT_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 
 def parts_path(out: Path) -> Path:
     return Path(f"{out}.parts")
+
+
+def refuse_foreign_parts(path: Path) -> None:
+    """--overwrite discards an interrupted extraction's parts folder, never a folder of the user's that happens to
+    carry its name."""
+    from ..output_kinds import PARTS_ENTRIES
+
+    foreign = foreign_entries(path, "parts", PARTS_ENTRIES) if path.is_dir() and not path.is_symlink() else [path.name]
+    if foreign:
+        raise InputError(f"{path}: not an interrupted extraction of this tool (holds {', '.join(foreign[:5])}); "
+                         "--overwrite discards only those: move it away, or choose another --out")
 
 
 def read_settings(path: Path) -> dict | None:
@@ -64,6 +75,7 @@ class PartsFolder:
             raise InputError(f"{self.path}: an interrupted extraction {problem} is here; rerun it with its own "
                              "settings to finish it, or pass --overwrite to discard it, or choose another --out")
         if problem:
+            refuse_foreign_parts(self.path)
             log.info("%s: discarding an interrupted extraction %s (--overwrite)", self.path, problem)
             self.discard()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -153,7 +165,7 @@ def assemble(out: Path, patient_ids: list[str], bag_of: Callable[[str], PatientB
         patients = handle.create_group("patients")
         for patient_id in patient_ids:
             bag = bag_of(patient_id)
-            write_bag(patients.create_group(patient_id), bag, dim, provenance["dtype"])
+            write_bag(patients.create_group(patient_id), bag, dim, provenance["dtype"], {**provenance, "dim": int(dim)})
             totals["n_patients"] += 1
             totals["n_images"] += len(bag.filenames)
             totals["n_skipped"] += len(bag.skipped)

@@ -16,14 +16,15 @@ from pathlib import Path
 import pandas as pd
 
 from ..contract.layout import read_patient_csv, read_split_tables, row_fingerprint
+from ..contract.numbers import parse_decimal
 from ..errors import InputError
 
 REFERENCE_DATE = dt.date(2020, 1, 1)
 CLINICAL_COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
 CLINICAL_FEATURES = ("age", "sex_male", "lymph_count", "log_lymph_count")
-_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")  # M/D/YYYY
-_DASH = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$")  # DD-MM-YYYY
-_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")  # YYYY-MM-DD
+_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.ASCII)  # M/D/YYYY; ASCII digits only, as every number
+_DASH = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$", re.ASCII)  # DD-MM-YYYY
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$", re.ASCII)  # YYYY-MM-DD
 
 
 def parse_dob(text: str) -> dt.date:
@@ -67,9 +68,9 @@ def _parse_row(row: pd.Series, where: str, split: str) -> dict:
     except ValueError as exc:
         raise bad("DOB", str(exc)) from None
     try:
-        count = float(row["LYMPH_COUNT"])
-    except ValueError:
-        raise bad("LYMPH_COUNT", f"{row['LYMPH_COUNT']!r} is not a number") from None
+        count = parse_decimal(row["LYMPH_COUNT"])
+    except ValueError as exc:
+        raise bad("LYMPH_COUNT", str(exc)) from None
     if not math.isfinite(count) or count <= 0:
         raise bad("LYMPH_COUNT", f"{row['LYMPH_COUNT']!r} must be a positive number")
     return {

@@ -17,6 +17,7 @@ import pandas as pd
 from ..contract.provenance import identity
 from ..contract.store import is_measurement, load_bags
 from ..errors import InputError
+from ..evidence import reason_without_cells, warn_without_cells, without_cells
 from ..files import same_file
 from .cell_score import CellStatistics
 from .clinical import read_clinical
@@ -34,6 +35,7 @@ class CellFeatureSet:
     bags: dict[str, np.ndarray]
     filenames: dict[str, list[str]]
     records: dict[str, list[str]] = field(default_factory=dict)  # patient -> [listing_sha256, row_sha256], as extracted
+    empty_reasons: dict[str, str] = field(default_factory=dict)  # patient without cells -> why (see evidence.py)
     _statistics: CellStatistics | None = field(default=None, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)
 
@@ -217,16 +219,15 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
         check_same_rows(path, root, clinical, bags)
         if sets:
             check_same_cells(path, sets[0], bags)
-        if len(sets) == 0:
-            for patient_id, bag in bags.items():
-                if bag.embeddings.shape[0] == 0:
-                    log.warning("patient %s has 0 cells (%s); its image features will be missing", patient_id,
-                                bag.note or "all skipped")
         sets.append(CellFeatureSet(
             name=name, path=path, provenance=provenance,
             bags={patient_id: bags[patient_id].embeddings.astype(np.float32, copy=False) for patient_id in clinical.index},
             filenames={patient_id: bags[patient_id].filenames for patient_id in clinical.index},
             records={patient_id: [bags[patient_id].listing_sha256, bags[patient_id].row_sha256]
                      for patient_id in clinical.index},
+            empty_reasons={p: reason_without_cells(bags[p].note, bags[p].skipped) for p in clinical.index
+                           if bags[p].embeddings.shape[0] == 0},
         ))
-    return Cohort(clinical=clinical, sets=sets, dataset_root=root)
+    cohort = Cohort(clinical=clinical, sets=sets, dataset_root=root)
+    warn_without_cells(without_cells(cohort, cohort.ids))
+    return cohort

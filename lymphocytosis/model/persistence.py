@@ -27,6 +27,7 @@ import lightgbm as lgb
 from .. import __version__
 from ..contract.store import is_measurement
 from ..errors import InputError, in_file
+from ..evidence import CLINICAL_ONLY_DIR
 from ..files import atomic_write_json, atomic_write_text
 from .classifier import FittedModel
 from .feature_spec import FeatureSpec
@@ -100,8 +101,9 @@ def check_model_dir(directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--model-dir {directory}: exists and is not a folder")
     if directory.is_dir():
-        foreign = sorted(p.name for p in directory.iterdir()
-                         if p.name != MODEL_FILE and not BOOSTER_NAME.match(p.name) and not p.name.startswith("."))
+        foreign = sorted(p.name for p in directory.iterdir() if p.name != MODEL_FILE and not BOOSTER_NAME.match(p.name)
+                         and not p.name.startswith(".") and not (p.name.startswith(f"{CLINICAL_ONLY_DIR}-")
+                                                                 and p.is_dir() and not p.is_symlink()))
         if foreign:
             raise InputError(f"--model-dir {directory}: holds other files than a saved model ({foreign[0]}, ...); "
                              "choose an empty or new folder")

@@ -146,7 +146,7 @@ def save_cv(directory: Path, comparison: Comparison, explanations: Explanations,
                  "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seconds": seconds,
                  "tool_version": __version__},
     }
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, kind="cv") as tmp:
         predictions_frame(comparison).to_csv(tmp / "predictions.csv", index=False)
         write_explanations(tmp / "explanations.h5", explanations)
         for result in comparison.full.folds:

@@ -159,7 +159,7 @@ def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
                  stained: SavedCV | None = None) -> Path:
     """Write the report folder from saved CV results (built beside it, then swapped in); returns it. `stained`, when
     given, is the same settings' CV on stain-normalised embeddings: one sentence on what survives stain normalisation."""
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind="report") as tmp:
         write_report(saved, cohort, tmp, patients, stained)
     log.info("report: wrote %s", Path(out_dir) / "index.html")
     return Path(out_dir)

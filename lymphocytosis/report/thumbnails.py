@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract.images import inside
+from ..contract.store import plain_name
 from ..errors import InputError
 from ..model.cohort import Cohort
 
@@ -87,10 +87,10 @@ def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: 
         for rank, cell in enumerate(cells, 1):
             filename = cohort.primary.filenames[patient_id][cell]
             relative = f"cells/{patient_id}/{side}{rank}.jpg"
-            if inside(folder / filename, cohort.dataset_root):
+            if plain_name(filename):  # names read from the embeddings file stay inside the patient's folder
                 problem = write_thumbnail(folder / filename, out_dir / relative, *geometry)
-            else:  # the embeddings file's names are checked; a patient folder linked elsewhere is not shown
-                problem = "outside the dataset; not read"
+            else:
+                problem = "not a plain file name; not read"
             if problem:
                 log.debug("patient %s: %s: %s", patient_id, folder / filename, problem)
             getattr(gallery, side).append(CellThumb(filename, float(scores[cell]), None if problem else relative, problem))
