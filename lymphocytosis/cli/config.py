@@ -68,6 +68,8 @@ def option_values(path: Path, label: str, value, action: argparse.Action) -> lis
             raise InputError(f"{where}: {option} takes a {'string' if action.type in (None, Path) else 'number'}, "
                              f"not {type(item).__name__}")
         text = str(item)
+        if "\0" in text:  # no path or value holds one; the OS would refuse it later, as a traceback
+            raise InputError(f"--config {path}: {label}: holds a NUL character (\\0), which no path or value may contain")
         try:
             converted = action.type(text) if action.type is not None else text
         except argparse.ArgumentTypeError as exc:

@@ -34,6 +34,10 @@ def parts_path(out: Path) -> Path:
     return Path(f"{out}.parts")
 
 
+class PartsRemoved(InputError):
+    """The parts folder is gone: another worker assembled the final file (or another run discarded it)."""
+
+
 def refuse_foreign_parts(path: Path) -> None:
     """--overwrite discards an interrupted extraction's parts folder, never a folder of the user's that happens to
     carry its name."""
@@ -147,7 +151,7 @@ class PartsFolder:
 
     def write(self, bag: PatientBag) -> None:
         if not self.path.is_dir():  # never recreate a folder another run finished or discarded
-            raise InputError(f"{self.path}: removed by another extraction while this one ran; rerun the command")
+            raise PartsRemoved(f"{self.path}: removed by another extraction while this one ran; rerun the command")
         with atomic_hdf5(self.part(bag.patient_id)) as handle:
             write_bag(handle.create_group("bag"), bag, self.dim, self.provenance["dtype"])
             handle["bag"].attrs["parts_settings"] = self.digest
