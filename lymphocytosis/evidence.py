@@ -110,3 +110,21 @@ def share(text: str) -> float:
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise argparse.ArgumentTypeError(f"{text} is out of range (a share between 0 and 1, e.g. 0.05)")
     return value
+
+
+def require_stain_normalised(directory, stained: dict[str, dict], own: dict[str, dict]) -> None:
+    """`report --stain-cv` writes how much of the image signal "survives stain normalisation": only true of a CV
+    whose embeddings were extracted with a stain control the report's own embeddings were not."""
+    from .contract.provenance import stain_control
+    from .contract.store import is_measurement
+
+    controls = {name: stain_control(p) for name, p in stained.items() if not is_measurement(p)}
+    unstained = [name for name, control in controls.items() if control in ("none", "unknown")]
+    if unstained:
+        raise InputError(f"--stain-cv {directory}: cross-validation on embeddings extracted without stain normalisation "
+                         f"({unstained[0]}: --stain {controls[unstained[0]]}); give the CV of embeddings extracted "
+                         "with --stain")
+    same = [name for name, p in own.items() if not is_measurement(p) and stain_control(p) in controls.values()]
+    if same:
+        raise InputError(f"--stain-cv {directory}: the report's own embeddings ({same[0]}) have the same stain control "
+                         f"(--stain {stain_control(own[same[0]])}); nothing would be compared")

@@ -178,3 +178,16 @@ def test_plain_folders_fingerprint_as_before_links_were_followed(tmp_path):
     stat = (folder / "a.jpg").stat()
     expected = hashlib.sha256(f"a.jpg\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()).hexdigest()
     assert scan_folder(folder, tmp_path / "dlmi").fingerprint == expected
+
+
+def test_stain_cv_must_come_from_stain_normalised_embeddings(fitted, tmp_path):
+    """Else the report would write "+0.257 survives stain normalisation" about a CV without any."""
+    design = ["--embeddings", str(fitted / "embeddings.h5"), "--params", str(fitted / "params.json"), "--folds", "3",
+              "--repeats", "1", "--max-without-cells", "0.1"]
+    for name in ("cv", "cv-unstained"):
+        assert run_main(model_cli.main, ["cv", *design, "--cv-dir", str(tmp_path / name)]).code == 0
+    result = run_main(model_cli.main, ["report", *design, "--cv-dir", str(tmp_path / "cv"), "--patients", "none",
+                                       "--out-dir", str(tmp_path / "report"), "--stain-cv", str(tmp_path / "cv-unstained")])
+    assert_one_line_error(result, f"--stain-cv {tmp_path / 'cv-unstained'}: cross-validation on embeddings extracted "
+                          "without stain normalisation (fake-backbone: --stain none)")
+    assert not (tmp_path / "report").exists()

@@ -289,9 +289,11 @@ def command_report(args, cohort, settings, checked: ReportInputs):
 def load_stain_cv(directory: Path, cohort, settings, design):
     """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
     cross-validation runs)."""
+    from ..evidence import require_stain_normalised
     from ..model.results import load_cv
 
     stained = load_cv(directory)
+    require_stain_normalised(directory, stained.provenance, cohort.provenance)
     same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
             and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
     if not same:
