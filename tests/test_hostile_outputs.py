@@ -320,3 +320,24 @@ def test_every_secret_of_a_storage_url_is_masked(url, secret):
     shown = masked(f"--storage {url}: cannot connect", url)
     assert secret not in shown and "***" in shown
     assert secret not in masked(f"FATAL: password {secret} rejected")  # remembered, wherever it turns up later
+
+
+def test_a_full_disk_while_writing_thumbnails_is_blamed_on_the_disk(tmp_path, monkeypatch):
+    """Not "N cell images could not be read": the images are fine, the disk is not."""
+    import errno
+
+    from PIL import Image
+
+    from lymphocytosis.report.thumbnails import write_thumbnail
+
+    source = tmp_path / "cell.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(source)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(InputError, match=r"top1.jpg: cannot write: the disk is full"):
+        write_thumbnail(source, tmp_path / "report" / "top1.jpg", 224, 112)
+    monkeypatch.undo()
+    assert write_thumbnail(tmp_path / "missing.png", tmp_path / "t.jpg", 224, 112) == "image file missing"

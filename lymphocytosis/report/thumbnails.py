@@ -11,6 +11,7 @@ import numpy as np
 
 from ..contract.store import plain_name
 from ..errors import InputError
+from ..files import cannot_write
 from ..model.cohort import Cohort
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,16 @@ def write_thumbnail(source: Path, target: Path, image_size: int, crop: int) -> s
             left, top = round((image.size[0] - crop) / 2.0), round((image.size[1] - crop) / 2.0)
             image = image.crop((left, top, left + crop, top + crop))
         image = image.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target, quality=85)
-        return None
     except FileNotFoundError:
         return "image file missing"
     except DECODE_ERRORS as exc:
         return f"unreadable image ({type(exc).__name__})"
+    try:  # a failed write (a full disk) is the report's failure, never blamed on the cell images
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, quality=85)
+    except OSError as exc:
+        raise cannot_write(target, exc) from None
+    return None
 
 
 def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: Path) -> CellGallery:
