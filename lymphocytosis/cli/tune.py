@@ -142,6 +142,7 @@ def command_study(args, cohort) -> None:
 
     from ..model import tuning
     from ..model.evaluation import repeated_folds
+    from ..model.study_storage import storage_failure
     from ..model.tuned_params import save_settings
 
     ids = cohort.labelled_ids
@@ -156,12 +157,23 @@ def command_study(args, cohort) -> None:
             best = study.best_trial
         except ValueError:
             return
+        except Exception as exc:  # the database went away: the file keeps what it holds
+            if storage_failure(exc, args.storage, args.best_params) is None:
+                raise
+            log.warning("cannot read the best trial (the database failed); %s left as it was", args.best_params)
+            return
         save_settings(args.best_params, tuning.settings_from_trial(best), cohort,
                       {"study": name, "storage": shown, "trial": best.number,
                        "cv_value_optimistic": best.value, "note": "best_value is optimistic; see tune.py --nested"})
 
     try:
         tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best])
+    except Exception as exc:
+        failure = storage_failure(exc, args.storage, args.best_params)
+        if failure is None:
+            raise
+        log.debug("database failure", exc_info=True)
+        raise failure from None
     finally:
         save_best(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):

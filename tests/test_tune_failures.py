@@ -1,0 +1,87 @@
+"""Tuning workers when things go wrong around them: a database that goes away mid-study, a worker paused past
+its heartbeat whose trial the others marked failed. One line naming the cause, or tuning goes on; the
+best-parameters file is never left damaged; no password reaches a line or a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+import tune as tune_cli
+from conftest import assert_one_line_error, run_main
+from lymphocytosis.model import tuning
+from lymphocytosis.model.study_storage import storage_failure
+
+CV_DESIGN = ["--folds", "3", "--repeats", "1", "--seed", "0"]
+
+
+class OperationalError(Exception):
+    """Stands for the driver's error (psycopg's OperationalError), as the driver's module names it."""
+
+
+OperationalError.__module__ = "psycopg"
+
+
+def database_gone(message: str) -> optuna.exceptions.StorageInternalError:
+    try:
+        try:
+            raise OperationalError(message)
+        except OperationalError as driver:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. This typically "
+                                                         "happens due to invalid data in the commit, e.g. exceeding "
+                                                         "max length.") from driver
+    except optuna.exceptions.StorageInternalError as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize("cause", [
+    'connection failed: connection to server at "127.0.0.1", port 5433 failed: Connection refused',
+    'connection failed: FATAL:  password authentication failed for user "tuner"',
+])
+def test_a_database_that_goes_away_is_one_line_naming_the_cause(fake_embeddings, tmp_path, monkeypatch, cause):
+    best = tmp_path / "best_params.json"
+    url = f"sqlite:///{tmp_path}/t.sqlite3"
+    assert run_main(tune_cli.main, ["--embeddings", str(fake_embeddings), *CV_DESIGN, "--storage", url,
+                                    "--best-params", str(best), "--trials", "2"]).code == 0
+    before = best.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise database_gone(cause)
+
+    monkeypatch.setattr(tuning, "run_study", fail)
+    result = run_main(tune_cli.main, ["--embeddings", str(fake_embeddings), *CV_DESIGN, "--storage", url,
+                                      "--best-params", str(best), "--trials", "4"])
+    line = assert_one_line_error(result, f"--storage {url}: the database failed during tuning ({cause})",
+                                 "rerun the same command to resume")
+    assert "exceeding max length" not in line and "internal error" not in result.stderr
+    after = json.loads(best.read_text())  # intact: complete, and the same best settings
+    assert {k: after[k] for k in ("params", "feature_spec") if k in after} == \
+           {k: json.loads(before)[k] for k in ("params", "feature_spec") if k in after} and "params" in after
+
+
+def test_the_cause_is_masked():
+    url = "postgresql://tuner@db/lymph?password=hunter22&sslmode=require"
+    failure = storage_failure(database_gone('password authentication failed (password "hunter22")'), url, Path("b.json"))
+    assert failure is not None and "hunter22" not in str(failure) and "password=***" in str(failure)
+    assert storage_failure(ValueError("a bug of ours"), url, Path("b.json")) is None
+
+
+def test_a_trial_failed_by_others_while_paused_is_dropped_and_tuning_goes_on(caplog):
+    study = optuna.create_study(study_name="paused")
+    calls = []
+
+    def optimize(left):
+        calls.append(left)
+        if len(calls) == 1:
+            raise ValueError("Cannot tell a FAIL trial.")
+        for _ in range(left):
+            study.tell(study.ask(), 0.5)
+
+    tuning.optimize_until_done(study, optimize, 3)
+    assert calls == [3, 3] and tuning.finished_trials(study) == 3
+    assert "marked failed by another worker while this one was paused" in caplog.text
+    with pytest.raises(ValueError, match="not ours"):
+        tuning.optimize_until_done(study, lambda left: (_ for _ in ()).throw(ValueError("not ours")), 5)
