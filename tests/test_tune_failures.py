@@ -85,3 +85,13 @@ def test_a_trial_failed_by_others_while_paused_is_dropped_and_tuning_goes_on(cap
     assert "marked failed by another worker while this one was paused" in caplog.text
     with pytest.raises(ValueError, match="not ours"):
         tuning.optimize_until_done(study, lambda left: (_ for _ in ()).throw(ValueError("not ours")), 5)
+
+
+def test_a_password_in_the_query_string_reaches_no_line_and_no_file(fake_embeddings, tmp_path):
+    url = "postgresql://tuner@127.0.0.1:9/lymph?password=hunter22&sslmode=disable"  # port 9: refused at once
+    result = run_main(tune_cli.main, ["--embeddings", str(fake_embeddings), *CV_DESIGN, "--storage", url,
+                                      "--best-params", str(tmp_path / "best.json"), "--trials", "1"])
+    line = assert_one_line_error(result, "--storage postgresql://tuner@127.0.0.1:9/lymph?password=***&sslmode=disable")
+    assert "hunter22" not in result.stderr + result.stdout and "Connection refused" in line
+    written = [p for p in Path(fake_embeddings).parent.rglob("*") if p.is_file()] + list(tmp_path.rglob("*"))
+    assert not [p for p in written if p.is_file() and b"hunter22" in p.read_bytes()]
