@@ -39,7 +39,7 @@ def fsync_file(path: Path) -> None:
 
 def cannot_write(path: Path, exc: OSError) -> InputError:
     if exc.errno == errno.ENOSPC:
-        return InputError(f"{path}: cannot write: the disk is full (no space left on device)")
+        return InputError(f"{path}: cannot write: the disk is full (No space left on device)")
     return InputError(f"{path}: cannot write ({exc.strerror or exc})")
 
 

@@ -187,7 +187,7 @@ def test_full_disk_is_named_as_such(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(InputError, match=r"out.txt: cannot write: the disk is full \(no space left on device\)"):
+    with pytest.raises(InputError, match=r"out.txt: cannot write: the disk is full \(No space left on device\)"):
         atomic_write_text(tmp_path / "out.txt", "x")
     assert list(tmp_path.iterdir()) == []
 

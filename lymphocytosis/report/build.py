@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import __version__, progress
 from ..errors import InputError
-from ..files import atomic_directory
+from ..files import MANIFEST, atomic_directory
 from ..metrics import bootstrap_intervals, decide
 from ..model.cohort import Cohort
 from ..model.explanations import Explanations
@@ -71,7 +71,7 @@ def prepare_out_dir(out_dir: Path) -> Path:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
-        entries = {p.name for p in out_dir.iterdir()}
+        entries = {p.name for p in out_dir.iterdir()} - {MANIFEST}  # the manifest: files.require_own_folder
         if entries and (MARKER not in entries or entries - REPORT_ENTRIES - {MARKER}):
             other = sorted(entries - REPORT_ENTRIES - {MARKER}) or sorted(entries)
             raise InputError(f"--out-dir {out_dir}: not an earlier report of this tool (holds {other[0]}, ...); "
