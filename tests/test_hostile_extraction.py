@@ -188,6 +188,40 @@ def test_removed_image_re_embeds_that_patient(small_root, tmp_path):
     assert gone.name not in load_bags(out)[1]["A"].filenames and len(load_bags(out)[1]["A"].filenames) == 2
 
 
+def test_refuse_links_skips_linked_folders_and_images_and_records_why(small_root, tmp_path, synthetic_cell_images):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copyfile(synthetic_cell_images[9], archive / "x.jpg")
+    shutil.rmtree(small_root / "testset" / "C")
+    (small_root / "testset" / "C").symlink_to(archive, target_is_directory=True)
+    (small_root / "trainset" / "A" / "linked.jpg").symlink_to(archive / "x.jpg")
+    out = tmp_path / "e.h5"
+    assert run(small_root, out, "--refuse-links").code == 0
+    bags = load_bags(out)[1]
+    assert bags["C"].filenames == [] and bags["C"].note == "folder is a symbolic link, refused (--refuse-links)"
+    assert {"file": "linked.jpg", "reason": "symbolic link, refused (--refuse-links)"} in bags["A"].skipped
+    assert "linked.jpg" not in bags["A"].filenames and len(bags["A"].filenames) == 3
+
+
+def test_a_file_written_before_digests_gets_them_from_a_rerun_without_re_embedding(small_root, tmp_path, caplog):
+    import h5py
+
+    out = tmp_path / "e.h5"
+    assert run(small_root, out).code == 0
+    before = load_bags(out)[1]
+    with h5py.File(out, "r+") as handle:
+        for group in handle["patients"].values():
+            del group.attrs["content_sha256"]
+    with caplog.at_level(logging.WARNING):
+        assert run(small_root, out).code == 0
+    assert "written before each patient's embeddings carried a digest: adding them" in caplog.text
+    with h5py.File(out, "r") as handle:
+        assert all("content_sha256" in group.attrs for group in handle["patients"].values())
+    after = load_bags(out)[1]
+    for patient, bag in before.items():
+        assert after[patient].embeddings.tobytes() == bag.embeddings.tobytes()
+
+
 def test_edited_csv_row_is_recorded_without_re_embedding(small_root, tmp_path, caplog):
     out = tmp_path / "e.h5"
     assert run(small_root, out).code == 0
