@@ -5,6 +5,7 @@ best-parameters file is never left damaged; no password reaches a line or a file
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -95,3 +96,40 @@ def test_a_password_in_the_query_string_reaches_no_line_and_no_file(fake_embeddi
     assert "hunter22" not in result.stderr + result.stdout and "Connection refused" in line
     written = [p for p in Path(fake_embeddings).parent.rglob("*") if p.is_file()] + list(tmp_path.rglob("*"))
     assert not [p for p in written if p.is_file() and b"hunter22" in p.read_bytes()]
+
+
+def test_postgres_stopped_mid_study_is_one_line_and_best_params_stay_whole(fake_embeddings, tmp_path):
+    """A real server stopped (immediate shutdown) while a worker tunes: exit 2, one line naming the cause."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, subprocess_env
+    from postgres import server_bin_dir, start_server
+
+    if server_bin_dir() is None:
+        pytest.skip("PostgreSQL server binaries not found")
+    server = start_server()
+    try:
+        url = server.create_database("stopped")
+        best = tmp_path / "best_params.json"
+        worker = subprocess.Popen([sys.executable, str(REPO / "tune.py"), "--embeddings", str(fake_embeddings),
+                                   *CV_DESIGN, "--storage", url, "--trials", "500", "--best-params", str(best)],
+                                  cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        deadline = time.monotonic() + 90
+        while not best.is_file() and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.2)  # a first trial finished and saved
+        assert best.is_file(), worker.communicate(timeout=5)
+        server._run("pg_ctl", "-D", str(server.base / "data"), "-m", "immediate", "stop")
+        out, err = worker.communicate(timeout=90)
+    finally:
+        try:
+            server.stop()
+        except RuntimeError:  # stopped above already
+            shutil.rmtree(server.base, ignore_errors=True)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert worker.returncode == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert "the database failed during tuning" in errors[0] and "internal error" not in err
+    assert server.password not in out + err
+    assert json.loads(best.read_text())["params"]

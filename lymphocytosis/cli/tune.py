@@ -166,6 +166,7 @@ def command_study(args, cohort) -> None:
                       {"study": name, "storage": shown, "trial": best.number,
                        "cv_value_optimistic": best.value, "note": "best_value is optimistic; see tune.py --nested"})
 
+    quiet_storage_threads(args.storage)
     try:
         tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best])
     except Exception as exc:
@@ -181,6 +182,28 @@ def command_study(args, cohort) -> None:
     print(f"study {name}: {tuning.finished_trials(study)} trials finished ({len(study.trials)} in all); best CV balanced "
           f"accuracy {study.best_value:.4f} (trial {study.best_trial.number}; optimistic -- judge tuning with --nested); "
           f"settings in {args.best_params}")
+
+
+def quiet_storage_threads(url: str) -> None:
+    """Optuna's heartbeat thread hits a database that went away before the trial does: its traceback would
+    scroll by before the one-line error; logged at debug level instead (other threads' errors as before)."""
+    import threading
+
+    from ..model.study_storage import is_storage_failure
+
+    previous = threading.excepthook
+    if getattr(previous, "quiet_storage", False):
+        return
+
+    def hook(info):
+        if info.exc_value is not None and is_storage_failure(info.exc_value):
+            log.debug("database failure in thread %s: %s", getattr(info.thread, "name", "?"),
+                      masked(str(info.exc_value).splitlines()[0] if str(info.exc_value) else "", url))
+            return
+        previous(info)
+
+    hook.quiet_storage = True
+    threading.excepthook = hook
 
 
 @cli_main
