@@ -188,9 +188,19 @@ def failed_by_others(exc: BaseException) -> bool:
             or (isinstance(exc, AssertionError) and "Should not reach" in str(exc)))
 
 
+class QuietFailedByOthers(logging.Filter):
+    """Optuna logs such a trial's error with its traceback; `optimize_until_done` says it in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is not None and failed_by_others(record.exc_info[1]))
+
+
 def optimize_until_done(study: optuna.Study, optimize, n_trials: int) -> None:
     """`optimize(left)` until the study holds `n_trials` finished trials; a trial failed by other workers while
     this one was paused is dropped with a warning and tuning goes on (it counts nowhere: failed trials never do)."""
+    optimizer_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, QuietFailedByOthers) for f in optimizer_log.filters):
+        optimizer_log.addFilter(QuietFailedByOthers())
     while True:
         left = n_trials - finished_trials(study)
         if left <= 0:
