@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lymphocytosis.contract.images import canonical_image
 from lymphocytosis.contract.layout import list_cell_images
-from lymphocytosis.defaults import STAIN_METHODS
+from lymphocytosis.defaults import Stain, choice_values
 from lymphocytosis.extract.preprocessing import CHALLENGE_IMAGE_SIZE
 from lymphocytosis.extract.segmentation import segment
 from lymphocytosis.extract.stain import normalise_array
@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cells", type=int, default=15, help="cells per class (default: 15)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stain", choices=STAIN_METHODS, default="none")
+    parser.add_argument("--stain", choices=choice_values(Stain), default="none")
     args = parser.parse_args()
     clinical = read_clinical(args.root)
     rng = np.random.default_rng(args.seed)

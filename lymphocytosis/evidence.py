@@ -10,7 +10,9 @@ probability would look like any other: a confident call made without the evidenc
   `images+clinical` or `clinical only`);
 - `cv` and `fit` refuse when more than a small share of the labelled patients have no cells: a model trained
   on them learns what an empty bag means in this cohort, not what the cells say (`--max-without-cells`
-  lowers or raises the bar).
+  lowers or raises the bar);
+- `evaluate` refuses a cohort with more than that share of labelled patients without cells, and below it
+  refuses (naming them) any patient without cells: the image model's numbers must rest on images.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def warn_without_cells(patients: list[NoCells]) -> None:
 
 
 def require_cells_to_train(cohort, max_share: float) -> None:
-    """`cv` and `fit` learn from the labelled patients: refuse when more than `max_share` of them have no cells."""
+    """`cv` and `fit` learn from the labelled patients (`evaluate` judges a model on them): refuse when more than
+    `max_share` of them have no cells."""
     labelled = cohort.labelled_ids
     if not cohort.sets or not labelled:
         return
@@ -84,13 +87,19 @@ def require_cells_to_train(cohort, max_share: float) -> None:
             "extract.py, or raise --max-without-cells to train on them anyway")
 
 
-def refuse_without_cells(patients: list[NoCells]) -> None:
-    """`predict` without `--clinical-only-fallback`: no image-based probability for a patient without images."""
-    if patients:
-        raise InputError(
-            f"{len(patients)} patient(s) to predict have no readable cell image, so no image-based probability: "
-            f"{listing(patients)}; fix their folders and rerun extract.py, or give --clinical-only-fallback to "
-            f"predict them from the clinical attributes alone (marked '{CLINICAL_ONLY}' in the EVIDENCE column)")
+def refuse_without_cells(patients: list[NoCells], verb: str = "predict") -> None:
+    """`predict` without `--clinical-only-fallback`, and `evaluate`: no image-based probability for a patient
+    without images (an image model judged on them would be judged on what an empty bag means, not on cells)."""
+    if not patients:
+        return
+    if verb == "predict":
+        way_out = (f"or give --clinical-only-fallback to predict them from the clinical attributes alone (marked "
+                   f"'{CLINICAL_ONLY}' in the EVIDENCE column)")
+    else:
+        way_out = "or remove them from the cohort's CSV to evaluate the model on the patients with cells"
+    raise InputError(
+        f"{len(patients)} patient(s) to {verb} have no readable cell image, so no image-based probability: "
+        f"{listing(patients)}; fix their folders and rerun extract.py, {way_out}")
 
 
 def evidence_column(ids, fallback_ids) -> list[str]:

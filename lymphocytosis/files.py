@@ -267,7 +267,8 @@ def require_own_folder(option: str, directory: Path, kind: str, legacy: tuple[st
 def atomic_directory(target: Path, kind: str | None = None):
     """Yield a new temporary folder beside `target`; on success it replaces `target`, on failure it is removed.
     With `kind`, the folder gets the manifest of what was written in it. Callers check first that `target` is
-    theirs to replace (see `require_own_folder`)."""
+    theirs to replace (see `require_own_folder`: results.check_results_dir, report's prepare_out_dir,
+    persistence.check_model_dir)."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -102,15 +102,58 @@ def _roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return (ranks[:, positive].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def class_resamples(labels, n_boot: int = 1000, seed: int = 0):
+    """`n_boot` bootstrap samples of patient positions, drawn with replacement within each class (so both
+    classes stay present in every sample, in their own numbers): every interval of the tool resamples this way."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(labels == c) for c in (0, 1)]
+    for _ in range(n_boot):
+        yield np.concatenate([rng.choice(members, len(members)) for members in classes])
+
+
 def bootstrap_intervals(labels, probabilities, n_boot: int = 1000, seed: int = 0) -> dict[str, Interval]:
     """95% bootstrap intervals of the repeat-averaged balanced accuracy and AUC: patients resampled with
     replacement within each class (so both stay present), every repeat's out-of-fold predictions kept paired."""
     labels, probabilities = np.asarray(labels), np.atleast_2d(np.asarray(probabilities, dtype=float))
-    rng = np.random.default_rng(seed)
-    classes = [np.flatnonzero(labels == c) for c in (0, 1)]
     values = {"balanced_accuracy": np.empty(n_boot), "roc_auc": np.empty(n_boot)}
-    for b in range(n_boot):
-        index = np.concatenate([rng.choice(members, len(members)) for members in classes])
+    for b, index in enumerate(class_resamples(labels, n_boot, seed)):
         values["balanced_accuracy"][b] = _balanced_accuracy(labels[index], probabilities[:, index]).mean()
         values["roc_auc"][b] = _roc_auc(labels[index], probabilities[:, index]).mean()
     return {k: Interval(*np.percentile(v, [2.5, 97.5]).tolist()) for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number measured on the patients, with its 95% bootstrap interval over patients."""
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} ({self.low:.3f}–{self.high:.3f})"
+
+    def percent(self) -> str:
+        return f"{100 * self.value:.0f}% ({100 * self.low:.0f}–{100 * self.high:.0f}%)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_estimates(labels, statistics, n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
+    """`statistics(index)` -> {name: value} on the patients at `index`: its value on every patient, with the
+    2.5 and 97.5 percentiles over resamples drawn like `bootstrap_intervals` (within each class). A statistic
+    undefined on a resample (NaN) is left out of that resample's percentiles."""
+    labels = np.asarray(labels)
+    point = statistics(np.arange(len(labels)))
+    samples = {name: np.empty(n_boot) for name in point}
+    for b, index in enumerate(class_resamples(labels, n_boot, seed)):
+        for name, value in statistics(index).items():
+            samples[name][b] = value
+    result = {}
+    for name, value in point.items():
+        finite = samples[name][np.isfinite(samples[name])]
+        low, high = np.percentile(finite, [2.5, 97.5]).tolist() if len(finite) else (float("nan"), float("nan"))
+        result[name] = Estimate(float(value), float(low), float(high))
+    return result

@@ -14,10 +14,13 @@ PREDICTIONS_HEADER = "ID,LABEL,PROBABILITY"  # further columns may follow
 SUBMISSION_HEADER = "Id,Predicted"
 
 # Folders written before they carried a manifest: recognised by their exact layout.
-CV_LEGACY = ("cv.json", "predictions.csv", "explanations.h5", "folds", "folds/r*-f*", "folds/r*-f*/model.json",
+CV_LEGACY = ("cv.json", "predictions.csv", "explanations.h5", "decision.json", "folds", "folds/r*-f*", "folds/r*-f*/model.json",
              "folds/r*-f*/booster-*.txt", "folds/r*-f*/.lock")
 REPORT_LEGACY = (".lymphocytosis-report", "index.html", "summary.md", "patients.csv", "figures", "figures/*.png",
                  "cells", "cells/*", "cells/*/*.jpg", "patients", "patients/*.html")
+EVALUATION_LEGACY = (".lymphocytosis-evaluation", "results.json", "patients.csv", "operating_points.csv",
+                     "calibration.csv", "reliability.csv", "decision_curve.csv", "index.html", "summary.md", "figures",
+                     "figures/*.png")
 PARTS_ENTRIES = ("settings.json", "*.h5", "*.claim", "*.claim.stale-*", ".*.tmp", "workers", "workers/*")
 
 
@@ -43,14 +46,16 @@ FILE_KINDS = {"--json": ("a cross-validation summary (cv --json)", is_cv_summary
               "--out": ("a predictions file (header ID,LABEL,PROBABILITY...)", is_predictions),
               "--submission": ("a submission file (header Id,Predicted)", is_submission)}
 FOLDER_KINDS = {"--cv-dir": ("cv", CV_LEGACY), "--out-dir": ("report", REPORT_LEGACY)}
+COMMAND_FOLDER_KINDS = {"evaluate": {"--out-dir": ("evaluation", EVALUATION_LEGACY)}}  # where a command differs
 
 
-def require_own_outputs(outputs: dict) -> None:
+def require_own_outputs(outputs: dict, command: str = "") -> None:
     """Every output of the run (option -> path) is new or the tool's own kind (before any work starts)."""
+    folder_kinds = {**FOLDER_KINDS, **COMMAND_FOLDER_KINDS.get(command, {})}
     for option, path in outputs.items():
         if path is None:
             continue
         if option in FILE_KINDS:
             require_own_file(option, path, *FILE_KINDS[option])
-        elif option in FOLDER_KINDS:
-            require_own_folder(option, path, *FOLDER_KINDS[option])
+        elif option in folder_kinds:
+            require_own_folder(option, path, *folder_kinds[option])

@@ -223,11 +223,11 @@ def fake_label(i: int) -> int:
 
 
 def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: int = 16, cells: tuple = (2, 6),
-                          empty: tuple = (), seed: int = 0, provenance: dict | None = None) -> Path:
+                          empty: tuple = (), seed: int = 0, provenance: dict | None = None, train_prefix: str = "F") -> Path:
     """Write `base/dlmi` (the two CSVs only, no image folders) and `base/embeddings.h5` in the format of
     extract.py, through the store's own writer; return the .h5 path.
 
-    Training patients are F0..F{n_train-1} (labels from `fake_label`), test patients T0..; IDs in `empty`
+    Training patients are F0..F{n_train-1} (or `train_prefix`..., labels from `fake_label`), test patients T0..; IDs in `empty`
     get 0 cells. Cells carry some signal (a shift in the first dimensions for tumoral patients), and so do
     age and lymphocyte count; every cell row is distinct."""
     import numpy as np
@@ -241,7 +241,7 @@ def write_fake_embeddings(base: Path, n_train: int = 24, n_test: int = 4, dim: i
     rng = np.random.default_rng(seed)
     provenance = {**FAKE_PROVENANCE, **(provenance or {})}
     bags = {}
-    for split, csv_name, prefix, count in (("trainset", "trainset_true.csv", "F", n_train),
+    for split, csv_name, prefix, count in (("trainset", "trainset_true.csv", train_prefix, n_train),
                                             ("testset", "testset_data.csv", "T", n_test)):
         lines = [CSV_HEADER]
         for i in range(count):

@@ -4,7 +4,6 @@ one artifacts layout that the commands share without flags."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -20,26 +19,30 @@ from lymphocytosis import __version__
 from lymphocytosis.cli import extract as extract_cli_module
 from lymphocytosis.cli import model as model_cli_module
 from lymphocytosis.cli import tune as tune_cli_module
+from lymphocytosis.cli.catalog import COMMANDS, MODEL_COMMANDS, command_options
+from lymphocytosis.cli.common import Run
 from lymphocytosis.cli.main import main as console_main
 
 UNDOCUMENTED = {"help", "version", "verbose", "quiet"}
 
 
-def all_options(parser: argparse.ArgumentParser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from all_options(sub)
-        elif action.option_strings and action.dest not in UNDOCUMENTED:
-            yield parser.prog, action
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_option_says_its_default(command):
+    for option in command_options(command):
+        if option.dest not in UNDOCUMENTED:
+            text = option.help_text() or ""
+            assert "default" in text, f"{command} {option.name}: help says no default ({text!r})"
 
 
 @pytest.mark.parametrize("module", [extract_cli_module, model_cli_module, tune_cli_module])
-def test_every_option_says_its_default(module):
+def test_help_shows_each_default_once(module, capsys):
+    """The default is written once, by the option table, and argparse fills in its value."""
     parser = module.build_parser()
-    for prog, action in all_options(parser):
-        text = parser.formatter_class(prog)._get_help_string(action) if action.help else ""
-        assert "default" in text, f"{prog} {action.option_strings[-1]}: help says no default ({text!r})"
+    for argv in ([["--help"]] if module is not model_cli_module else [[name, "--help"] for name in MODEL_COMMANDS]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "default: " in text and "%(default)" not in text and "(default: (default:" not in text
 
 
 def test_help_of_every_command_prints():
@@ -292,10 +295,12 @@ def test_default_outputs_come_from_one_place(tmp_path, monkeypatch):
                 "predict": {"model_dir": paths.model_dir, "out": paths.predictions, "submission": paths.submission},
                 "report": {"cv_dir": paths.cv_dir, "out_dir": paths.report_dir}}
     for command, values in expected.items():
-        args = model_cli_module.parse_args([command, "--embeddings", str(embeddings)])
-        assert {k: getattr(args, k) for k in values} == values and args._home == paths.home
-    args = tune_cli_module.parse_args(["--embeddings", str(embeddings)])
-    assert (args.storage, args.best_params, args._home) == (paths.tune_storage, paths.best_params, paths.home)
+        run = Run()
+        args = model_cli_module.parse_args([command, "--embeddings", str(embeddings)], run)
+        assert {k: getattr(args, k) for k in values} == values and run.home == paths.home
+    run = Run()
+    args = tune_cli_module.parse_args(["--embeddings", str(embeddings)], run)
+    assert (args.storage, args.best_params, run.home) == (paths.tune_storage, paths.best_params, paths.home)
     assert paths.tune_storage == f"sqlite:///{embeddings.parent / 'tune.sqlite3'}"
     root = tmp_path / "data" / "dlmi"
     root.mkdir(parents=True)
@@ -303,3 +308,17 @@ def test_default_outputs_come_from_one_place(tmp_path, monkeypatch):
     assert args.out == extraction_path(root) == dataset_home(root) / "embeddings.h5" == Path("artifacts/dlmi/embeddings.h5")
     args = extract_cli_module.resolve(extract_cli_module.build_parser().parse_args(["--root", str(root), "--measure", "colour"]))
     assert args.out == Path("artifacts/dlmi/colour.h5")
+
+
+def test_run_state_is_one_object_handed_down(fake_embeddings, tmp_path):
+    """How a run was started, how much it says and where its log is live in its `Run`, not in module globals."""
+    from lymphocytosis.cli import common
+
+    assert Run(console=True).program("extract.py", "extract") == "lymphocytosis extract"
+    assert Run().program("extract.py", "extract") == "extract.py"
+    assert Run(quiet=True).progress.bar(total=1).disable is True
+    assert not any(hasattr(common, name) for name in ("CONSOLE", "RUN_LOG", "QUIET"))
+    run = Run()
+    args = model_cli_module.parse_args(["cv", "--embeddings", str(fake_embeddings), "-q"], run)
+    assert run.quiet and not run.verbose and run.home == fake_embeddings.parent
+    assert not any(name.startswith("_") for name in vars(args))  # nothing added to the parsed options

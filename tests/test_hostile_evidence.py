@@ -64,7 +64,8 @@ def test_fallback_predicts_them_from_the_clinical_model_and_marks_every_row(fitt
     result = predict(fitted, tmp_path, "--clinical-only-fallback")
     assert result.code == 0, result.stderr
     table = pd.read_csv(tmp_path / "p.csv").set_index("ID")
-    assert list(table.columns[:3]) == ["LABEL", "PROBABILITY", "EVIDENCE"]
+    assert list(table.columns[:2]) == ["LABEL", "PROBABILITY"] and list(table.columns[-2:]) == ["OPERATING_POINT",
+                                                                                                "EVIDENCE"]
     assert dict(table["EVIDENCE"]) == {"T0": "clinical only", "T1": "images+clinical", "T2": "clinical only",
                                        "T3": "images+clinical"}
     cohort = load_cohort(fitted / "embeddings.h5")
@@ -76,6 +77,27 @@ def test_fallback_predicts_them_from_the_clinical_model_and_marks_every_row(fitt
     expected = model.predict_proba(cohort, ["T1", "T3"]).probabilities.round(6)
     assert list(table.loc[["T1", "T3"], "PROBABILITY"]) == pytest.approx(list(expected), abs=1e-9)
     assert list(pd.read_csv(tmp_path / "s.csv").columns) == ["Id", "Predicted"]  # the challenge's file is unchanged
+
+
+def test_fallback_patients_are_labelled_at_the_clinical_models_own_point(fitted, tmp_path, caplog):
+    """The image model's sens95 threshold means nothing for the clinical-only model's probabilities: a patient
+    predicted from the clinical attributes alone is labelled at that model's balanced threshold (it has no sens95),
+    and its row says so."""
+    from lymphocytosis.model.persistence import load_model
+
+    model = load_model(fitted / "model")
+    assert "sens95" in model.decision.rule.operating_points.names
+    threshold = model.decision.rule.operating_points.threshold("sens95")
+    result = predict(fitted, tmp_path, "--clinical-only-fallback", "--operating-point", "sens95")
+    assert result.code == 0, result.stderr
+    assert "clinical-only model has no operating point sens95" in caplog.text and "balanced threshold" in caplog.text
+    table = pd.read_csv(tmp_path / "p.csv").set_index("ID")
+    assert dict(table["OPERATING_POINT"]) == {"T0": "balanced", "T1": "sens95", "T2": "balanced", "T3": "sens95"}
+    imaged, fallback = table.loc[["T1", "T3"]], table.loc[["T0", "T2"]]
+    assert list(imaged["LABEL"]) == list((imaged["PROBABILITY"] >= threshold - 5e-7).astype(int))
+    assert list(fallback["LABEL"]) == list((fallback["PROBABILITY"] >= 0.5).astype(int))
+    if "RECALIBRATED_PROBABILITY" in table:  # the image model's recalibration is not applied to another model's
+        assert fallback["RECALIBRATED_PROBABILITY"].isna().all() and imaged["RECALIBRATED_PROBABILITY"].notna().all()
 
 
 def test_fallback_needs_a_model_saved_with_its_clinical_model(fitted, tmp_path):

@@ -341,3 +341,20 @@ def test_a_full_disk_while_writing_thumbnails_is_blamed_on_the_disk(tmp_path, mo
         write_thumbnail(source, tmp_path / "report" / "top1.jpg", 224, 112)
     monkeypatch.undo()
     assert write_thumbnail(tmp_path / "missing.png", tmp_path / "t.jpg", 224, 112) == "image file missing"
+
+
+@pytest.mark.parametrize("header, own", [
+    ("ID,LABEL,PROBABILITY", True),
+    ("ID,LABEL,PROBABILITY,EVIDENCE", True),
+    ("ID,LABEL,PROBABILITY,OPERATING_POINT,EVIDENCE", True),
+    ("ID,LABEL,PROBABILITY,RECALIBRATED_PROBABILITY,OPERATING_POINT,EVIDENCE", True),
+    ("ID,LABEL", False),
+    ("ID,LABEL,PROBABILITYX", False),
+    ("Id,Predicted", False),
+])
+def test_predictions_file_recognised_by_its_header(tmp_path, header, own):
+    from lymphocytosis.output_kinds import is_predictions
+
+    path = tmp_path / "p.csv"
+    path.write_text(f"{header}\nP1,1,0.9\n", encoding="utf-8")
+    assert is_predictions(path) is own

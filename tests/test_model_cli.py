@@ -117,7 +117,8 @@ def predicted(fitted, synthetic_embeddings):
 
 
 def test_fit_writes_json_and_text_only(fitted, params_file):
-    names = sorted(p.name for p in fitted.iterdir() if p.name != ".lock")  # .lock: saves take turns
+    names = sorted(p.name for p in fitted.iterdir() if p.name not in (".lock", "MODEL_CARD.md"))  # .lock: saves take turns
+    assert (fitted / "MODEL_CARD.md").is_file()
     clinical = [name for name in names if name.startswith("clinical-only-")]  # the fallback model, itself a model
     document = json.loads((fitted / "model.json").read_text())
     assert clinical == ([document["training"]["clinical_only"]] if document["training"]["clinical_only"] else [])
@@ -141,7 +142,9 @@ def test_predict_outputs(predicted, synthetic_embeddings):
     out, submission = predicted
     cohort = load_cohort(synthetic_embeddings)
     predictions = pd.read_csv(out, dtype={"ID": str})
-    assert list(predictions.columns) == ["ID", "LABEL", "PROBABILITY", "EVIDENCE"]
+    assert list(predictions.columns[:3]) == ["ID", "LABEL", "PROBABILITY"]
+    assert list(predictions.columns[-2:]) == ["OPERATING_POINT", "EVIDENCE"]
+    assert set(predictions.columns[3:-2]) <= {"RECALIBRATED_PROBABILITY"} and (predictions["OPERATING_POINT"] == "balanced").all()
     assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
     assert set(predictions["EVIDENCE"]) == {"images+clinical"}  # every synthetic patient has cells
     assert set(predictions["LABEL"]) <= {0, 1}

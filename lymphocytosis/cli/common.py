@@ -1,5 +1,5 @@
-"""What every command shares: options and help, a config file, one log format, a log file per run, the
-artifacts layout, and user errors as one line instead of a traceback."""
+"""What every command shares: the run's state, options and help, a config file, one log format, a log file per
+run, the artifacts layout, and user errors as one line instead of a traceback."""
 
 from __future__ import annotations
 
@@ -8,108 +8,67 @@ import datetime as dt
 import functools
 import logging
 import os
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, progress
+from .. import __version__
 from ..defaults import ARTIFACTS, ArtifactPaths, artifact_paths, extraction_path
 from ..errors import InputError
 from ..files import atomic_write_text
 from ..passwords import masked
+from ..progress import Progress
 from .config import config_arguments, settings_toml
 
 log = logging.getLogger("lymphocytosis")
 TERMINAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-RUN_LOG: Path | None = None  # this run's log file, named in the message of an unexpected error
-CONSOLE = False  # run as the installed `lymphocytosis` command (not extract.py, model.py, tune.py)
 
 
-def program(script: str, command: str = "") -> str:
-    """The name a command's help and errors use: `extract.py` as a script, `lymphocytosis extract` installed."""
-    return " ".join(filter(None, ("lymphocytosis", command))) if CONSOLE else script
+@dataclass
+class Run:
+    """One run of a command, made by `cli_main` and handed down: how it was started, how much it says, and its
+    record (where its log goes, and the log file once the run starts)."""
 
+    console: bool = False  # run as the installed `lymphocytosis` command (not extract.py, model.py, tune.py)
+    quiet: bool = False  # -q: warnings and errors only, no progress bars
+    verbose: bool = False  # -v: debugging messages too
+    home: Path | None = None  # the artifacts folder this run's log goes to (`<home>/logs/`)
+    log_file: Path | None = None  # this run's log, named in the message of an unexpected error
+    arguments: tuple[str, ...] = ()  # what followed the program's name on the command line
 
-class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows every option's default (options whose default depends on
-    others say it in their help instead of printing None)."""
+    def command_line(self, script: str) -> str:
+        """The command as the user would type it again (model card, evaluation results)."""
+        program = ["lymphocytosis"] if self.console else ["python", script]
+        return shlex.join([*program, *self.arguments])
 
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if isinstance(action, argparse._StoreTrueAction) and action.dest not in {"verbose", "quiet"}:
-            return f"{text} (default: off)"
-        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
-        if "%(default)" in text or hidden or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)"
+    @property
+    def progress(self) -> Progress:
+        """How the long steps this run starts show their progress."""
+        return Progress(quiet=self.quiet)
+
+    def program(self, script: str, command: str = "") -> str:
+        """The name a command's help and errors use: `extract.py` as a script, `lymphocytosis extract` installed."""
+        return " ".join(filter(None, ("lymphocytosis", command))) if self.console else script
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose errors are `InputError`s: one `error: ...` line and exit code 2, like every other refusal."""
+    """argparse whose errors are `InputError`s: one `error: ...` line and exit code 2, like every other refusal.
+    Help keeps the description's line breaks; each option's help already ends with its default (options.py)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", Formatter)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise InputError(f"{self.prog}: {message}")
 
 
-def int_in(low: int, high: int | None = None):
-    """An argparse type: an integer from `low` to `high` (inclusive; no upper bound when None)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise argparse.ArgumentTypeError(f"{value} is out of range: expected an integer {bound}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"{text} is out of range: expected a positive number")
-    return value
-
-
-def add_data_options(parser: argparse.ArgumentParser, measurements_use: str) -> None:
-    """The stage-2 inputs, shared by model.py and tune.py; `measurements_use` says what the command does with a
-    measurement file."""
-    parser.add_argument("--embeddings", type=Path, action="append", default=None,
-                        help="HDF5 from extract.py; repeat it to combine backbones (e.g. --embeddings lite0.h5 "
-                             "--embeddings dinobloom-s.h5), each then gets its own cell score; default: "
-                             "artifacts/<$DATA's folder>/embeddings.h5, or the only artifacts/*/embeddings.h5")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="dataset folder for the CSVs; default: the one recorded in the embeddings file")
-    parser.add_argument("--measurements", type=Path, action="append", default=None,
-                        help="a measurement file of the same images (extract.py --measure morphometry); repeatable; "
-                             f"{measurements_use}; default: none")
-
-
 def changed_options(parser: argparse.ArgumentParser, args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
     """The options among `names` given another value than their default, as written on the command line: those
     that mean nothing for the chosen mode are refused, not silently ignored."""
     return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != parser.get_default(name)]
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("every command")
-    group.add_argument("-c", "--config", type=Path, default=None,
-                       help="TOML file of settings (top-level keys for every command, a [extract], [cv], [fit], "
-                            "[predict], [report] or [tune] table for one); options given here win; default: none")
-    group.add_argument("-v", "--verbose", action="store_true", help="also show debugging messages")
-    group.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
-    group.add_argument("--version", action="version", version=f"lymphocytosis {__version__}")
 
 
 # --- the artifacts layout ------------------------------------------------------------------------------------------
@@ -130,13 +89,13 @@ def default_embeddings() -> Path:
     return found[0] if found else extraction_path(Path("synthetic"))
 
 
-def resolve_data_options(args: argparse.Namespace) -> ArtifactPaths:
-    """Fill the defaults of add_data_options; the artifacts layout of the (first) embeddings file, which is also
-    where this run's log goes (`args._home`)."""
+def resolve_data_options(args: argparse.Namespace, run: Run) -> ArtifactPaths:
+    """Fill the defaults of the stage-2 inputs (catalog.data_options); the artifacts layout of the (first)
+    embeddings file, which is also where this run's log goes (`run.home`)."""
     args.embeddings = args.embeddings or [default_embeddings()]
     args.measurements = args.measurements or []
     paths = artifact_paths(args.embeddings[0])
-    args._home = paths.home
+    run.home = paths.home
     return paths
 
 
@@ -151,9 +110,10 @@ def cohort_inputs(cohort) -> list[Path]:
 # --- config file (see config.py) -----------------------------------------------------------------------------------
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None, command: str | None = None):
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None, run: Run, command: str | None = None,
+                      subcommands: tuple[str, ...] = ()):
     """Parse `argv`; with --config, the file's settings go first and the command line on top. `command` names
-    the config table to read; for a parser with subcommands (model.py) it is the subcommand given. The run's
+    the config table to read; for a parser with `subcommands` (model.py) it is the subcommand given. The run's
     verbosity (-v, -q) applies from here on."""
     argv = list(sys.argv[1:] if argv is None else argv)
     probe = Parser(prog=parser.prog, add_help=False)
@@ -162,15 +122,14 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None, c
     if config is None:
         args = parser.parse_args(argv)
     elif command is not None:
-        args = parser.parse_args([*config_arguments(config, command, parser, argv), *argv])
+        args = parser.parse_args([*config_arguments(config, command, argv), *argv])
     else:
-        choices = parser._subparsers._group_actions[0].choices
-        index = next((i for i, token in enumerate(argv) if token in choices), None)
+        index = next((i for i, token in enumerate(argv) if token in subcommands), None)
         if index is None:
             return parser.parse_args(argv)  # argparse says that the subcommand is missing
-        extra = config_arguments(config, argv[index], choices[argv[index]], argv)
+        extra = config_arguments(config, argv[index], argv)
         args = parser.parse_args([*argv[: index + 1], *extra, *argv[index + 1:]])
-    set_verbosity(args)
+    set_verbosity(args, run)
     return args
 
 
@@ -224,11 +183,10 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def set_verbosity(args: argparse.Namespace) -> None:
+def set_verbosity(args: argparse.Namespace, run: Run) -> None:
     """-v: debugging messages too; -q: warnings and errors only, no progress bars."""
-    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
-    setup_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    progress.QUIET = bool(quiet)
+    run.verbose, run.quiet = bool(getattr(args, "verbose", False)), bool(getattr(args, "quiet", False))
+    setup_logging(logging.DEBUG if run.verbose else logging.WARNING if run.quiet else logging.INFO)
 
 
 def route_optuna_logging() -> None:
@@ -244,12 +202,11 @@ def run_settings(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in hidden and not k.startswith("_") and v is not None}
 
 
-def start_run(args: argparse.Namespace, command: str, home: Path) -> Path:
-    """Record this run beside its outputs, once its options are checked (a refused command leaves nothing):
-    `<home>/logs/<command>-<time>.log` (everything logged, at debug level, from the start) and `.toml` (the
-    resolved settings; usable again with --config)."""
-    global RUN_LOG
-    logs = ArtifactPaths(Path(home)).logs
+def start_run(args: argparse.Namespace, run: Run, command: str) -> Path:
+    """Record this run beside its outputs (`run.home`), once its options are checked (a refused command leaves
+    nothing): `<home>/logs/<command>-<time>.log` (everything logged, at debug level, from the start) and `.toml`
+    (the resolved settings; usable again with --config)."""
+    logs = ArtifactPaths(Path(run.home)).logs
     now = dt.datetime.now()
     base = logs / f"{command}-{now.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     header = f"lymphocytosis {__version__}: {command}, {now.isoformat(timespec='seconds')}"
@@ -270,9 +227,9 @@ def start_run(args: argparse.Namespace, command: str, home: Path) -> Path:
         for record in pending.records:
             handler.handle(record)
     root.addHandler(handler)
-    RUN_LOG = base.with_suffix(".log")
+    run.log_file = base.with_suffix(".log")
     log.debug("command line: %s", " ".join(sys.argv))
-    return RUN_LOG
+    return run.log_file
 
 
 def remove_run_handlers() -> None:
@@ -283,19 +240,19 @@ def remove_run_handlers() -> None:
 
 
 def cli_main(main):
-    """Wrap a command's `main(argv)`: an `InputError` or OS error becomes `error: <message>` on stderr and exit
-    code 2; Ctrl-C says that finished work is kept and exits 130; anything else is a bug: one line saying where
-    the traceback was written, exit code 3. Passwords are masked in every line."""
+    """Wrap a command's `main(argv, run)` into `main(argv, console=False)`, which makes the run's state (`Run`) and
+    hands it down: an `InputError` or OS error becomes `error: <message>` on stderr and exit code 2; Ctrl-C says
+    that finished work is kept and exits 130; anything else is a bug: one line saying where the traceback was
+    written, exit code 3. Passwords are masked in every line."""
 
     @functools.wraps(main)
-    def wrapper(argv=None):
-        global RUN_LOG
-        RUN_LOG = None
+    def wrapper(argv=None, console: bool = False):
+        run = Run(console=console, arguments=tuple(sys.argv[1:] if argv is None else argv))
         setup_logging()
         remove_run_handlers()
         logging.getLogger().addHandler(PendingRecords())
         try:
-            return main(argv)
+            return main(argv, run)
         except (InputError, OSError) as exc:  # an OS error's message names the path (full disk, unreadable file)
             print(masked(f"error: {exc}"), file=sys.stderr)
             return 2
@@ -304,7 +261,7 @@ def cli_main(main):
             return 130
         except Exception as exc:  # a bug, not the user's input: keep the details, say where
             logging.getLogger().debug("internal error", exc_info=True)  # into the run's log file, and with -v
-            where = f"details in {RUN_LOG}" if RUN_LOG else "rerun with -v for details"
+            where = f"details in {run.log_file}" if run.log_file else "rerun with -v for details"
             print(masked(f"error: internal error ({type(exc).__name__}: {exc}); please report it; {where}"),
                   file=sys.stderr)
             return 3

@@ -2,7 +2,7 @@
 
 A file's values are defaults: they become command-line arguments placed before the real ones, so an option
 given on the command line wins (and a list given there replaces the file's list). Top-level keys apply to
-every command that has the option; a `[extract]`, `[cv]`, `[fit]`, `[predict]`, `[report]` or `[tune]` table
+every command that has the option; a `[extract]`, `[cv]`, `[fit]`, `[predict]`, `[report]`, `[evaluate]` or `[tune]` table
 to one command, over the top level. The whole file is checked against every command before anything runs,
 and anything it cannot mean is one line naming the file and the key: an unknown key or table, a command name
 given a value, a flag given something other than true/false, a list for a one-value option, a value the
@@ -18,23 +18,16 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..passwords import masked
+from .catalog import COMMANDS, command_options
+from .options import Option
 
-COMMANDS = ("extract", "cv", "fit", "predict", "report", "tune")
 NOT_SETTINGS = {"help", "version", "config"}  # options a settings file cannot give
+HELP_FLAGS = ("-h", "--help")  # every parser's own
 
 
-def command_parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every command's parser, by the config table that configures it."""
-    from . import extract, model, tune
-
-    model_commands = model.build_parser()._subparsers._group_actions[0].choices
-    return {"extract": extract.build_parser(), **{name: model_commands[name] for name in COMMANDS[1:5]},
-            "tune": tune.build_parser()}
-
-
-def settable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The options a settings file may give, by destination (`cv-dir` and `cv_dir` both name `cv_dir`)."""
-    return {a.dest: a for a in parser._actions if a.option_strings and a.dest not in NOT_SETTINGS}
+def settable(command: str) -> dict[str, Option]:
+    """The options a settings file may give a command, by destination (`cv-dir` and `cv_dir` both name `cv_dir`)."""
+    return {o.dest: o for o in command_options(command) if o.dest not in NOT_SETTINGS}
 
 
 def read_config(path: Path) -> dict:
@@ -52,59 +45,59 @@ def dest(key: str) -> str:
     return key.replace("-", "_")
 
 
-def option_values(path: Path, label: str, value, action: argparse.Action) -> list[str]:
+def option_values(path: Path, label: str, value, option: Option) -> list[str]:
     """A setting's value as the option's command-line values, after the checks the option's parser makes."""
     where = f"--config {path}: {label} = {toml_value(value)}"
-    option = action.option_strings[-1]
-    if action.nargs == 0:  # a flag
+    name = option.name
+    if option.is_flag:
         if not isinstance(value, bool):
-            raise InputError(f"{where}: {option} is a flag, true or false")
+            raise InputError(f"{where}: {name} is a flag, true or false")
         return ["true"] if value else []
-    if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
-        raise InputError(f"{where}: a list, but {option} takes one value")
+    if isinstance(value, list) and not option.is_list:
+        raise InputError(f"{where}: a list, but {name} takes one value")
     texts = []
     for item in value if isinstance(value, list) else [value]:
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise InputError(f"{where}: {option} takes a {'string' if action.type in (None, Path) else 'number'}, "
+            raise InputError(f"{where}: {name} takes a {'string' if option.type in (None, Path) else 'number'}, "
                              f"not {type(item).__name__}")
         text = str(item)
         if "\0" in text:  # no path or value holds one; the OS would refuse it later, as a traceback
             raise InputError(f"--config {path}: {label}: holds a NUL character (\\0), which no path or value may contain")
         try:
-            converted = action.type(text) if action.type is not None else text
+            converted = option.type(text) if option.type is not None else text
         except argparse.ArgumentTypeError as exc:
             raise InputError(f"{where}: {exc}") from None
         except (TypeError, ValueError):
-            raise InputError(f"{where}: not a valid {getattr(action.type, '__name__', 'value')} for {option}") from None
-        if action.choices is not None and converted not in action.choices:
-            raise InputError(f"{where}: {option} is one of {', '.join(map(str, action.choices))}")
+            raise InputError(f"{where}: not a valid {getattr(option.type, '__name__', 'value')} for {name}") from None
+        if option.choices is not None and converted not in option.choices:
+            raise InputError(f"{where}: {name} is one of {', '.join(map(str, option.choices))}")
         texts.append(text)
     return texts
 
 
-def check_layout(path: Path, document: dict, parsers: dict) -> None:
+def check_layout(path: Path, document: dict) -> None:
     """Tables must be commands, top-level keys options of some command (and not a command's name)."""
     for key, value in document.items():
         if isinstance(value, dict):
-            if key not in parsers:
+            if key not in COMMANDS:
                 raise InputError(f"--config {path}: unknown table [{key}] (the tables are "
-                                 f"{', '.join(f'[{c}]' for c in parsers)})")
-        elif key in parsers:
+                                 f"{', '.join(f'[{c}]' for c in COMMANDS)})")
+        elif key in COMMANDS:
             raise InputError(f"--config {path}: {key} = {toml_value(value)}: {key} is a command; its settings go in a "
                              f"[{key}] table")
-    known = sorted({d for parser in parsers.values() for d in settable(parser)})
+    known = sorted({d for command in COMMANDS for d in settable(command)})
     for key, value in document.items():
         if not isinstance(value, dict) and dest(key) not in known:
             raise InputError(f"--config {path}: unknown setting {key!r} (the settings are "
                              f"{', '.join(k.replace('_', '-') for k in known)})")
 
 
-def scope(path: Path, table: str | None, items: dict, actions: dict) -> dict[str, tuple[str, object]]:
-    """One table's (or the top level's) settings that `actions` has, by destination; the same option named
+def scope(path: Path, table: str | None, items: dict, options: dict) -> dict[str, tuple[str, object]]:
+    """One table's (or the top level's) settings that `options` has, by destination; the same option named
     twice (`cv-dir` and `cv_dir`) is refused."""
     chosen = {}
     for key, value in items.items():
-        if isinstance(value, dict) or dest(key) not in actions:
+        if isinstance(value, dict) or dest(key) not in options:
             continue
         label = f"[{table}] {key}" if table else key
         if dest(key) in chosen:
@@ -113,28 +106,30 @@ def scope(path: Path, table: str | None, items: dict, actions: dict) -> dict[str
     return chosen
 
 
-def config_settings(path: Path, document: dict, parsers: dict) -> dict[str, dict[str, list[str]]]:
+def config_settings(path: Path, document: dict) -> dict[str, dict[str, list[str]]]:
     """The whole file checked against every command: per command, each setting's command-line values, by
     destination (a command's table over the top level)."""
-    check_layout(path, document, parsers)
+    check_layout(path, document)
     settings = {}
-    for command, parser in parsers.items():
-        actions = settable(parser)
+    for command in COMMANDS:
+        options = settable(command)
         table = document.get(command, {})
         for key, value in table.items():
-            if dest(key) not in actions:
+            if dest(key) not in options:
                 raise InputError(f"--config {path}: [{command}] has no setting {key!r} (its settings are "
-                                 f"{', '.join(k.replace('_', '-') for k in sorted(actions))})")
+                                 f"{', '.join(k.replace('_', '-') for k in sorted(options))})")
             if isinstance(value, dict):
                 raise InputError(f"--config {path}: [{command}.{key}] is a table; {key} takes a value")
-        chosen = {**scope(path, None, document, actions), **scope(path, command, table, actions)}
-        settings[command] = {d: option_values(path, label, value, actions[d]) for d, (label, value) in chosen.items()}
+        chosen = {**scope(path, None, document, options), **scope(path, command, table, options)}
+        settings[command] = {d: option_values(path, label, value, options[d]) for d, (label, value) in chosen.items()}
     return settings
 
 
-def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations of the options `argv` gives (by name, `--name=value`, or an abbreviation argparse accepts)."""
-    exact = {option: action.dest for action in parser._actions for option in action.option_strings}
+def given_options(command: str, argv: list[str]) -> set[str]:
+    """Destinations of the options `argv` gives the command (by name, `--name=value`, or an abbreviation argparse
+    accepts)."""
+    exact = dict.fromkeys(HELP_FLAGS, "help")
+    exact |= {flag: option.dest for option in command_options(command) for flag in option.flags}
     given = set()
     for token in argv:
         if token == "--":
@@ -143,25 +138,27 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
         if name in exact:
             given.add(exact[name])
         elif name.startswith("--") and len(name) > 2:
-            matches = {d for option, d in exact.items() if option.startswith(name)}
+            matches = {d for flag, d in exact.items() if flag.startswith(name)}
             given |= matches if len(matches) == 1 else set()
     return given
 
 
-def config_arguments(path: Path, command: str, parser: argparse.ArgumentParser, given: list[str]) -> list[str]:
+def config_arguments(path: Path, command: str, given: list[str]) -> list[str]:
     """The config file's settings for `command` as command-line arguments, to be placed before the real ones
     (`given`) so those win; an option the command line gives is left out (a list there replaces the file's)."""
-    settings = config_settings(path, read_config(path), command_parsers())[command]
-    actions, on_command_line = settable(parser), given_options(parser, given)
+    settings = config_settings(path, read_config(path))[command]
+    options, on_command_line = settable(command), given_options(command, given)
     arguments = []
     for destination, values in settings.items():
         if destination in on_command_line:
             continue
-        option = actions[destination].option_strings[-1]
-        if actions[destination].nargs == 0:
-            arguments += [option] if values else []
+        option = options[destination]
+        if option.is_flag:
+            arguments += [option.name] if values else []
+        elif option.nargs == "+":  # several values after one flag (numbers: none starts with "-")
+            arguments += [option.name, *values]
         else:
-            arguments += [f"{option}={value}" for value in values]  # `=`: a value may start with "-"
+            arguments += [f"{option.name}={value}" for value in values]  # `=`: a value may start with "-"
     return arguments
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from .. import __version__
-from . import common
+from .catalog import COMMANDS, MODEL_COMMANDS
 
 USAGE = f"""usage: lymphocytosis [--version] COMMAND [options]   (lymphocytosis {__version__})
 
@@ -22,6 +22,7 @@ commands:
   fit       train on every labelled patient and save the model
   predict   predict the patients without a label with a saved model
   report    HTML and Markdown report of the saved cross-validation
+  evaluate  judge a saved model on another labelled cohort (BA, AUC, operating points, calibration)
   tune      search the model's settings with Optuna (several workers may share one study)
 
 `lymphocytosis COMMAND --help` lists a command's options and their defaults.
@@ -37,20 +38,13 @@ def main(argv=None) -> int:
         print(f"lymphocytosis {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in ("extract", "cv", "fit", "predict", "report", "tune"):
-        print(f"error: lymphocytosis: unknown command {command!r} (extract, cv, fit, predict, report, tune)",
-              file=sys.stderr)
+    if command not in COMMANDS:
+        print(f"error: lymphocytosis: unknown command {command!r} ({', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    common.CONSOLE = True
-    try:
-        if command == "extract":
-            from .extract import main as run
-        elif command == "tune":
-            from .tune import main as run
-        else:
-            from .model import main as run
-
-            rest = [command, *rest]
-        return run(rest)
-    finally:
-        common.CONSOLE = False
+    if command == "extract":
+        from .extract import main as run
+    elif command == "tune":
+        from .tune import main as run
+    else:
+        from .model import main as run
+    return run([command, *rest] if command in MODEL_COMMANDS else rest, console=True)

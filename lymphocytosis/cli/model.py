@@ -18,86 +18,51 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..evidence import DEFAULT_MAX_WITHOUT_CELLS, share
 from ..files import atomic_write_json
-from .common import (
-    Parser,
-    add_data_options,
-    add_run_options,
-    cli_main,
-    cohort_inputs,
-    int_in,
-    parse_with_config,
-    program,
-    resolve_data_options,
-    start_run,
-)
+from .catalog import COMMANDS, MODEL_COMMANDS
+from .common import Parser, Run, cli_main, cohort_inputs, parse_with_config, resolve_data_options, start_run
+from .decision_options import fitted_decision, same_rule, write_card
+from .evaluate import check_evaluate, command_evaluate
+from .options import add_options
+from .predict import check_predict, command_predict
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
-    from ..model.classifier import FittedModel
+    from ..model.evaluation import CVDesign
+    from ..model.results import SavedCV
 
 PROG = "model.py"
 log = logging.getLogger("model")
 
-
-def shared_options() -> dict[str, Parser]:
-    data = Parser(add_help=False)
-    add_data_options(data, "its features join the model (with the defaults: each quantity's per-patient median)")
-    add_run_options(data)
-    tuned = Parser(add_help=False)
-    tuned.add_argument("--params", default="auto",
-                       help="'auto' (tune.py's best for these embeddings and patients, if saved, else the defaults), "
-                            "'default', or the path of a parameters file")
-    cv = Parser(add_help=False)
-    cv.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of the stratified CV over patients")
-    cv.add_argument("--repeats", type=int_in(1, 1000), default=10, help="repeats of the CV, each with other folds")
-    cv.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds (same seed, same result)")
-    cv.add_argument("--cv-dir", type=Path, default=None, help="saved CV results; default: <artifacts>/cv")
-    evidence = Parser(add_help=False)
-    evidence.add_argument("--max-without-cells", type=share, default=DEFAULT_MAX_WITHOUT_CELLS,
-                          help="largest share of labelled patients without a readable cell image that cv and fit "
-                               "train on (more is refused, naming them)")
-    return {"data": data, "tuned": tuned, "cv": cv, "evidence": evidence}
+SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their description
+    "cv": ("repeated stratified CV, full vs clinical-only",
+           "Repeated stratified cross-validation over patients of the model with images\n"
+           "and of the clinical-only model on the same folds; saves the results folder."),
+    "fit": ("train on all labelled patients and save", "Train on every labelled patient and save the model."),
+    "predict": ("predict the testset patients", "Predict the patients without a label (LABEL -1) with a saved model."),
+    "report": ("HTML/Markdown report", "The report of the saved cross-validation (run first when there is none\n"
+                                       "for these embeddings, settings and folds)."),
+    "evaluate": ("judge a saved model on another labelled cohort",
+                 "Score a saved model on every labelled patient of another cohort (its\n--embeddings): BA, AUC, "
+                 "operating points, calibration, decision curve,\nwith intervals; writes a results folder and report."),
+}
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG), description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{cv,fit,predict,report}")
-    shared = shared_options()
-    data, tuned, cv_options, evidence = shared["data"], shared["tuned"], shared["cv"], shared["evidence"]
-    cv = commands.add_parser("cv", parents=[data, tuned, cv_options, evidence],
-                             help="repeated stratified CV, full vs clinical-only",
-                             description="Repeated stratified cross-validation over patients of the model with images\n"
-                                         "and of the clinical-only model on the same folds; saves the results folder.")
-    cv.add_argument("--json", type=Path, default=None, help="also write the headline results here; default: not written")
-    fit = commands.add_parser("fit", parents=[data, tuned, evidence], help="train on all labelled patients and save",
-                              description="Train on every labelled patient and save the model.")
-    fit.add_argument("--model-dir", type=Path, default=None, help="where to save it; default: <artifacts>/model")
-    predict = commands.add_parser("predict", parents=[data], help="predict the testset patients",
-                                  description="Predict the patients without a label (LABEL -1) with a saved model.")
-    predict.add_argument("--model-dir", type=Path, default=None, help="the saved model; default: <artifacts>/model")
-    predict.add_argument("--out", type=Path, default=None,
-                         help="ID,LABEL,PROBABILITY per patient; default: <artifacts>/predictions.csv")
-    predict.add_argument("--submission", type=Path, default=None,
-                         help="the challenge's Id,Predicted file; default: <artifacts>/submission.csv")
-    predict.add_argument("--all", action="store_true", help="predict every patient, labelled ones included")
-    predict.add_argument("--clinical-only-fallback", action="store_true",
-                         help="predict patients without a readable cell image with the clinical-only model saved by "
-                              "fit, marked 'clinical only' in the EVIDENCE column; default: refuse them")
-    report = commands.add_parser("report", parents=[data, tuned, cv_options, evidence], help="HTML/Markdown report",
-                                 description="The report of the saved cross-validation (run first when there is none\n"
-                                             "for these embeddings, settings and folds).")
-    report.add_argument("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
-    report.add_argument("--patients", default="all", help="'all', 'none' or comma-separated IDs for per-patient pages")
-    report.add_argument("--stain-cv", type=Path, default=None,
-                        help="saved CV (model.py cv --cv-dir) of the same settings on embeddings extracted with --stain: "
-                             "the report then says how much of the image signal survives stain normalisation; default: none")
+def build_parser(run: Run | None = None) -> Parser:
+    run = run or Run()
+    parser = Parser(prog=run.program(PROG), description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar=f"{{{','.join(MODEL_COMMANDS)}}}")
+    for name in MODEL_COMMANDS:
+        summary, description = SUBCOMMANDS[name]
+        add_options(commands.add_parser(name, help=summary, description=description), *COMMANDS[name])
     return parser
 
 
-def parse_args(argv=None):
-    args = parse_with_config(build_parser(), argv)
-    paths = resolve_data_options(args)
+def parse_args(argv=None, run: Run | None = None):
+    run = run or Run()
+    args = parse_with_config(build_parser(run), argv, run, subcommands=MODEL_COMMANDS)
+    paths = resolve_data_options(args, run)
+    if args.command == "evaluate" and args.out_dir is None:
+        args.out_dir = paths.home / "evaluation"
     defaults = {"cv_dir": paths.cv_dir, "model_dir": paths.model_dir, "out": paths.predictions,
                 "submission": paths.submission, "out_dir": paths.report_dir}
     for name, value in defaults.items():
@@ -132,18 +97,29 @@ def warn_if_cannot_separate(comparison) -> None:
                     "classes there%s", len(stuck), len(comparison.full.folds), f" ({reason})" if reason else "")
 
 
-def run_cv(args, cohort, settings):
+def run_cv(args, run: Run, cohort, settings) -> SavedCV:
     """Cross-validate, save the results folder (models and explanations kept), and return the saved results."""
+    from ..model.decision import learn_fold_rules
+    from ..model.decision_results import CVDecisions
     from ..model.evaluation import CVDesign, compare
     from ..model.explanations import explain
+    from ..model.operating_points import check_sensitivities
     from ..model.results import load_cv, save_cv
 
     started = time.perf_counter()
     comparison = compare(cohort, settings.spec, settings.params, CVDesign(args.folds, args.repeats, args.seed),
-                         keep_models=True)
+                         keep_models=True, progress=run.progress)
     warn_if_cannot_separate(comparison)
+    sensitivities = check_sensitivities(args.sensitivities)
+    try:
+        rules = learn_fold_rules(cohort, settings.spec, settings.params, [r.fold for r in comparison.full.folds],
+                                 args.seed, sensitivities, progress=run.progress)
+        decisions = CVDecisions(sensitivities, rules, comparison.full.ids)
+    except InputError as exc:
+        log.warning("no operating points or recalibration in this cross-validation: %s", exc)
+        decisions = None
     directory = save_cv(args.cv_dir, comparison, explain(comparison.full), settings, cohort,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, decisions)
     log.info("wrote cross-validation results to %s", directory)
     return load_cv(directory)
 
@@ -154,9 +130,13 @@ def check_cv(args, cohort, settings) -> None:
     check_results_dir(args.cv_dir)
 
 
-def command_cv(args, cohort, settings, checked=None):
-    saved = run_cv(args, cohort, settings)
+def command_cv(args, run: Run, cohort, settings, checked=None):
+    from ..model.decision_results import format_decision_table, judged
+
+    saved = run_cv(args, run, cohort, settings)
     print(format_cv_table(saved.comparison))
+    if saved.decisions is not None:
+        print(format_decision_table(judged(saved.decisions, saved.comparison, args.prevalence)))
     if settings.tuned:
         print(f"settings from {settings.source}: tuned on these patients, so this CV is optimistic; "
               "`python tune.py --nested` measures what tuning buys")
@@ -177,7 +157,7 @@ def check_fit(args, cohort, settings) -> None:
         raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) in the trainset; nothing to train on")
 
 
-def command_fit(args, cohort, settings, checked=None):
+def command_fit(args, run: Run, cohort, settings, checked=None):
     from ..model.classifier import FittedModel
     from ..model.fallback import remove_other_clinical_models, save_clinical_model
     from ..model.params import too_few_patients
@@ -191,73 +171,23 @@ def command_fit(args, cohort, settings, checked=None):
         reason = too_few_patients(len(ids), model.params) or "the features do not separate the classes"
         raise InputError(f"the model gives every training patient the same probability, so it cannot tell tumoral from "
                          f"reactive ({reason}); not saved, {args.model_dir} is unchanged")
+    model.decision = fitted_decision(args, cohort, settings, ids)
     model.training["clinical_only"] = save_clinical_model(args.model_dir, cohort, ids, settings.spec, settings.params,
                                                           training)
     save_model(model, args.model_dir)
     remove_other_clinical_models(args.model_dir, model.training["clinical_only"])
+    write_card(args, run, cohort, settings, model)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
-@dataclass(frozen=True)
-class PredictInputs:
-    """The saved model, checked against the embeddings, and the patients to predict."""
-    model: FittedModel
-    ids: list[str]
-    clinical: FittedModel | None = None  # the clinical-only model, with --clinical-only-fallback
-    fallback_ids: tuple[str, ...] = ()  # patients without cells, predicted by `clinical`
-
-
-def check_predict(args, cohort) -> PredictInputs:
-    from ..contract.provenance import require_same_sets
-    from ..evidence import refuse_without_cells, without_cells
-    from ..model.fallback import load_clinical_model
-    from ..model.persistence import load_model
-
-    model = load_model(args.model_dir)
-    require_same_sets(model.provenance, cohort.provenance,
-                      f"{cohort.primary.path}: embeddings of another provenance than the model was trained on",
-                      "re-extract with the model's settings (model's first)")
-    ids = cohort.ids if args.all else cohort.unlabelled_ids
-    if not ids:
-        raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
-    empty = without_cells(cohort, ids)
-    if not args.clinical_only_fallback:
-        refuse_without_cells(empty)
-        return PredictInputs(model, ids)
-    clinical = load_clinical_model(args.model_dir, model) if empty else None
-    return PredictInputs(model, ids, clinical, tuple(p.patient_id for p in empty))
-
-
-def command_predict(args, cohort, checked: PredictInputs):
-    import numpy as np
-    import pandas as pd
-
-    from ..files import atomic_output
-    from ..model.fallback import predict_with_evidence
-
-    model, ids = checked.model, checked.ids
-    prediction = predict_with_evidence(model, checked.clinical, cohort, ids, list(checked.fallback_ids))
-    if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
-        log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
-                    prediction.probabilities[0])
-    out = pd.DataFrame({"ID": ids, "LABEL": prediction.labels, "PROBABILITY": prediction.probabilities.round(6),
-                        "EVIDENCE": prediction.evidence})
-    submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
-    for path, frame in ((args.out, out), (args.submission, submission)):
-        with atomic_output(path) as tmp:
-            frame.to_csv(tmp, index=False)
-    if checked.fallback_ids:
-        log.warning("%d patient(s) without a readable cell image predicted from the clinical attributes alone "
-                    "(EVIDENCE 'clinical only'): %s", len(checked.fallback_ids), ", ".join(checked.fallback_ids))
-    print(f"predicted {len(ids)} patients ({int(prediction.labels.sum())} tumoral): {args.out}, submission {args.submission}")
 
 
 @dataclass(frozen=True)
 class ReportInputs:
     """What the report reads besides the cohort, checked before anything runs."""
     patients: list[str]
-    design: object  # CVDesign
-    stained: object | None  # SavedCV of the stain-normalised embeddings, or None
+    design: CVDesign
+    stained: SavedCV | None  # the CV of the stain-normalised embeddings, or None
     out_dir: Path
 
 
@@ -274,16 +204,18 @@ def check_report(args, cohort, settings) -> ReportInputs:
     return ReportInputs(patients, design, stained, out_dir)
 
 
-def command_report(args, cohort, settings, checked: ReportInputs):
+def command_report(args, run: Run, cohort, settings, checked: ReportInputs):
     from ..model.results import current_results, load_cv
     from ..report.build import build_report
 
     directory = args.cv_dir
     saved = load_cv(directory) if current_results(directory) else None
-    if saved is None or not saved.matches(cohort, settings, checked.design):
+    if saved is None or not saved.matches(cohort, settings, checked.design) or not same_rule(saved, args):
         log.info("no saved cross-validation in %s for these embeddings, settings and folds: running it", directory)
-        saved = run_cv(args, cohort, settings)
-    print(f"report: {build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained)}")
+        saved = run_cv(args, run, cohort, settings)
+    directory = build_report(saved, cohort, checked.out_dir, checked.patients, checked.stained, args.prevalence,
+                             run.progress)
+    print(f"report: {directory}")
 
 
 def load_stain_cv(directory: Path, cohort, settings, design):
@@ -307,7 +239,7 @@ def inputs_of(args, cohort) -> list[Path]:
     inputs = cohort_inputs(cohort)
     if getattr(args, "params", "auto") not in ("auto", "default"):
         inputs.append(Path(args.params))
-    if args.command == "predict" and Path(args.model_dir).is_dir():
+    if args.command in ("predict", "evaluate") and Path(args.model_dir).is_dir():
         inputs += sorted(Path(args.model_dir).iterdir())
     if getattr(args, "stain_cv", None):
         inputs.append(Path(args.stain_cv))
@@ -339,15 +271,17 @@ def outputs_of(args) -> dict:
         if Path(args.out).resolve() == Path(args.submission).resolve():
             raise InputError(f"--out and --submission are the same file ({args.out}); give two paths")
         return {"--out": args.out, "--submission": args.submission}
+    if args.command == "evaluate":
+        return {"--out-dir": args.out_dir}
     return {"--out-dir": args.out_dir, "--cv-dir": args.cv_dir}
 
 
-COMMANDS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
+STEPS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report": (check_report, command_report)}
 
 
 @cli_main
-def main(argv=None):
-    args = parse_args(argv)
+def main(argv, run: Run):
+    args = parse_args(argv, run)
     from ..evidence import require_cells_to_train
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
@@ -359,18 +293,19 @@ def main(argv=None):
     refuse_nested_outputs(outputs)
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
-    require_own_outputs(outputs)
+    require_own_outputs(outputs, args.command)
     # Every check runs before start_run, so a refused command leaves no run log behind.
-    if args.command == "predict":
-        checked = check_predict(args, cohort)
-        start_run(args, args.command, args._home)
-        command_predict(args, cohort, checked)
+    if args.command in ("predict", "evaluate"):
+        check, command = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
+        checked = check(args, cohort)
+        start_run(args, run, args.command)
+        command(args, run, cohort, checked)
         return 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
     require_cells_to_train(cohort, args.max_without_cells)
-    check, command = COMMANDS[args.command]
+    check, command = STEPS[args.command]
     checked = check(args, cohort, settings)
-    start_run(args, args.command, args._home)
+    start_run(args, run, args.command)
     log.info("settings: %s", settings.source)
-    command(args, cohort, settings, checked)
+    command(args, run, cohort, settings, checked)
     return 0

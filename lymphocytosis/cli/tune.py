@@ -18,68 +18,40 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..defaults import DEFAULT_HEARTBEAT_S
 from ..errors import InputError
 from ..files import atomic_write_json
 from ..passwords import masked, remember
+from .catalog import COMMANDS
 from .common import (
     Parser,
-    add_data_options,
-    add_run_options,
+    Run,
     changed_options,
     cli_main,
     cohort_inputs,
-    int_in,
     parse_with_config,
-    positive_float,
-    program,
     resolve_data_options,
     route_optuna_logging,
     start_run,
 )
+from .options import add_options
 
 PROG = "tune.py"
 log = logging.getLogger("tune")
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog=program(PROG, "tune"), description=__doc__)
-    add_data_options(parser, "the search then also chooses how to use them")
-    parser.add_argument("--trials", type=int_in(1, 1_000_000), default=100,
-                        help="finished trials wanted in the study, all workers together")
-    parser.add_argument("--timeout", type=positive_float, default=None,
-                        help="stop starting new trials after this many seconds; default: no limit")
-    parser.add_argument("--storage", default=None,
-                        help="SQLAlchemy URL (sqlite:///..., postgresql://...), or journal:///path/study.log; default: "
-                             "sqlite:///<artifacts>/tune.sqlite3 (one worker)")
-    parser.add_argument("--heartbeat", type=int_in(1, 86_400), default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
-                        help="database storages: a running trial's heartbeat period; a trial silent for twice as long "
-                             "(its worker was killed) is marked failed by the next worker")
-    parser.add_argument("--study-name", default=None,
-                        help="default: derived from the embeddings' provenance, the labelled patients and the CV design")
-    parser.add_argument("--folds", type=int_in(2, 100), default=5, help="folds of each trial's CV")
-    parser.add_argument("--repeats", type=int_in(1, 1000), default=2, help="repeats of each trial's CV")
-    parser.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the folds and of the search")
-    parser.add_argument("--best-params", type=Path, default=None,
-                        help="where the best settings go (and model.py finds them); default: <artifacts>/best_params.json")
-    parser.add_argument("--nested", action="store_true",
-                        help="run the whole search inside each fold of an outer CV and report held-out accuracy; saves "
-                             "nothing")
-    parser.add_argument("--outer-folds", type=int_in(2, 100), default=5, help="with --nested: outer folds")
-    parser.add_argument("--outer-repeats", type=int_in(1, 1000), default=1, help="with --nested: outer repeats")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="with --nested: also write the results here; default: not written")
-    add_run_options(parser)
-    return parser
+def build_parser(run: Run | None = None) -> Parser:
+    run = run or Run()
+    return add_options(Parser(prog=run.program(PROG, "tune"), description=__doc__), *COMMANDS["tune"])
 
 
 NESTED_ONLY = ("json", "outer_folds", "outer_repeats")  # options that mean something with --nested only
 
 
-def parse_args(argv=None):
-    parser = build_parser()
-    args = parse_with_config(parser, argv, "tune")
-    paths = resolve_data_options(args)
+def parse_args(argv=None, run: Run | None = None):
+    run = run or Run()
+    parser = build_parser(run)
+    args = parse_with_config(parser, argv, run, "tune")
+    paths = resolve_data_options(args, run)
     args.storage = args.storage or paths.tune_storage
     remember(args.storage)  # its password is masked wherever it would be shown
     args.best_params = args.best_params or paths.best_params
@@ -110,11 +82,12 @@ def check_outputs(args, cohort) -> None:
                          "refusing to replace it (choose another --best-params)")
 
 
-def command_nested(args, cohort) -> None:
+def command_nested(args, run: Run, cohort) -> None:
     from ..model.tuning import nested_cv
 
-    start_run(args, "tune", args._home)
-    result = nested_cv(cohort, args.trials, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.seed)
+    start_run(args, run, "tune")
+    result = nested_cv(cohort, args.trials, args.outer_folds, args.outer_repeats, args.folds, args.repeats, args.seed,
+                       run.progress)
     for name, summary in (("tuned", result.tuned), ("default", result.default)):
         print(f"{name:8s} balanced accuracy {summary.balanced_accuracy}   ROC AUC {summary.roc_auc}")
     print(f"(inner-CV best values averaged {result.mean_inner_best_value:.3f}: the optimism that nested CV removes)")
@@ -137,7 +110,7 @@ def open_study(args, cohort):
     return study
 
 
-def command_study(args, cohort) -> None:
+def command_study(args, run: Run, cohort) -> None:
     import optuna
 
     from ..model import tuning
@@ -149,7 +122,7 @@ def command_study(args, cohort) -> None:
     folds = repeated_folds(ids, cohort.labels(ids), args.folds, args.repeats, args.seed)
     study = open_study(args, cohort)
     name, shown = study.study_name, masked(args.storage)
-    start_run(args, "tune", args._home)
+    start_run(args, run, "tune")
     log.info("study %s in %s: %d finished trials so far", name, shown, tuning.finished_trials(study))
 
     def save_best(study, _trial=None):
@@ -168,7 +141,8 @@ def command_study(args, cohort) -> None:
 
     quiet_storage_threads(args.storage)
     try:
-        tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best])
+        tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best],
+                         progress=run.progress)
     except Exception as exc:
         failure = storage_failure(exc, args.storage, args.best_params)
         if failure is None:
@@ -207,12 +181,12 @@ def quiet_storage_threads(url: str) -> None:
 
 
 @cli_main
-def main(argv=None):
+def main(argv, run: Run):
     """Options, inputs and outputs are all checked (and the study opened) before the run's log starts."""
-    args = parse_args(argv)
+    args = parse_args(argv, run)
     from ..model.cohort import load_cohort
 
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     check_outputs(args, cohort)
-    (command_nested if args.nested else command_study)(args, cohort)
+    (command_nested if args.nested else command_study)(args, run, cohort)
     return 0

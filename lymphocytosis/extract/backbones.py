@@ -20,6 +20,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models import parse_model_name
 
 from ..defaults import DEFAULT_BACKBONE as DEFAULT_MODEL
 from ..errors import InputError
@@ -115,13 +116,18 @@ class WeightsInfo:
     file_sha256: str = ""  # of the weights file's bytes; empty for hub weights (timm's cache, not a file we chose)
 
 
+def known_to_timm(model_name: str) -> bool:
+    """A timm architecture (with or without a pretrained tag such as `.a1_in1k`); a `hf-hub:` or `local-dir:` name
+    is resolved by timm from the hub's or the folder's configuration, so it is left to loading."""
+    source, _ = parse_model_name(model_name)
+    return source is not None or timm.is_model(model_name)
+
+
 def _hub_model(model_name: str, keep_classifier: bool):
+    if not known_to_timm(model_name):
+        raise InputError(f"unknown timm model {model_name!r}")
     try:
         model = timm.create_model(model_name, pretrained=True, num_classes=None if keep_classifier else 0)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            raise InputError(f"unknown timm model {model_name!r}") from None
-        raise
     except Exception as exc:  # network errors come in many types
         raise InputError(
             f"could not fetch pretrained weights for {model_name} from the hub ({type(exc).__name__}); "
@@ -132,10 +138,9 @@ def _hub_model(model_name: str, keep_classifier: bool):
 
 def _timm_file_model(model_name: str, weights: str, path: Path, keep_classifier: bool):
     checkpoint = _read_checkpoint(path)
-    try:
-        model = timm.create_model(model_name, pretrained=False)
-    except RuntimeError as exc:
-        raise InputError(f"unknown timm model {model_name!r} ({exc})") from None
+    if not known_to_timm(model_name):
+        raise InputError(f"unknown timm model {model_name!r}")
+    model = timm.create_model(model_name, pretrained=False)
     mapped = map_checkpoint_keys(checkpoint, model.state_dict(), str(path), by_position=weights == EMBEDDED_WEIGHTS)
     model.load_state_dict(mapped, strict=True)
     if not keep_classifier:
@@ -185,8 +190,12 @@ def load_backbone(model_name: str, weights: str | None, keep_classifier: bool = 
 
     With `keep_classifier=False` the model returns pooled features (`num_classes=0`). A registered name
     (`registry.REGISTRY`, e.g. dinobloom-s) needs its published file as `weights`."""
+    return load_chosen(model_name, *weights_choice(model_name, weights), keep_classifier)
+
+
+def load_chosen(model_name: str, weights: str, path: Path | None, keep_classifier: bool = False):
+    """`load_backbone` for weights already chosen (`weights_choice`, which a plan calls once)."""
     entry = registered(model_name)
-    weights, path = weights_choice(model_name, weights)
     digest = ""
     if path is None:
         model, source = _hub_model(model_name, keep_classifier)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..defaults import FeatureKind
 from ..errors import InputError
-
-FEATURE_KINDS = ("pooled", "multiscale")
 
 
 def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
@@ -71,8 +70,8 @@ class Embedder:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str, tta: bool, batch_size: int,
                  features: str = "pooled"):
-        if features not in FEATURE_KINDS:
-            raise InputError(f"--features {features}: expected one of {', '.join(FEATURE_KINDS)}")
+        if features not in set(FeatureKind):
+            raise InputError(f"--features {features}: expected one of {', '.join(FeatureKind)}")
         if features == "multiscale" and not hasattr(model, "forward_intermediates"):
             raise InputError(f"--features multiscale: timm model {type(model).__name__} has no forward_intermediates")
         self.device = device
@@ -87,6 +86,12 @@ class Embedder:
         self.model = model.to(device).to(memory_format=torch.channels_last)
         if features == "multiscale":
             self.dim += sum(int(info["num_chs"]) for info in model.feature_info)
+
+    @property
+    def pack_size(self) -> int | None:
+        """On a GPU, patients are packed into shared batches of `batch_size` images; on CPU one at a time (fixed
+        chunks per patient: bit-identical however the work was divided)."""
+        return self.batch_size if self.device.type == "cuda" else None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.features == "pooled":

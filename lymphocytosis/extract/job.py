@@ -7,18 +7,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 
-from .. import progress
 from ..contract.images import FolderScan
 from ..contract.layout import PatientEntry
 from ..contract.provenance import describe_difference, same
 from ..contract.store import PatientBag, read_provenance
 from ..errors import InputError
+from ..progress import Progress
 from .decoding import ClaimedPatients, DecodedPatient
-from .embedder import Embedder
 from .parts import PartsFolder, PartsRemoved, assemble
 from .update import UpdatePlan
 from .workers import ASSEMBLY, Claims
@@ -26,6 +27,26 @@ from .workers import ASSEMBLY, Claims
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+
+
+class CellDecoder(Protocol):
+    """Image -> one cell's input, in a decoding worker (decoding.NetworkInput: a tensor; measuring.Measurement:
+    the measured vector); `stack` makes a patient's batch of them."""
+
+    def __call__(self, image: Image.Image) -> Any: ...
+
+    def stack(self, outputs: list) -> Any: ...
+
+
+class RowMaker(Protocol):
+    """Decoded patients -> one array of per-cell rows each (embedder.Embedder runs the network; measuring.AsMeasured
+    keeps the measured vectors). `pack_size`: images per shared batch when patients are packed together (a GPU,
+    kept busy on small bags; decoded batches then go to pinned memory); None: one patient at a time."""
+
+    @property
+    def pack_size(self) -> int | None: ...
+
+    def embed_group(self, batches: list, patient_ids: list[str]) -> list[np.ndarray]: ...
 
 
 @dataclass
@@ -61,13 +82,13 @@ def log_patient(patient: PatientEntry, note: str, skipped: list[dict]) -> None:
         log.warning("patient %s: skipped image %s (%s)", patient.patient_id, patient.folder / item["file"], item["reason"])
 
 
-def packed(loader, batch_size: int, pack: bool):
-    """Groups of decoded patients: one at a time, or (pack, on a GPU) enough patients to fill a batch."""
+def packed(loader, pack_size: int | None):
+    """Groups of decoded patients: one at a time (None), or (on a GPU) enough patients to fill `pack_size` images."""
     group, size = [], 0
     for decoded in loader:
         group.append(decoded)
         size += len(decoded.images)
-        if not pack or size >= batch_size:
+        if pack_size is None or size >= pack_size:
             yield group
             group, size = [], 0
     if group:
@@ -84,14 +105,14 @@ def write_group(job: Job, group: list[DecodedPatient], features: list[np.ndarray
         job.claims.release(patient.patient_id)
 
 
-def embed_pass(job: Job, decoder, embedder: Embedder, workers: int, bar) -> int:
+def embed_pass(job: Job, decoder: CellDecoder, embedder: RowMaker, workers: int, bar) -> int:
     """Embed (or measure) every patient this worker can claim now; returns the number of images done."""
-    cuda = embedder.device.type == "cuda"
+    pack_size = embedder.pack_size
     dataset = ClaimedPatients(job.remaining(), job.scans, job.parts, job.claims, decoder)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=cuda,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pack_size is not None,
                                          prefetch_factor=4 if workers else None, persistent_workers=False)
     embedded = 0
-    for group in packed(loader, embedder.batch_size, pack=cuda):
+    for group in packed(loader, pack_size):
         features = embedder.embed_group([d.images for d in group], [d.patient.patient_id for d in group])
         write_group(job, group, features)
         embedded += sum(len(d.names) for d in group)
@@ -99,7 +120,8 @@ def embed_pass(job: Job, decoder, embedder: Embedder, workers: int, bar) -> int:
     return embedded
 
 
-def embed_all(job: Job, decoder, embedder: Embedder, workers: int, verb: str = "embedding") -> int:
+def embed_all(job: Job, decoder: CellDecoder, embedder: RowMaker, workers: int, verb: str = "embedding",
+              progress: Progress = Progress()) -> int:
     """Embed until no patient is left: what this worker claims, then what others held if they stop."""
     embedded = 0
     with progress.bar(total=job.images(job.plan.to_embed), unit="img", desc=verb) as bar:

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..contract.images import canonical_image
-from .extraction import ExtractionSummary, Stage, checked_patients, run_stage
+from ..progress import Progress
+from .extraction import ExtractionSummary, Stage, run_stage
 from .morphometry import MeasurementSettings, measure
+from .plan import ExtractionPlan, MeasuringPlan, plan_measuring
 from .preprocessing import CHALLENGE_IMAGE_SIZE
 
 
@@ -31,7 +30,7 @@ def measurement_provenance(settings: MeasurementSettings) -> dict:
     settings are its "weights" and "preprocessing"."""
     identity = json.dumps({"names": settings.names(), "settings": settings.to_json()}, sort_keys=True)
     return {
-        "model": settings.kind,
+        "model": str(settings.kind),  # plain text: HDF5 attributes take no enum
         "weights_source": f"measurement:{settings.kind}/{settings.version}",
         "weights_sha256": hashlib.sha256(identity.encode()).hexdigest(),
         "features": f"{settings.kind}/{settings.version}",
@@ -57,23 +56,29 @@ class Measurement:
 
 
 class AsMeasured:
-    """The measurements are the rows: nothing runs on them after decoding (the processor of a measuring run)."""
+    """The measurements are the rows: nothing runs on them after decoding (the processor of a measuring run; a
+    job.RowMaker). Patients are never packed together: there is no batch to fill."""
 
-    device = torch.device("cpu")
-    batch_size = 1
+    pack_size = None
 
     def embed_group(self, batches: list, patient_ids: list[str]) -> list[np.ndarray]:
         return [np.asarray(batch, dtype=np.float32) for batch in batches]
 
 
-def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = False,
-                    workers: int | None = None, follow_links: bool = True) -> ExtractionSummary:
-    """Measure every patient of the dataset at `root` into `out` (resumable, shareable, like `extract`)."""
-    root, out = Path(root), Path(out)
-    settings.validate()
-    patients = checked_patients(root, out)
-    workers = workers if workers is not None else max(0, (os.cpu_count() or 1) - 1)
+def run_measuring(plan: ExtractionPlan, progress: Progress = Progress()) -> ExtractionSummary:
+    """Measure what `plan` (plan.plan_measuring) holds."""
+    task = plan.task
+    if not isinstance(task, MeasuringPlan):
+        raise TypeError("run_measuring takes a plan of plan_measuring")
+    settings = task.settings
     file_attrs = {"device": "cpu", "dimension_names": json.dumps(settings.names())}
-    stage = Stage(measurement_provenance(settings), len(settings.names()), Measurement(settings), AsMeasured(), workers,
-                  file_attrs, verb=f"measuring {settings.kind}")
-    return run_stage(root, out, patients, stage, overwrite, follow_links)
+    stage = Stage(measurement_provenance(settings), len(settings.names()), Measurement(settings), AsMeasured(),
+                  task.workers, file_attrs, verb=f"measuring {settings.kind}")
+    return run_stage(plan, stage, progress)
+
+
+def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = False,
+                    workers: int | None = None, progress: Progress = Progress(),
+                    follow_links: bool = True) -> ExtractionSummary:
+    """Measure every patient of the dataset at `root` into `out` (resumable, shareable, like `extract`)."""
+    return run_measuring(plan_measuring(root, out, settings, overwrite, workers, follow_links), progress)

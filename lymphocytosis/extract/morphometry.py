@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import regionprops
 
-from ..defaults import MEASUREMENT_SETS
+from ..defaults import MeasurementSet
 from ..errors import InputError
 from .segmentation import Segmentation, cytoplasm_hue, optical_density, segment
 from .stain import check_method, normalise_array
@@ -39,14 +39,14 @@ CHANNELS = ("red", "green", "blue")
 class MeasurementSettings:
     """What makes two measurement files comparable; recorded in the file (as its `preprocessing`)."""
 
-    kind: str = "morphometry"  # one of MEASUREMENT_SETS
+    kind: str = MeasurementSet.MORPHOMETRY  # a MeasurementSet (its value is recorded)
     pixel_size_um: float | None = None  # um per pixel of the 224 px image; None: lengths in px
     stain: str = "none"  # stain control applied before segmenting (stain.py), as for embeddings
     version: str = MEASUREMENT_VERSION
 
     def validate(self) -> None:
-        if self.kind not in MEASUREMENT_SETS:
-            raise InputError(f"--measure {self.kind}: expected one of {', '.join(MEASUREMENT_SETS)}")
+        if self.kind not in set(MeasurementSet):
+            raise InputError(f"--measure {self.kind}: expected one of {', '.join(MeasurementSet)}")
         if self.pixel_size_um is not None and not (0 < self.pixel_size_um < 10):
             raise InputError(f"--pixel-size {self.pixel_size_um}: expected micrometres per pixel, between 0 and 10")
         check_method(self.stain)

@@ -12,9 +12,9 @@ from PIL import Image
 from torchvision import transforms
 
 from ..contract.images import canonical_image
-from ..defaults import DEFAULT_CROP
+from ..defaults import DEFAULT_CROP, Stain
 from ..errors import InputError
-from .registry import registered_crop_and_size, registered_of
+from .registry import RegisteredBackbone, registered_crop_and_size, registered_of
 from .stain import check_method, normalise
 
 CHALLENGE_IMAGE_SIZE = 224  # every challenge image is 224x224; other sizes are resized to it first
@@ -39,21 +39,36 @@ class Preprocessing:
         return json.dumps(fields, sort_keys=True)
 
 
-def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: int | None,
-                          stain: str = "none") -> Preprocessing:
-    """The crop and size asked for (or the model's defaults) with the model's normalisation and interpolation:
-    a registered encoder's own (`registry.py`; its limits refused in one line), else timm's data config."""
-    entry = registered_of(model)
+def crop_and_size(entry: RegisteredBackbone | None, crop: int | None, input_size: int | None) -> tuple[int, int]:
+    """The crop and input size asked for, or the model's defaults: a registered encoder's own (`registry.py`;
+    its limits refused in one line), else DEFAULT_CROP and the crop's size. Needs no model: a plan checks it
+    before loading one."""
     if entry is not None:
         crop, size = registered_crop_and_size(entry, crop, input_size)
-        interpolation, mean, std = entry.interpolation, entry.mean, entry.std
     else:
         crop = DEFAULT_CROP if crop is None else crop
         size = input_size or crop
-        config = timm.data.resolve_model_data_config(model)
-        interpolation, mean, std = str(config.get("interpolation", "bicubic")), config["mean"], config["std"]
     if not 16 <= crop <= CHALLENGE_IMAGE_SIZE:
         raise InputError(f"--crop {crop}: must be between 16 and {CHALLENGE_IMAGE_SIZE} pixels")
+    return crop, size
+
+
+def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: int | None,
+                          stain: str = "none") -> Preprocessing:
+    """The crop and size asked for (or the model's defaults) with the model's normalisation and interpolation."""
+    crop, size = crop_and_size(registered_of(model), crop, input_size)
+    return preprocessing_for(model, crop, size, check_method(stain))
+
+
+def preprocessing_for(model: torch.nn.Module, crop: int, size: int, stain: Stain) -> Preprocessing:
+    """The preprocessing of a planned crop, size and stain control (checked already, see plan.py): the model's
+    normalisation and interpolation, a registered encoder's own, else timm's data config."""
+    entry = registered_of(model)
+    if entry is not None:
+        interpolation, mean, std = entry.interpolation, entry.mean, entry.std
+    else:
+        config = timm.data.resolve_model_data_config(model)
+        interpolation, mean, std = str(config.get("interpolation", "bicubic")), config["mean"], config["std"]
     return Preprocessing(
         image_size=CHALLENGE_IMAGE_SIZE,
         crop=crop,
@@ -61,7 +76,7 @@ def resolve_preprocessing(model: torch.nn.Module, crop: int | None, input_size: 
         interpolation=interpolation,
         mean=tuple(float(v) for v in mean),
         std=tuple(float(v) for v in std),
-        stain=check_method(stain),
+        stain=str(stain),  # recorded as plain text (HDF5 attributes take no enum)
     )
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.color import lab2rgb, rgb2lab
 
-from ..defaults import STAIN_METHODS
+from ..defaults import Stain
 from ..errors import InputError
 from .segmentation import SMOOTHING_SIGMA, border_band, green_thresholds, optical_density
 
@@ -36,10 +36,11 @@ REFERENCE_LAB_STD = np.array([18.2, 9.0, 15.3])
 OD_GAIN_LIMITS = (0.25, 4.0)  # a red-cell optical density this far from the reference is not a red cell
 
 
-def check_method(method: str) -> str:
-    if method not in STAIN_METHODS:
-        raise InputError(f"--stain {method}: expected one of {', '.join(STAIN_METHODS)}")
-    return method
+def check_method(method: str) -> Stain:
+    try:
+        return Stain(method)
+    except ValueError:
+        raise InputError(f"--stain {method}: expected one of {', '.join(Stain)}") from None
 
 
 def grayscale(rgb: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ so the scores the downstream classifier learns from look like those it will see 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import linalg
@@ -22,6 +24,11 @@ from threadpoolctl import threadpool_limits
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
+
+# Per-patient Gram matrices are kept when they take at most this much (D(D+1)/2 float32 each: 3.3 MB at D = 1280,
+# so about 650 such patients); beyond it, each fit sums its patients' cells, CHUNK_CELLS at a time.
+GRAM_BYTES = 2 * 2**30
+CHUNK_CELLS = 8192
 
 
 @dataclass(frozen=True)
@@ -57,27 +64,38 @@ class CrossFit:
 
 
 class CellStatistics:
-    """Per-patient sufficient statistics of the cell embeddings. Gram matrices are symmetric: only their lower
-    triangle is kept, in float32 -- a quarter of the memory and memory traffic of full float64 matrices, which
-    is what the weighted sums over patients cost."""
+    """Per-patient sufficient statistics of the cell embeddings. Gram matrices are symmetric: only one triangle
+    is kept, in float32 -- a quarter of the memory and memory traffic of full float64 matrices, which is what the
+    weighted sums over patients cost. It is packed row by row from the upper triangle, which is the lower
+    triangle column by column: the order in which LAPACK (column-major) reads a lower triangle, so a solve
+    writes the sums straight into the matrix it factors, without copy or transposition."""
 
-    def __init__(self, bags: dict[str, np.ndarray]):
+    def __init__(self, bags: dict[str, np.ndarray], max_bytes: int = GRAM_BYTES):
         self.ids = list(bags)
         self.index = {patient_id: i for i, patient_id in enumerate(self.ids)}
         self.dim = next(iter(bags.values())).shape[1]
         self.n = np.array([len(bags[patient_id]) for patient_id in self.ids], dtype=np.float64)
         self.sums = np.zeros((len(self.ids), self.dim))
-        self.lower = np.tril_indices(self.dim)
-        self.grams = np.zeros((len(self.ids), len(self.lower[0])), dtype=np.float32)
         for i, patient_id in enumerate(self.ids):
-            x = bags[patient_id].astype(np.float32)
-            if len(x):
-                self.sums[i] = x.sum(0, dtype=np.float64)
-                self.grams[i] = (x.T @ x)[self.lower]
+            self.sums[i] = bags[patient_id].astype(np.float32, copy=False).sum(0, dtype=np.float64)
+        rows, columns = np.triu_indices(self.dim)
+        self.packed = rows * self.dim + columns  # flat positions, in a (dim, dim) C-ordered matrix, of the packing
+        gram_bytes = len(self.ids) * len(self.packed) * 4
+        self.bags, self.grams = bags, None
+        if gram_bytes > max_bytes:
+            log.info("cell score: the Gram matrices of %d patients would take %.1f GB (more than %.1f GB): each fit "
+                     "sums its patients' cells instead", len(self.ids), gram_bytes / 1e9, max_bytes / 1e9)
+            return
+        self.grams = np.zeros((len(self.ids), len(self.packed)), dtype=np.float32)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for i, patient_id in enumerate(self.ids):
+                x = bags[patient_id].astype(np.float32, copy=False)
+                if len(x):
+                    np.take((x.T @ x).ravel(), self.packed, out=self.grams[i])  # x.T @ x: exactly symmetric (syrk)
 
     def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray, n_groups: int):
         """For each (group, class): patient count, sum of per-patient mean x, sum of per-patient mean x x^T
-        (packed lower triangle).
+        (packed triangle).
 
         One pass over the Gram matrices serves every fit on a union of groups (cross-fitting's 6 fits)."""
         weights = np.zeros((n_groups * 2, len(self.ids)))
@@ -87,42 +105,72 @@ class CellStatistics:
                 weights[2 * group + int(label), row] = 1.0 / self.n[row]
         counts = (weights > 0).sum(1).astype(np.float64).reshape(n_groups, 2)
         m1 = (weights @ self.sums).reshape(n_groups, 2, self.dim)
-        m2 = (weights.astype(np.float32) @ self.grams).reshape(n_groups, 2, -1)
-        return counts, m1, m2
+        m2 = self.cell_sums(weights) if self.grams is None else weights.astype(np.float32) @ self.grams
+        return counts, m1, m2.reshape(n_groups, 2, -1)
+
+    def cell_sums(self, weights: np.ndarray) -> np.ndarray:
+        """The weighted sums of x x^T straight from the cells, for Gram matrices over the memory budget: each
+        patient's cells scaled by sqrt(weight), CHUNK_CELLS cells at a time multiplied in float32 and summed in
+        float64. Memory is bounded by a chunk; time grows with the cells of every fit (the same sums, to float32
+        rounding, as through the Gram matrices)."""
+        m2 = np.zeros((len(weights), len(self.packed)), dtype=np.float32)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for r, row in enumerate(weights):
+                total, chunk, cells = np.zeros((self.dim, self.dim)), [], 0
+                members = np.flatnonzero(row)
+                for k, i in enumerate(members):
+                    chunk.append(self.bags[self.ids[i]].astype(np.float32) * np.float32(np.sqrt(row[i])))
+                    cells += len(chunk[-1])
+                    if cells >= CHUNK_CELLS or k == len(members) - 1:
+                        y = np.concatenate(chunk)
+                        total += y.T @ y
+                        chunk, cells = [], 0
+                m2[r] = total.ravel()[self.packed]
+        return m2
 
     def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> CellScoreWeights:
         """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
+        return self.problem(counts, m1, m2, lambda: (counts, m1, m2)).solve(alpha)
+
+    def problem(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, sums: Callable[[], tuple]) -> RidgeProblem:
+        """Everything of a ridge fit but its penalty: a tuner trying several penalties on the same training
+        patients reads the Gram matrices and standardises once.
+
+        In float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix has unit
+        diagonal plus alpha, so its conditioning is bounded by about D / alpha -- unless a dimension is nearly
+        constant, when float32 cancellation noise is magnified by the standardisation (the solve then falls
+        back to `solve_float64`, on the (counts, m1, m2) that `sums` gives again: they are not kept). Each entry
+        (i >= j) of the lower triangle is ((sum - mean_i mean_j) / scale_i) / scale_j, packed like the Gram
+        matrices."""
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
-        try:
-            beta = self.solve_float32(class_weight, mean, m2, cov_xy, alpha)
-        except linalg.LinAlgError:
-            beta = self.solve_float64(class_weight, mean, m2, cov_xy, alpha)
-        return CellScoreWeights(beta, float(0.5 - mean @ beta))
-
-    def solve_float32(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
-        """The D x D work in float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix
-        has unit diagonal plus alpha, so its conditioning is bounded by about D / alpha -- unless a dimension
-        is nearly constant, when float32 cancellation noise is magnified by the standardisation (LinAlgError)."""
-        cov = np.zeros((self.dim, self.dim), dtype=np.float32)  # lower triangle: all that Cholesky reads
-        cov[self.lower] = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
-        cov -= np.outer(mean.astype(np.float32), mean.astype(np.float32))
-        scale = np.sqrt(np.clip(np.diag(cov).astype(np.float64), 1e-12, None))
+        upper = np.zeros((self.dim, self.dim), dtype=np.float32)  # entry (i, j) of the lower triangle at [j, i]
+        upper.ravel()[self.packed] = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
+        mean32 = mean.astype(np.float32)
+        upper -= np.outer(mean32, mean32)
+        scale = np.sqrt(np.clip(np.diag(upper).astype(np.float64), 1e-12, None))
         inverse_scale = (1.0 / scale).astype(np.float32)
-        cov *= inverse_scale[:, None]
-        cov *= inverse_scale[None, :]
-        cov[np.diag_indices_from(cov)] += np.float32(alpha)
-        factor = linalg.cho_factor(cov, lower=True, overwrite_a=True)
-        solution = linalg.cho_solve(factor, (cov_xy / scale).astype(np.float32))
-        return solution.astype(np.float64) / scale
+        upper *= inverse_scale[None, :]  # by scale_i first
+        upper *= inverse_scale[:, None]
+        packed = upper.ravel()[self.packed]
+        return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
+
+    def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
+        """One float32 Cholesky factorisation, in place, of a matrix whose transpose is written C-ordered (so it
+        is Fortran-ordered for LAPACK); LinAlgError when float32 cannot factor it."""
+        upper = np.zeros((self.dim, self.dim), dtype=np.float32)
+        upper.ravel()[self.packed] = problem.packed
+        upper[np.diag_indices_from(upper)] += np.float32(alpha)
+        factor = linalg.cho_factor(upper.T, lower=True, overwrite_a=True)
+        return linalg.cho_solve(factor, problem.rhs).astype(np.float64) / problem.scale
 
     def solve_float64(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
         """The fallback: float64, and dimensions whose variance is at rounding level (relative to the largest)
         get weight 0 instead of being standardised into noise."""
         cov = np.zeros((self.dim, self.dim))
-        cov[self.lower] = class_weight[0] * m2[0].astype(np.float64) + class_weight[1] * m2[1].astype(np.float64)
-        cov = np.tril(cov) + np.tril(cov, -1).T
+        cov.ravel()[self.packed] = class_weight[0] * m2[0].astype(np.float64) + class_weight[1] * m2[1].astype(np.float64)
+        cov = np.triu(cov) + np.triu(cov, 1).T
         cov -= np.outer(mean, mean)
         variance = np.diag(cov).copy()
         used = variance > 1e-6 * max(float(variance.max()), 1e-300)
@@ -134,6 +182,34 @@ class CellStatistics:
             beta[used] = linalg.solve(standardised, cov_xy[used] / scale, assume_a="pos") / scale
         log.debug("cell score: float64 solve, %d of %d dimensions used", int(used.sum()), self.dim)
         return beta
+
+
+@dataclass(frozen=True)
+class RidgeProblem:
+    """One ridge fit's standardised normal equations, without the penalty (CellStatistics.problem)."""
+
+    statistics: CellStatistics = field(repr=False)
+    packed: np.ndarray  # float32: the standardised covariance's lower triangle, column by column
+    scale: np.ndarray  # (dim,) each dimension's standard deviation
+    rhs: np.ndarray  # float32 (dim,) standardised covariance of x and the label
+    mean: np.ndarray  # (dim,)
+    sums: Callable[[], tuple] = field(repr=False)  # its (counts, m1, m2) again, for solve_float64
+
+    @property
+    def nbytes(self) -> int:
+        """What keeping it costs: the packed triangle, mostly."""
+        return self.packed.nbytes + self.scale.nbytes + self.rhs.nbytes + self.mean.nbytes
+
+    def solve(self, alpha: float) -> CellScoreWeights:
+        """The ridge with penalty `alpha` on the standardised embeddings."""
+        try:
+            beta = self.statistics.solve_float32(self, alpha)
+        except linalg.LinAlgError:
+            counts, m1, m2 = self.sums()
+            class_weight = 0.5 / np.maximum(counts, 1.0)
+            mean = class_weight @ m1
+            beta = self.statistics.solve_float64(class_weight, mean, m2, class_weight[1] * m1[1] - 0.5 * mean, alpha)
+        return CellScoreWeights(beta, float(0.5 - self.mean @ beta))
 
 
 def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
@@ -148,27 +224,64 @@ def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarra
     return groups
 
 
-@threadpool_limits.wrap(limits=1, user_api="blas")
-def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], train_ids: list[str],
-                        train_labels: np.ndarray, alpha: float, inner_folds: int, seed: int) -> CrossFit:
-    """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
+@dataclass(frozen=True)
+class CrossFitProblems:
+    """A cross-fit's ridge problems, penalty aside: the fit on all training patients, and one without each inner
+    fold (none when a class has too few patients to cross-fit). What tuning reuses across penalties."""
 
-    One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
-    measured 40x slower (2.7 s against 0.07 s per solve), with identical results."""
+    train_ids: list[str]
+    groups: np.ndarray  # each training patient's inner fold
+    total: RidgeProblem
+    inner: list[RidgeProblem]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(problem.nbytes for problem in [self.total, *self.inner])
+
+
+@threadpool_limits.wrap(limits=1, user_api="blas")
+def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels: np.ndarray, inner_folds: int,
+                       seed: int) -> CrossFitProblems:
+    """One pass over the training patients' Gram matrices, standardised into the 1 + `inner_folds` problems."""
     train_ids, train_labels = list(train_ids), np.asarray(train_labels)
     # Every inner fit needs patients of both classes: at most as many inner folds as the smaller class has patients.
     inner_folds = min(inner_folds, int(np.bincount(train_labels, minlength=2).min()))
     if inner_folds < 2:
         log.warning("cell score: too few patients of one class to cross-fit; training patients are scored in-sample")
     groups = stratified_groups(train_labels, inner_folds, seed) if inner_folds >= 2 else np.zeros(len(train_ids), int)
-    counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, max(inner_folds, 1))
+    n_groups = max(inner_folds, 1)
+
+    def sums(group: int | None) -> tuple:
+        counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, n_groups)
+        total = counts.sum(0), m1.sum(0), m2.sum(0)
+        return total if group is None else (total[0] - counts[group], total[1] - m1[group], total[2] - m2[group])
+
+    counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, n_groups)
     total = counts.sum(0), m1.sum(0), m2.sum(0)
-    weights = stats.solve(*total, alpha)
-    if inner_folds < 2:
-        return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in train_ids}, weights)
+    inner = [stats.problem(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], partial(sums, g))
+             for g in range(inner_folds)] if inner_folds >= 2 else []
+    return CrossFitProblems(train_ids, groups, stats.problem(*total, partial(sums, None)), inner)
+
+
+@threadpool_limits.wrap(limits=1, user_api="blas")
+def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alpha: float) -> CrossFit:
+    """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
+
+    One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
+    measured 40x slower (2.7 s against 0.07 s per solve), with identical results."""
+    weights = problems.total.solve(alpha)
+    if not problems.inner:
+        return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in problems.train_ids}, weights)
     scores = {}
-    for g in range(inner_folds):
-        inner = stats.solve(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], alpha)
-        for patient_id in np.asarray(train_ids)[groups == g]:
+    members = np.asarray(problems.train_ids)
+    for g, problem in enumerate(problems.inner):
+        inner = problem.solve(alpha)
+        for patient_id in members[problems.groups == g]:
             scores[patient_id] = inner.score(bags[patient_id])
     return CrossFit(scores, weights)
+
+
+def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], train_ids: list[str],
+                        train_labels: np.ndarray, alpha: float, inner_folds: int, seed: int) -> CrossFit:
+    """The cross-fit of these training patients in one call (cross_fit_problems, then solve_cross_fit)."""
+    return solve_cross_fit(cross_fit_problems(stats, train_ids, train_labels, inner_folds, seed), bags, alpha)

@@ -72,21 +72,47 @@ def patients_fingerprint(ids: list[str], labels) -> str:
 
 class FitMemo:
     """Learned parts depend on the training patients and their own settings only, not on LightGBM's parameters:
-    tuning trials that revisit the same folds reuse them. Bounded, least recently used first out."""
+    tuning trials that revisit the same folds reuse them. Bounded in entries and, for entries that say their
+    size (`nbytes`), in bytes: least recently used first out."""
 
-    def __init__(self, capacity: int = 512):
-        self.capacity = capacity
+    def __init__(self, capacity: int = 2048, max_bytes: int | None = None):
+        self.capacity, self.max_bytes = capacity, max_bytes
         self._items: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
 
     def get(self, key, compute: Callable):
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
         value = compute()
-        self._items[key] = value
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        size = int(getattr(value, "nbytes", 0) or 0)
+        if self.max_bytes is not None and size > self.max_bytes:
+            return value  # larger than the whole budget: computed, not kept
+        self._items[key], self._sizes[key] = value, size
+        while len(self._items) > self.capacity or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+            oldest, _ = self._items.popitem(last=False)
+            del self._sizes[oldest]
         return value
+
+    def get_for(self, owner, key, compute: Callable):
+        """`compute()` for an object without a value-based key (a fitted basis or weights): remembered under the
+        object's identity, and kept beside the value so that identity is never another object's."""
+        stored = self.get((id(owner), *key), lambda: (owner, compute()))
+        if stored[0] is owner:
+            return stored[1]
+        value = compute()
+        self._items[(id(owner), *key)] = (owner, value)
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._sizes.values())
+
+
+# The cell score's ridge problems (CellStatistics, cross_fit_problems) kept for reuse across tuning trials: about
+# 20 MB per fold for 1280-dimensional embeddings (6 packed float32 triangles), so 10 folds (tune.py's default
+# 5 folds x 2 repeats) fit; beyond it the least recently used fold is recomputed when needed.
+RIDGE_MEMO_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -95,6 +121,7 @@ class Cohort:
     sets: list[CellFeatureSet]  # one per embeddings file, in the order given
     dataset_root: Path
     memo: FitMemo = field(default_factory=FitMemo, repr=False)
+    ridge_memo: FitMemo = field(default_factory=lambda: FitMemo(max_bytes=RIDGE_MEMO_BYTES), repr=False)
 
     @property
     def ids(self) -> list[str]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from .. import progress
 from ..errors import InputError
 from ..metrics import Scores, Summary
+from ..progress import Progress
 from .classifier import FittedModel, Prediction
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
@@ -142,7 +142,8 @@ class Comparison:
         }
 
 
-def compare(cohort: Cohort, spec: FeatureSpec, params: dict, design: CVDesign, keep_models: bool = False) -> Comparison:
+def compare(cohort: Cohort, spec: FeatureSpec, params: dict, design: CVDesign, keep_models: bool = False,
+            progress: Progress = Progress()) -> Comparison:
     folds = design_folds(cohort, design)
     with progress.bar(total=2 * len(folds), desc="cross-validation", unit="fold") as bar:
         full = cross_validate(cohort, spec, params, folds, keep_models, bar=bar)

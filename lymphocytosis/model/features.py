@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from ..errors import InputError
-from .cell_score import CellScoreWeights, cross_fitted_scores
+from .cell_score import CellScoreWeights, cross_fit_problems, solve_cross_fit
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .json_values import number_array
@@ -87,20 +87,30 @@ class FittedFeatures:
             if feature_set.measured:
                 parts += measurement_features(feature_set, self.spec, ids, self.cell_score)
                 continue
-            pca = self.pca.get(name)
-            if pca is not None and len(pca.mean) != feature_set.dim:
-                raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's PCA "
-                                 f"expects {len(pca.mean)}")
-            if self.spec.embedding_stats:
-                parts.append(embedding_table(feature_set, self.spec, ids, self.pca.get(name)))
-            if self.spec.cell_score:
-                weights = self.cell_score[name]
-                if len(weights.beta) != feature_set.dim:
-                    raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's cell "
-                                     f"score expects {len(weights.beta)}")
-                scores = {patient_id: weights.score(feature_set.bags[patient_id]) for patient_id in ids}
-                parts.append(cell_score_table(name, self.spec, ids, scores))
+            parts += self.image_tables(cohort, feature_set, ids)
         return FeatureTable.join(ids, parts)
+
+    def image_tables(self, cohort: Cohort, feature_set: CellFeatureSet, ids: list[str]) -> list[FeatureTable]:
+        """One embeddings file's columns for `ids`, remembered per fitted basis and weights (the same fitted
+        parts serve several tuning trials)."""
+        name, parts = feature_set.name, []
+        pca = self.pca.get(name)
+        if pca is not None and len(pca.mean) != feature_set.dim:
+            raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's PCA "
+                             f"expects {len(pca.mean)}")
+        if self.spec.embedding_stats:
+            parts.append(cohort.memo.get_for(pca, ("embedding_table", name, tuple(ids), self.spec.embedding_stats),
+                                             lambda: embedding_table(feature_set, self.spec, ids, pca)))
+        if self.spec.cell_score:
+            weights = self.cell_score[name]
+            if len(weights.beta) != feature_set.dim:
+                raise InputError(f"{feature_set.path}: {feature_set.dim}-dimensional embeddings, the model's cell "
+                                 f"score expects {len(weights.beta)}")
+            parts.append(cohort.memo.get_for(
+                weights, ("cell_score_table", name, tuple(ids), self.spec.cell_score_stats),
+                lambda: cell_score_table(name, self.spec, ids, {
+                    patient_id: weights.score(feature_set.bags[patient_id]) for patient_id in ids})))
+        return parts
 
     def to_dict(self) -> dict:
         return {"backbones": self.backbones, "pca": {k: v.to_dict() for k, v in self.pca.items()},
@@ -152,18 +162,22 @@ def fit_features(cohort: Cohort, spec: FeatureSpec, train_ids) -> tuple[FittedFe
 
 def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str],
                        fitted: FittedFeatures) -> list[FeatureTable]:
-    """One embeddings file's learned parts (recorded in `fitted`) and its training patients' columns."""
+    """One embeddings file's learned parts (recorded in `fitted`) and its training patients' columns. Each is
+    remembered under what it depends on, so that tuning trials that differ in other settings reuse it."""
     name, key, parts = feature_set.name, (feature_set.name, tuple(train_ids), spec.seed), []
     if spec.embedding_stats:
         if spec.embedding_pca:
             fitted.pca[name] = cohort.memo.get(("pca", *key, spec.embedding_pca),
                                                lambda: fit_pca(feature_set, spec, train_ids))
-        parts.append(embedding_table(feature_set, spec, train_ids, fitted.pca.get(name)))
+        parts.append(cohort.memo.get(("embedding_table", *key, spec.embedding_pca, spec.embedding_stats),
+                                     lambda: embedding_table(feature_set, spec, train_ids, fitted.pca.get(name))))
     if spec.cell_score:
-        cross_fit = cohort.memo.get(
-            ("cell_score", *key, spec.cell_score_alpha, spec.inner_folds),
-            lambda: cross_fitted_scores(feature_set.statistics(cohort.labelled_ids), feature_set.bags, train_ids,
-                                        cohort.labels(train_ids), spec.cell_score_alpha, spec.inner_folds, spec.seed))
+        fit_key = (*key, spec.inner_folds)
+        problems = cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
+            feature_set.statistics(cohort.labelled_ids), train_ids, cohort.labels(train_ids), spec.inner_folds, spec.seed))
+        cross_fit = cohort.memo.get(("cell_score", *fit_key, spec.cell_score_alpha),
+                                    lambda: solve_cross_fit(problems, feature_set.bags, spec.cell_score_alpha))
         fitted.cell_score[name] = cross_fit.weights
-        parts.append(cell_score_table(name, spec, train_ids, cross_fit.scores))
+        parts.append(cohort.memo.get(("cell_score_table", *fit_key, spec.cell_score_alpha, spec.cell_score_stats),
+                                     lambda: cell_score_table(name, spec, train_ids, cross_fit.scores)))
     return parts

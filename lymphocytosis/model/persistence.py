@@ -30,6 +30,7 @@ from ..errors import InputError, in_file
 from ..evidence import CLINICAL_ONLY_DIR
 from ..files import atomic_write_json, atomic_write_text
 from .classifier import FittedModel
+from .decision import DECISION_KEY, SavedDecision
 from .feature_spec import FeatureSpec
 from .features import FittedFeatures
 from .params import validate_params
@@ -37,6 +38,7 @@ from .tables import FeatureColumn
 
 MODEL_FORMAT = "lymphocytosis-model/2"
 MODEL_FILE = "model.json"
+MODEL_CARD = "MODEL_CARD.md"  # written by `fit` beside model.json (model_card.py)
 
 
 LOCK_FILE = ".lock"
@@ -87,6 +89,8 @@ def write_model(model: FittedModel, directory: Path) -> Path:
         "embeddings_provenance": model.provenance,
         "training": model.training,
     }
+    if model.decision is not None:
+        document[DECISION_KEY] = model.decision.to_dict()
     atomic_write_json(directory / MODEL_FILE, document)  # the switch from the old model to the new one
     in_use = {b["file"] for b in boosters}
     for stale in directory.glob("booster-*.txt"):
@@ -101,7 +105,8 @@ def check_model_dir(directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--model-dir {directory}: exists and is not a folder")
     if directory.is_dir():
-        foreign = sorted(p.name for p in directory.iterdir() if p.name != MODEL_FILE and not BOOSTER_NAME.match(p.name)
+        foreign = sorted(p.name for p in directory.iterdir()
+                         if p.name not in (MODEL_FILE, MODEL_CARD) and not BOOSTER_NAME.match(p.name)
                          and not p.name.startswith(".") and not (p.name.startswith(f"{CLINICAL_ONLY_DIR}-")
                                                                  and p.is_dir() and not p.is_symlink()))
         if foreign:
@@ -184,6 +189,7 @@ def read_model(directory: Path) -> FittedModel:
         columns = [FeatureColumn.from_dict(c) for c in document["columns"]]
         features = FittedFeatures.from_dict(spec, document["features"])
         problem = check_state(features, spec, columns, document["embeddings_provenance"])
+        decision = SavedDecision.from_dict(document[DECISION_KEY]) if DECISION_KEY in document else None
     except InputError as exc:
         raise in_file(path, exc) from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
@@ -194,4 +200,5 @@ def read_model(directory: Path) -> FittedModel:
     for booster in boosters:
         if booster.num_feature() != len(columns):
             raise InputError(f"{path}: a booster has {booster.num_feature()} features, the model {len(columns)}; refit it")
-    return FittedModel(spec, params, features, columns, boosters, document["embeddings_provenance"], document["training"])
+    return FittedModel(spec, params, features, columns, boosters, document["embeddings_provenance"], document["training"],
+                       decision)

@@ -5,6 +5,8 @@
                              model, CLINICAL_PROBABILITY of the clinical-only model (STAMP's patient-preds)
     <dir>/explanations.h5    held-out SHAP values, feature values, gain shares, per-cell scores
     <dir>/folds/r<R>-f<K>/   every fold's full model, in the saved-model format
+    <dir>/decision.json      every fold's thresholds and recalibration, learned on its training patients only
+                             (decision_results.py)
 
 The folder is written under a temporary name and renamed into place: it is complete or absent.
 """
@@ -26,6 +28,7 @@ from .. import __version__
 from ..errors import InputError, in_file
 from ..files import atomic_directory
 from .cohort import Cohort, patients_fingerprint
+from .decision_results import DECISION_FILE, CVDecisions
 from .evaluation import Comparison, CVDesign, CVResult
 from .explanations import Explanations
 from .feature_spec import FeatureSpec
@@ -37,8 +40,8 @@ from .tuned_params import Settings
 
 log = logging.getLogger(__name__)
 
-RESULTS_FORMAT = "lymphocytosis-cv/2"  # /2: data fingerprint, backbone names as attributes in explanations.h5
-OLD_RESULTS_FORMATS = ("lymphocytosis-cv/1",)  # replaced by a new run, never read
+RESULTS_FORMAT = "lymphocytosis-cv/3"  # /3: decision.json (thresholds, recalibration per fold)
+OLD_RESULTS_FORMATS = ("lymphocytosis-cv/1", "lymphocytosis-cv/2")  # replaced by a new run, never read
 
 
 @dataclass
@@ -50,6 +53,7 @@ class SavedCV:
     fingerprint: str  # the labelled patients (Cohort.fingerprint)
     data_fingerprint: str  # their cells and CSV rows (Cohort.data_fingerprint)
     info: dict  # embeddings paths, dataset root, created, seconds, tool version
+    decisions: CVDecisions | None = None  # each fold's thresholds and recalibration (decision.json); None: not saved
 
     def matches(self, cohort: Cohort, settings: Settings, design: CVDesign) -> bool:
         """Were these results computed on these embeddings and patients, with these settings and folds?"""
@@ -132,7 +136,7 @@ def float_array(values, what: str) -> np.ndarray:
 
 
 def save_cv(directory: Path, comparison: Comparison, explanations: Explanations, settings: Settings, cohort: Cohort,
-            seconds: float) -> Path:
+            seconds: float, decisions: CVDecisions | None = None) -> Path:
     document = {
         "format": RESULTS_FORMAT,
         **comparison.summary_dict(),
@@ -151,6 +155,8 @@ def save_cv(directory: Path, comparison: Comparison, explanations: Explanations,
         write_explanations(tmp / "explanations.h5", explanations)
         for result in comparison.full.folds:
             save_model(result.model, tmp / "folds" / f"r{result.fold.repeat}-f{result.fold.fold}")
+        if decisions is not None:
+            (tmp / DECISION_FILE).write_text(json.dumps(decisions.to_dict(), indent=1))
         (tmp / "cv.json").write_text(json.dumps(document, indent=1))
     return Path(directory)
 
@@ -258,10 +264,12 @@ def load_cv(directory: Path) -> SavedCV:
         problem = check_saved(comparison, explanations)
         if problem:
             raise ValueError(problem)
+        reading = directory / DECISION_FILE
+        decisions = CVDecisions.from_dict(json.loads(reading.read_text()), comparison) if reading.exists() else None
     except InputError as exc:
-        raise in_file(path, exc) from None
+        raise in_file(reading if reading.name == DECISION_FILE else path, exc) from None
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, RecursionError) as exc:
         raise InputError(f"{reading}: damaged cross-validation results ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200]}); rerun model.py cv") from None
     return SavedCV(comparison, explanations, settings, document["provenance"], document["dataset_fingerprint"],
-                   document["data_fingerprint"], document["info"])
+                   document["data_fingerprint"], document["info"], decisions)

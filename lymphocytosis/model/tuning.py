@@ -18,10 +18,10 @@ import numpy as np
 import optuna
 from threadpoolctl import threadpool_limits
 
-from .. import progress
 from ..contract.provenance import describe_difference
 from ..errors import InputError
 from ..metrics import Scores, Summary
+from ..progress import Progress
 from .classifier import FittedModel
 from .cohort import Cohort
 from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
@@ -217,7 +217,7 @@ def optimize_until_done(study: optuna.Study, optimize, n_trials: int) -> None:
 
 
 def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: int, timeout: float | None = None,
-              callbacks=()) -> None:
+              callbacks=(), progress: Progress = Progress()) -> None:
     """Run until the study holds `n_trials` finished (complete or pruned) trials in all, counting every worker's:
     a resumed study tops up, never restarts, and N workers sharing the study stop within N-1 trials of the total
     (each stops after its current trial once the total is reached). Failed trials, such as those of a killed
@@ -267,17 +267,17 @@ class NestedCVResult:
 
 
 def tune_on(cohort: Cohort, train: list[str], n_trials: int, inner_folds: int, inner_repeats: int, seed: int,
-            name: str) -> optuna.Study:
+            name: str, progress: Progress = Progress()) -> optuna.Study:
     inner = repeated_folds(train, cohort.labels(train), inner_folds, inner_repeats, seed)
     study = create_study(name, optuna.storages.InMemoryStorage(), seed)
-    run_study(study, cohort, inner, n_trials)
+    run_study(study, cohort, inner, n_trials, progress=progress)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise InputError(f"nested CV: no inner trial completed in outer fold {name}; raise --trials")
     return study
 
 
 def nested_cv(cohort: Cohort, n_trials: int, outer_folds: int = 5, outer_repeats: int = 1, inner_folds: int = 5,
-              inner_repeats: int = 1, seed: int = 0) -> NestedCVResult:
+              inner_repeats: int = 1, seed: int = 0, progress: Progress = Progress()) -> NestedCVResult:
     """Balanced accuracy of "tune, then fit the best" on patients the tuning never saw, next to the defaults
     on the same outer folds."""
     ids = cohort.labelled_ids
@@ -287,7 +287,8 @@ def nested_cv(cohort: Cohort, n_trials: int, outer_folds: int = 5, outer_repeats
     chosen = []
     for fold in outer:
         train, rows = list(fold.train_ids), [position[p] for p in fold.test_ids]
-        study = tune_on(cohort, train, n_trials, inner_folds, inner_repeats, seed, f"nested-{fold.repeat}-{fold.fold}")
+        study = tune_on(cohort, train, n_trials, inner_folds, inner_repeats, seed, f"nested-{fold.repeat}-{fold.fold}",
+                        progress)
         chosen.append({"repeat": fold.repeat, "fold": fold.fold, "inner_best_value": study.best_value, **study.best_trial.params})
         for name, settings in (("tuned", settings_from_trial(study.best_trial)), ("default", settings_for(cohort, Settings()))):
             model = FittedModel.fit(cohort, train, settings.spec, settings.params)

@@ -19,15 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__, progress
+from .. import __version__
 from ..errors import InputError
 from ..files import MANIFEST, atomic_directory
 from ..metrics import bootstrap_intervals, decide
 from ..model.cohort import Cohort
+from ..model.decision_results import judged
 from ..model.explanations import Explanations
 from ..model.results import SavedCV
+from ..progress import Progress
 from . import figures as fig
 from .content import report_document
+from .decision_section import draw as draw_decision
 from .importance import backbone_importance, family_importance, feature_importance, several_backbones, source_importance
 from .naming import COUNT_UNIT, format_value, readable_name
 from .patient_page import patient_document
@@ -156,20 +159,25 @@ def write_patient_pages(out_dir: Path, views: list[PatientView], cell_note: str,
 
 
 def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str],
-                 stained: SavedCV | None = None) -> Path:
+                 stained: SavedCV | None = None, prevalence: float | None = None,
+                 progress: Progress = Progress()) -> Path:
     """Write the report folder from saved CV results (built beside it, then swapped in); returns it. `stained`, when
     given, is the same settings' CV on stain-normalised embeddings: one sentence on what survives stain normalisation."""
     with atomic_directory(out_dir, kind="report") as tmp:
-        write_report(saved, cohort, tmp, patients, stained)
+        write_report(saved, cohort, tmp, patients, stained, prevalence, progress)
     log.info("report: wrote %s", Path(out_dir) / "index.html")
     return Path(out_dir)
 
 
-def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None) -> None:
+def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[str], stained: SavedCV | None,
+                 prevalence: float | None = None, progress: Progress = Progress()) -> None:
     started = time.perf_counter()
     ex = saved.explanations
     importance = importance_of(ex)
     figures = draw_figures(saved, ex, importance, out_dir / "figures")
+    decision = judged(saved.decisions, saved.comparison, prevalence) if saved.decisions is not None else None
+    if decision is not None:
+        figures.update(draw_decision(decision, out_dir / "figures", "out-of-fold"))
     log.info("report: explanations and figures in %.1f s", time.perf_counter() - started)
     with progress.bar(total=len(patients), desc="report: patients", unit="patient") as bar:
         views = []
@@ -190,7 +198,7 @@ def write_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     intervals = {"full": bootstrap_intervals(full.labels, full.probabilities),
                  "clinical": bootstrap_intervals(clinical.labels, clinical.probabilities)}
     document = report_document(saved, cohort, importance, figures, {v.patient_id for v in views}, len(problems), context,
-                               intervals, banner, stained)
+                               intervals, banner, stained, decision)
     (out_dir / "summary.md").write_text(render_markdown(document), encoding="utf-8")
     (out_dir / "index.html").write_text(render_html(document), encoding="utf-8")
     (out_dir / MARKER).write_text(f"lymphocytosis report {__version__}\n", encoding="utf-8")

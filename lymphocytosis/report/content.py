@@ -11,6 +11,7 @@ from .. import __version__
 from ..metrics import THRESHOLD, Interval, decide, plus_minus
 from ..model.cohort import Cohort
 from ..model.results import SavedCV
+from .decision_section import decision_section
 from .document import (
     Card,
     Cards,
@@ -30,6 +31,10 @@ from .naming import CLASS_NAMES
 from .subgroup import subgroup_blocks
 from .summary import plain_summary
 from .views import Importance
+
+DECISION_HOW = ("The thresholds for a target sensitivity (sens95, sens98) and the recalibration were chosen inside each "
+                "training fold, on out-of-fold predictions of its own training patients (an inner cross-validation), "
+                "then judged on the held-out fold: the same procedure `fit` runs on all patients.")
 
 
 def patient_link(patient_id: str, shown: set[str]):
@@ -168,7 +173,7 @@ def provenance_rows(saved: SavedCV, cohort: Cohort, context: dict) -> list[tuple
 
 def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figures: dict, shown: set[str],
                     n_missing: int, context: dict, intervals: dict, banner: str | None,
-                    stained: SavedCV | None = None) -> Document:
+                    stained: SavedCV | None = None, decision: dict | None = None) -> Document:
     design = saved.comparison.design
     full = saved.comparison.full
     performance_section = performance(saved, figures, shown, intervals)
@@ -181,10 +186,12 @@ def report_document(saved: SavedCV, cohort: Cohort, importance: Importance, figu
                         "number and picture below is out-of-fold: each patient is scored and explained only by models "
                         "that never saw it."]),
         nav=[Link("In short", "#summary"), Link("Performance", "#performance"),
+             *([Link("Decision", "#decision")] if decision is not None else []),
              Link("Feature importance", "#feature-importance"), Link("Per patient", "#patients"),
              Link("Provenance", "#provenance"), Link("summary.md", "summary.md"), Link("patients.csv", "patients.csv")],
-        sections=[Section("summary", "In short", plain_summary(saved, intervals)),
-                  performance_section, feature_importance_section(importance, figures),
+        sections=[Section("summary", "In short", plain_summary(saved, intervals)), performance_section,
+                  *([decision_section(decision, figures, DECISION_HOW)] if decision is not None else []),
+                  feature_importance_section(importance, figures),
                   patients_section(saved, shown, n_missing), Section("provenance", "Provenance", [provenance])],
         banner=banner,
     )

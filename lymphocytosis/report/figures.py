@@ -224,3 +224,55 @@ def figure_shap_top(ex: Explanations, features: pd.DataFrame, path: Path) -> str
         bar.set_label("feature value (rank: low → high)")
     figure.tight_layout()
     return _save(figure, path)
+
+
+CURVE_STYLES = {"model": (FULL_COLOUR, "--"), "model, recalibrated": (FULL_COLOUR, "-"),
+                "clinical only": (CLINICAL_COLOUR, "-"), "cytometry for all": ("#555555", ":"),
+                "cytometry for none": ("black", "-")}
+
+
+def figure_decision_curve(curves: dict, path: Path, title: str) -> str:
+    """Net benefit against threshold probability for each strategy of `decision_curve.decision_curves`."""
+    figure = _new_figure(6.4, 4.2)
+    ax = figure.subplots()
+    grid = np.asarray(curves["threshold"])
+    values = [np.asarray(v) for k, v in curves.items() if k != "threshold"]
+    for name, net in curves.items():
+        if name == "threshold":
+            continue
+        colour, style = CURVE_STYLES.get(name, ("#7b3294", "-"))
+        ax.plot(grid, net, style, color=colour, lw=1.6 if name.startswith("model") else 1.2, label=name)
+    top = max(float(np.max(v)) for v in values)
+    ax.set_ylim(-0.05 * max(top, 0.1), top * 1.08 + 0.01)
+    ax.set_xlim(grid[0], grid[-1])
+    ax.set_xlabel("threshold probability of tumoral (the risk above which you would order cytometry)")
+    ax.set_ylabel("net benefit (leukaemias found per patient,\nless unnecessary cytometries weighed)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def figure_reliability(tables: dict[str, list[dict]], path: Path, title: str) -> str:
+    """Reliability bins (calibration.reliability) of each named set of probabilities, patients per bin written."""
+    figure = _new_figure(5.4, 4.6)
+    ax = figure.subplots()
+    for (name, rows), colour, offset in zip(tables.items(), (FULL_COLOUR, "#2a9d4a", CLINICAL_COLOUR), (8, -14, 8)):
+        used = [r for r in rows if r["count"] > 0]
+        x = [r["mean_probability"] for r in used]
+        y = [r["fraction_tumoral"] for r in used]
+        ax.plot(x, y, "o-", color=colour, label=name)
+        for r in used:
+            ax.annotate(f"{r['count']:.0f}", (r["mean_probability"], r["fraction_tumoral"]), textcoords="offset points",
+                        xytext=(0, offset), ha="center", fontsize=7, color=colour)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+    ax.set_xlabel("mean predicted probability of tumoral (bin)")
+    ax.set_ylabel("observed fraction tumoral")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.05, 1.08)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    figure.tight_layout()
+    return _save(figure, path)

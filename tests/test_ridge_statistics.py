@@ -1,0 +1,153 @@
+"""The cell score's ridge from per-patient sufficient statistics is the ridge fitted on the cells themselves.
+
+A direct float64 reference (weighted least squares on the standardised cells, solved by `lstsq`) against the
+sufficient-statistics solve; the Gram matrices against the chunked sums from the cells (used above the memory
+budget); problems reused across penalties against fresh ones; the memo's byte bound; the seed ensemble's one
+Dataset against a Dataset per seed. Small random data: milliseconds.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from scipy import linalg
+
+from lymphocytosis.model import cell_score
+from lymphocytosis.model.cell_score import CellStatistics, cross_fit_problems, cross_fitted_scores, solve_cross_fit
+from lymphocytosis.model.classifier import balanced_weights, train_boosters
+from lymphocytosis.model.cohort import FitMemo
+from lymphocytosis.model.params import DEFAULT_PARAMS, FIXED_PARAMS
+from lymphocytosis.model.tables import CLINICAL, FeatureColumn, FeatureTable
+
+
+def integer_bags(seed: int, n_patients: int = 24, dim: int = 6):
+    """Small-integer cells and bag sizes 0, 1, 4 or 16: every Gram matrix, 1/n and sqrt(1/n) is exact in float32,
+    so the sufficient statistics carry no rounding and the solves can be compared to 1e-9."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_patients) % 2
+    sizes = rng.choice([0, 1, 4, 16], size=n_patients)
+    sizes[:4] = [4, 16, 1, 4]  # both classes have cells
+    bags = {f"P{i}": (rng.integers(-3, 4, size=(sizes[i], dim)) + labels[i] * (np.arange(dim) % 3 == 0)).astype(np.float32)
+            for i in range(n_patients)}
+    return bags, labels
+
+
+def direct_ridge(bags: dict[str, np.ndarray], labels: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """The documented ridge, in float64 on the cells: each class weighs 1/2, each patient of a class the same,
+    each cell of a patient the same; the penalty on standardised dimensions."""
+    present = [(bag.astype(np.float64), int(label)) for bag, label in zip(bags.values(), labels) if len(bag)]
+    per_class = np.bincount([label for _, label in present], minlength=2)
+    x = np.concatenate([bag for bag, _ in present])
+    y = np.concatenate([np.full(len(bag), label, dtype=np.float64) for bag, label in present])
+    w = np.concatenate([np.full(len(bag), 0.5 / per_class[label] / len(bag)) for bag, label in present])
+    mean = w @ x
+    scale = np.sqrt(w @ (x - mean) ** 2)
+    z = (x - mean) / scale
+    system = np.vstack([np.sqrt(w)[:, None] * z, np.sqrt(alpha) * np.eye(x.shape[1])])
+    target = np.concatenate([np.sqrt(w) * (y - w @ y), np.zeros(x.shape[1])])
+    beta = np.linalg.lstsq(system, target, rcond=None)[0] / scale
+    return beta, float(w @ y - mean @ beta)
+
+
+def statistics_ridge(stats: CellStatistics, bags, labels, alpha: float):
+    ids = list(bags)
+    counts, m1, m2 = stats.group_sums(ids, labels, np.zeros(len(ids), int), 1)
+    return stats.solve(counts[0], m1[0], m2[0], alpha)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 3.0])
+def test_sufficient_statistics_ridge_is_the_direct_ridge(seed, alpha, monkeypatch):
+    bags, labels = integer_bags(seed)
+    assert any(len(bag) == 0 for bag in bags.values())  # patients with 0 cells take part (and weigh nothing)
+    beta, intercept = direct_ridge(bags, labels, alpha)
+    # the float32 solve (the default): float32 rounding of a well-conditioned 6 x 6 system
+    fast = statistics_ridge(CellStatistics(bags), bags, labels, alpha)
+    np.testing.assert_allclose(fast.beta, beta, rtol=1e-4, atol=1e-6)
+    # the float64 solve on the same (here exact) sums: the same ridge to 1e-9
+    monkeypatch.setattr(CellStatistics, "solve_float32", lambda *a: (_ for _ in ()).throw(linalg.LinAlgError("x")))
+    exact = statistics_ridge(CellStatistics(bags), bags, labels, alpha)
+    np.testing.assert_allclose(exact.beta, beta, rtol=1e-9, atol=1e-12)
+    assert exact.intercept == pytest.approx(intercept, rel=1e-9, abs=1e-12)
+
+
+def test_patients_without_cells_change_nothing():
+    bags, labels = integer_bags(0)
+    kept = {p: b for p, b in bags.items() if len(b)}
+    kept_labels = np.array([label for p, label in zip(bags, labels) if len(bags[p])])
+    a = statistics_ridge(CellStatistics(bags), bags, labels, 0.1)
+    b = statistics_ridge(CellStatistics(kept), kept, kept_labels, 0.1)
+    assert np.array_equal(a.beta, b.beta) and a.intercept == b.intercept
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_cell_sums_over_budget_equal_the_gram_sums(exact, monkeypatch):
+    """Above the memory budget no Gram matrix is kept: the sums come from the cells, chunk by chunk (chunks smaller
+    than one patient's bag, and spanning patients, both exercised), and equal those of the Gram matrices: exactly
+    on exact data, to float32 rounding on any."""
+    monkeypatch.setattr(cell_score, "CHUNK_CELLS", 5)
+    if exact:
+        bags, labels = integer_bags(1)
+    else:
+        rng = np.random.default_rng(1)
+        labels = np.arange(20) % 2
+        bags = {f"P{i}": rng.normal(size=(int(rng.integers(0, 30)), 7)).astype(np.float32) + labels[i] for i in range(20)}
+    ids = list(bags)
+    groups = np.arange(len(ids)) % 3
+    stored, direct = CellStatistics(bags), CellStatistics(bags, max_bytes=0)
+    assert stored.grams is not None and direct.grams is None
+    for a, b in zip(stored.group_sums(ids, labels, groups, 3), direct.group_sums(ids, labels, groups, 3)):
+        np.testing.assert_allclose(b, a, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
+    fit_a = cross_fitted_scores(stored, bags, ids, labels, 0.1, 3, 0)
+    fit_b = cross_fitted_scores(direct, bags, ids, labels, 0.1, 3, 0)
+    np.testing.assert_allclose(fit_b.weights.beta, fit_a.weights.beta, rtol=1e-3, atol=1e-5)
+
+
+def test_problems_reused_across_penalties_give_the_same_fits():
+    rng = np.random.default_rng(3)
+    labels = np.arange(30) % 2
+    bags = {f"P{i}": rng.normal(size=(12, 9)).astype(np.float32) + 0.3 * labels[i] for i in range(30)}
+    ids, stats = list(bags), CellStatistics(bags)
+    problems = cross_fit_problems(stats, ids, labels, 5, 7)
+    for alpha in (0.01, 1.0, 0.01):
+        reused = solve_cross_fit(problems, bags, alpha)
+        fresh = cross_fitted_scores(stats, bags, ids, labels, alpha, 5, 7)
+        assert np.array_equal(reused.weights.beta, fresh.weights.beta)
+        assert all(np.array_equal(reused.scores[p], fresh.scores[p]) for p in ids)
+    assert problems.nbytes >= 6 * 45 * 4  # 1 + 5 packed 9 x 9 triangles
+
+
+def test_memo_bounded_in_bytes():
+    class Sized:
+        def __init__(self, nbytes):
+            self.nbytes = nbytes
+
+    memo = FitMemo(max_bytes=100)
+    for key in range(4):
+        memo.get(key, lambda: Sized(40))
+    assert memo.nbytes == 80 and list(memo._items) == [2, 3]  # least recently used out first
+    memo.get(2, lambda: pytest.fail("kept: not recomputed"))
+    memo.get("big", lambda: Sized(101))  # larger than the whole budget: not kept, nothing evicted
+    assert "big" not in memo._items and memo.nbytes == 80
+    owner, other = object(), object()
+    assert memo.get_for(owner, ("t",), lambda: 1) == 1 and memo.get_for(owner, ("t",), lambda: 2) == 1
+    assert memo.get_for(other, ("t",), lambda: 3) == 3
+
+
+def test_one_dataset_for_the_seed_ensemble_gives_the_same_boosters():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(60, 4))
+    labels = (values[:, 0] + rng.normal(size=60) > 0).astype(int)
+    table = FeatureTable([f"P{i}" for i in range(60)], [FeatureColumn(CLINICAL, attribute=f"a{j}") for j in range(4)],
+                         values)
+    params = {**DEFAULT_PARAMS, "num_iterations": 20, "n_models": 3}
+    boosters = train_boosters(table, labels, params)
+    run = {k: v for k, v in params.items() if k != "n_models"}
+    for k, booster in enumerate(boosters):  # the former way: a Dataset per seed, the model string round trip
+        data = lgb.Dataset(values, label=labels, weight=balanced_weights(labels),
+                           feature_name=[f"clinical_a{j}" for j in range(4)],
+                           params={"max_bin": run["max_bin"], "min_data_in_bin": run["min_data_in_bin"], "verbosity": -1})
+        alone = lgb.train({**run, **FIXED_PARAMS, "seed": FIXED_PARAMS["seed"] + k}, data)
+        assert booster.model_to_string() == alone.model_to_string()
+        assert np.array_equal(booster.predict(values, num_threads=1), alone.predict(values))
