@@ -172,6 +172,8 @@ def test_pip_install_gives_the_command(tmp_path):
     ("[cv]\ncv-dir = \"a\"\ncv_dir = \"b\"\n", ["[cv] cv_dir and [cv] cv-dir are the same setting"]),
     ("config = \"other.toml\"\n", ["unknown setting 'config'"]),
     ("[cv.more]\nfolds = 3\n", ["[cv] has no setting 'more'"]),
+    ("[cv]\ncv-dir = \"res\\u0000ults\"\n", ["[cv] cv-dir: holds a NUL character"]),
+    ("root = \"/data\\u0000/dlmi\"\n", ["root: holds a NUL character"]),
 ])
 def test_config_file_is_strict(tmp_path, text, fragments):
     """Whatever a settings file cannot mean is one line naming the file and the key, before anything runs."""

@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import FAKE_PROVENANCE, assert_one_line_error, run_main
 from lymphocytosis.acquisition import PANEL
 from lymphocytosis.cli import model as model_cli
+from lymphocytosis.cli.predict import DRIFT_EXIT
 from lymphocytosis.drift.check import check_drift
 from lymphocytosis.drift.reference import DriftReference, fit_reference
 from lymphocytosis.errors import InputError
@@ -170,7 +171,7 @@ def test_predict_writes_the_verdict_and_strict_drift_exits_nonzero(dataset, tmp_
     frame = pd.read_csv(out, keep_default_na=False)
     assert list(frame.columns[-2:]) == ["DISTRIBUTION", "DRIFT_REASON"] and set(frame["DISTRIBUTION"]) <= {"in", "out"}
     shifted = changed_copy(root, tmp_path / "dlmi", PANEL["darker"])
-    for strict, code in ((False, 0), (True, model_cli.DRIFT_EXIT)):
+    for strict, code in ((False, 0), (True, DRIFT_EXIT)):
         result = run_main(model_cli.main, [*args, "--root", str(shifted), *(["--strict-drift"] if strict else [])])
         assert result.code == code, result.stderr
         assert "cohort: OUT OF DISTRIBUTION (" in result.stdout and "exposure" in result.stdout
@@ -193,7 +194,7 @@ def test_model_saved_without_a_reference_still_predicts(dataset, tmp_path):
     assert result.code == 0, result.stderr
     assert "no drift reference" in result.stdout
     assert set(pd.read_csv(out)["DISTRIBUTION"]) == {"unknown"}
-    assert run_main(model_cli.main, [*args, "--strict-drift"]).code == model_cli.DRIFT_EXIT
+    assert run_main(model_cli.main, [*args, "--strict-drift"]).code == DRIFT_EXIT
     document["drift_reference"] = {"version": 1}
     path.write_text(json.dumps(document))
     assert_one_line_error(run_main(model_cli.main, args), "model.json", "drift_reference")

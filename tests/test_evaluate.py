@@ -97,7 +97,8 @@ def test_model_without_training_list_refused(trained, new_cohort, tmp_path):
 def test_evaluate_refuses_foreign_out_dir(trained, new_cohort, tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "notes.txt").write_text("mine")
-    assert_one_line_error(evaluate(trained / "model", new_cohort, tmp_path / "eval"), "not an earlier evaluation")
+    assert_one_line_error(evaluate(trained / "model", new_cohort, tmp_path / "eval"),
+                          "holds other files than this tool wrote there (notes.txt)")
     assert (tmp_path / "eval" / "notes.txt").read_text() == "mine"
 
 
@@ -105,3 +106,25 @@ def test_evaluate_help_and_console_command():
     result = run_main(lymphocytosis_main.main, ["evaluate", "--help"])
     assert result.code == 0 and "--model-dir" in result.stdout and "--prevalence" in result.stdout
     assert "evaluate" in run_main(lymphocytosis_main.main, ["--help"]).stdout
+
+
+def test_evaluate_refuses_foreign_entries_below_an_earlier_evaluation(trained, new_cohort, tmp_path):
+    """An earlier evaluation carries the manifest of what was written in it: a file added deeper down is not the
+    tool's, so the folder is not replaced whole."""
+    out = tmp_path / "eval"
+    assert evaluate(trained / "model", new_cohort, out).code == 0
+    manifest = json.loads((out / ".lymphocytosis-manifest.json").read_text())
+    assert manifest["kind"] == "evaluation" and manifest["entries"]["results.json"] == "f"
+    (out / "figures" / "notes.txt").write_text("mine")
+    assert_one_line_error(evaluate(trained / "model", new_cohort, out), "figures/notes.txt")
+    assert (out / "figures" / "notes.txt").read_text() == "mine"
+
+
+def test_evaluate_refuses_patients_without_cells(trained, tmp_path):
+    one = write_fake_embeddings(tmp_path / "one", n_train=30, seed=7, train_prefix="G", empty=("G3",))
+    assert_one_line_error(evaluate(trained / "model", one, tmp_path / "a"), "1 patient(s) to evaluate have no readable "
+                          "cell image", "G3 (", "remove them from the cohort's CSV")
+    many = write_fake_embeddings(tmp_path / "many", n_train=30, seed=7, train_prefix="G", empty=("G1", "G2"))
+    assert_one_line_error(evaluate(trained / "model", many, tmp_path / "b"), "2 of 30 labelled patients",
+                          "--max-without-cells 0.05")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -18,8 +18,9 @@ import pytest
 import extract as extract_cli
 from conftest import REPO, SMALL_CLI_ARGS, assert_one_line_error, run_main, small_settings, subprocess_env, write_dataset
 from lymphocytosis.contract.store import load_bags, read_provenance
+from lymphocytosis.errors import InputError
 from lymphocytosis.extract.extraction import extract
-from lymphocytosis.extract.workers import Claims, Heartbeat
+from lymphocytosis.extract.workers import Claims, Heartbeat, alive, local_identity, safe_name
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +120,51 @@ def test_claims_are_exclusive_and_taken_over_only_from_stopped_workers(tmp_path)
         assert not mine.take("P1")  # a live worker's claim (its pid exists here, its heartbeat is fresh)
         assert mine.held_elsewhere("P1") is False or mine.holder("P1") == other.worker
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    gone = Claims(folder, f"{os.uname().nodename}:{int(dead.stdout)}")  # a process that has exited
+    gone = Claims(folder, f"{local_identity()}:{int(dead.stdout)}")  # a process of this host and namespace that exited
     assert gone.take("P2")
     assert mine.take("P2") and mine.holder("P2") == "thishost:1"  # taken over at once: its pid is gone
     assert not list(folder.glob("*.stale-*"))
     remote = Claims(folder, "another-host:77")  # no heartbeat file at all: stopped
     assert remote.take("P3") and mine.take("P3")
+
+
+def test_a_pid_in_another_pid_namespace_is_judged_by_its_heartbeat_only(tmp_path):
+    """Two containers on one host: the same host name, separate pid tables. A pid that does not exist here says
+    nothing about a worker in the other container; only its heartbeat does."""
+    heartbeats = tmp_path / "workers"
+    heartbeats.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    container = f"{os.uname().nodename}@4026530000:{int(dead.stdout)}"
+    (heartbeats / safe_name(container)).touch()
+    assert alive(container, heartbeats)  # its heartbeat is fresh: alive, whatever this pid table says
+    here = f"{local_identity()}:{int(dead.stdout)}"
+    (heartbeats / safe_name(here)).touch()
+    assert not alive(here, heartbeats)  # same host and namespace: the pid is known to be gone
+    old = time.time() - 3600
+    os.utime(heartbeats / safe_name(container), (old, old))
+    assert not alive(container, heartbeats)
+
+
+def test_a_worker_resumed_after_the_others_finished_exits_cleanly(tmp_path):
+    """Paused past the heartbeat timeout, its patients were taken over and the final file written: finishing is
+    reading that file's totals, not an error."""
+    from types import SimpleNamespace
+
+    from conftest import FAKE_PROVENANCE, write_fake_embeddings
+    from lymphocytosis.contract.store import PatientBag
+    from lymphocytosis.extract.job import finish
+    from lymphocytosis.extract.parts import PartsFolder, PartsRemoved
+
+    out = write_fake_embeddings(tmp_path)
+    parts = PartsFolder(tmp_path / "other.h5", FAKE_PROVENANCE, 16, tmp_path)
+    parts.discard()  # the last worker assembled the file and removed the parts folder
+    with pytest.raises(PartsRemoved):
+        parts.write(PatientBag("F0", "trainset", np.zeros((0, 16)), []))
+    job = SimpleNamespace(parts=parts, claims=None, plan=None)
+    totals = finish(job, out, None, 16, FAKE_PROVENANCE, {})
+    assert totals == {"n_patients": 28, "n_images": totals["n_images"], "n_skipped": 0}
+    with pytest.raises(InputError, match="replaced by an extraction of other settings"):
+        finish(job, out, None, 16, {**FAKE_PROVENANCE, "tta": "dihedral8"}, {})
 
 
 def test_device_index_beyond_this_machine():

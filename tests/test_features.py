@@ -122,7 +122,7 @@ def test_zero_cell_patient_gets_nan_image_features(empty_embeddings):
 
 
 def test_zero_cell_patients_cv_fit_predict_cli(empty_embeddings, tmp_path):
-    args = ["--embeddings", str(empty_embeddings), "--params", "default"]
+    args = ["--embeddings", str(empty_embeddings), "--params", "default", "--max-without-cells", "0.1"]  # 2 of 24
     result = run_main(model_cli.main, ["cv", *args, "--folds", "3", "--repeats", "1", "--json", str(tmp_path / "cv.json"),
                                        "--cv-dir", str(tmp_path / "cv")])
     assert result.code == 0, result.stderr
@@ -133,11 +133,13 @@ def test_zero_cell_patients_cv_fit_predict_cli(empty_embeddings, tmp_path):
     assert result.code == 0, result.stderr
     out = tmp_path / "predictions.csv"
     result = run_main(model_cli.main, ["predict", "--embeddings", str(empty_embeddings), "--model-dir", str(model_dir),
-                                       "--out", str(out), "--submission", str(tmp_path / "submission.csv")])
+                                       "--out", str(out), "--submission", str(tmp_path / "submission.csv"),
+                                       "--clinical-only-fallback"])
     assert result.code == 0, result.stderr
     predictions = pd.read_csv(out).set_index("ID")
     assert list(predictions.index) == ["T0", "T1", "T2", "T3"]
     assert predictions["PROBABILITY"].between(0, 1).all()
+    assert list(predictions["EVIDENCE"]) == ["clinical only", "images+clinical", "images+clinical", "images+clinical"]
 
 
 # --- folds --------------------------------------------------------------------------------------------------------

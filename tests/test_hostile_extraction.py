@@ -72,8 +72,9 @@ def images(tmp: Path) -> dict:
         "BOMB": [("a.png", bomb_path)],
         "REF_COLOUR": [("a.png", rgb)],
         "LINKIN": [],  # a link to REF_COLOUR's image, made below
-        "LINKOUT": [],  # a link to a file outside the dataset, made below
+        "LINKOUT": [],  # a link to a file outside the dataset (an archive), made below
         "FOLDERLINK": None,  # the folder itself is a link to outside the dataset, made below
+        "ODDNAMES": [("b.png", rgb), ("cell\\3.png", rgb), ("bell\x07.png", rgb)],  # names no file can record
         "BADNAME": [("b.png", rgb)],  # plus a file whose name is not UTF-8, made below
         "DIRJPG": [("b.png", rgb)],  # plus a folder named like an image, made below
         "_outside": outside,
@@ -101,6 +102,7 @@ def odd(tmp_path_factory):
 @pytest.mark.parametrize("patient, reference", [
     ("GREY8", "REF_GREY"), ("GREY16", "REF_GREY"), ("GREY32", "REF_GREY"), ("FLOAT", "REF_GREY"),
     ("PALETTE", "REF_PALETTE"), ("RGBA", "REF_RGBA"), ("CMYK", "REF_CMYK"), ("LINKIN", "REF_COLOUR"),
+    ("LINKOUT", "REF_COLOUR"), ("FOLDERLINK", "REF_COLOUR"),
 ])
 def test_image_modes_embed_as_their_8bit_rgb_equivalent(odd, patient, reference):
     _, bags = odd
@@ -119,7 +121,8 @@ def test_sixteen_bit_image_is_not_white(odd):
     ("BLANK", "a.png", "blank image"),
     ("TINY", "a.png", "too small (8x8 px"),
     ("BOMB", "a.png", "DecompressionBomb"),
-    ("LINKOUT", "a.png", "link to outside the dataset"),
+    ("ODDNAMES", "cell\\\\3.png", "file name holds a backslash"),
+    ("ODDNAMES", "bell\\x07.png", "file name holds a control character"),
     ("BADNAME", "\\xff\\xfe-latin.png", "not valid UTF-8"),
 ])
 def test_unusable_files_are_skipped_with_their_reason(odd, patient, file, reason):
@@ -128,21 +131,22 @@ def test_unusable_files_are_skipped_with_their_reason(odd, patient, file, reason
     assert file in skipped and reason in skipped[file], bags[patient].skipped
 
 
-def test_folder_linked_outside_the_dataset_is_not_read(odd):
+def test_links_placed_in_the_dataset_are_followed(odd):
+    """A cohort assembled from an archive with links: the linked folder and image are read, not counted empty."""
     _, bags = odd
-    bag = bags["FOLDERLINK"]
-    assert bag.embeddings.shape == (0, 1280) and bag.note == "folder is a link to outside the dataset; not read"
+    assert bags["FOLDERLINK"].filenames == ["elsewhere.png"] and bags["FOLDERLINK"].note == ""
+    assert bags["LINKOUT"].filenames == ["a.png"] and not bags["LINKOUT"].skipped
 
 
 def test_only_readable_names_are_stored(odd):
     _, bags = odd
     assert bags["BADNAME"].filenames == ["b.png"] and bags["DIRJPG"].filenames == ["b.png"]
-    assert bags["LINKOUT"].filenames == [] and bags["LINKOUT"].note == "no usable images"
+    assert bags["ODDNAMES"].filenames == ["b.png"]
 
 
 def test_totals_count_the_skips(odd):
     summary, bags = odd
-    assert summary.n_skipped == sum(len(b.skipped) for b in bags.values()) == 5
+    assert summary.n_skipped == sum(len(b.skipped) for b in bags.values()) == 6
     assert summary.n_images == sum(len(b.filenames) for b in bags.values())
 
 
@@ -182,6 +186,40 @@ def test_removed_image_re_embeds_that_patient(small_root, tmp_path):
     gone.unlink()
     assert run(small_root, out).code == 0
     assert gone.name not in load_bags(out)[1]["A"].filenames and len(load_bags(out)[1]["A"].filenames) == 2
+
+
+def test_refuse_links_skips_linked_folders_and_images_and_records_why(small_root, tmp_path, synthetic_cell_images):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copyfile(synthetic_cell_images[9], archive / "x.jpg")
+    shutil.rmtree(small_root / "testset" / "C")
+    (small_root / "testset" / "C").symlink_to(archive, target_is_directory=True)
+    (small_root / "trainset" / "A" / "linked.jpg").symlink_to(archive / "x.jpg")
+    out = tmp_path / "e.h5"
+    assert run(small_root, out, "--refuse-links").code == 0
+    bags = load_bags(out)[1]
+    assert bags["C"].filenames == [] and bags["C"].note == "folder is a symbolic link, refused (--refuse-links)"
+    assert {"file": "linked.jpg", "reason": "symbolic link, refused (--refuse-links)"} in bags["A"].skipped
+    assert "linked.jpg" not in bags["A"].filenames and len(bags["A"].filenames) == 3
+
+
+def test_a_file_written_before_digests_gets_them_from_a_rerun_without_re_embedding(small_root, tmp_path, caplog):
+    import h5py
+
+    out = tmp_path / "e.h5"
+    assert run(small_root, out).code == 0
+    before = load_bags(out)[1]
+    with h5py.File(out, "r+") as handle:
+        for group in handle["patients"].values():
+            del group.attrs["content_sha256"]
+    with caplog.at_level(logging.WARNING):
+        assert run(small_root, out).code == 0
+    assert "written before each patient's embeddings carried a digest: adding them" in caplog.text
+    with h5py.File(out, "r") as handle:
+        assert all("content_sha256" in group.attrs for group in handle["patients"].values())
+    after = load_bags(out)[1]
+    for patient, bag in before.items():
+        assert after[patient].embeddings.tobytes() == bag.embeddings.tobytes()
 
 
 def test_edited_csv_row_is_recorded_without_re_embedding(small_root, tmp_path, caplog):

@@ -316,7 +316,7 @@ def test_failed_refit_keeps_the_working_model(copy, monkeypatch):
 
     assert predict(copy).code == 0
     before = pd.read_csv(copy / "p.csv")
-    files = {p.name: p.read_bytes() for p in (copy / "model").iterdir()}
+    files = {p.name: p.read_bytes() for p in (copy / "model").iterdir() if p.is_file()}
 
     def full_disk(path, document):
         raise OSError(28, "No space left on device", str(path))
@@ -329,7 +329,8 @@ def test_failed_refit_keeps_the_working_model(copy, monkeypatch):
     monkeypatch.undo()
     assert predict(copy).code == 0
     pd.testing.assert_frame_equal(pd.read_csv(copy / "p.csv"), before)
-    assert {n: c for n, c in ((p.name, p.read_bytes()) for p in (copy / "model").iterdir()) if n in files} == files
+    assert {p.name: p.read_bytes() for p in (copy / "model").iterdir() if p.name in files} == files
+    assert predict(copy, "--all", "--clinical-only-fallback").code == 0  # its clinical-only model is still there
 
 
 def test_model_that_cannot_separate_is_not_saved(copy):

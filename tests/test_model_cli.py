@@ -119,6 +119,10 @@ def predicted(fitted, synthetic_embeddings):
 def test_fit_writes_json_and_text_only(fitted, params_file):
     names = sorted(p.name for p in fitted.iterdir() if p.name not in (".lock", "MODEL_CARD.md"))  # .lock: saves take turns
     assert (fitted / "MODEL_CARD.md").is_file()
+    clinical = [name for name in names if name.startswith("clinical-only-")]  # the fallback model, itself a model
+    document = json.loads((fitted / "model.json").read_text())
+    assert clinical == ([document["training"]["clinical_only"]] if document["training"]["clinical_only"] else [])
+    names = [name for name in names if name not in clinical]
     assert len(names) == SMALL_DATA_PARAMS["n_models"] + 1 and names[-1] == "model.json"
     assert all(name.startswith("booster-") and name.endswith(".txt") for name in names[:-1])
     document = json.loads((fitted / "model.json").read_text())
@@ -139,10 +143,12 @@ def test_predict_outputs(predicted, synthetic_embeddings):
     cohort = load_cohort(synthetic_embeddings)
     predictions = pd.read_csv(out, dtype={"ID": str})
     columns = list(predictions.columns)
-    assert columns[:3] == ["ID", "LABEL", "PROBABILITY"] and columns[-3:] == ["OPERATING_POINT", "DISTRIBUTION", "DRIFT_REASON"]
-    assert set(columns[3:-3]) <= {"RECALIBRATED_PROBABILITY"} and (predictions["OPERATING_POINT"] == "balanced").all()
+    assert columns[:3] == ["ID", "LABEL", "PROBABILITY"]
+    assert columns[-4:] == ["OPERATING_POINT", "EVIDENCE", "DISTRIBUTION", "DRIFT_REASON"]
+    assert set(columns[3:-4]) <= {"RECALIBRATED_PROBABILITY"} and (predictions["OPERATING_POINT"] == "balanced").all()
     assert set(predictions["DISTRIBUTION"]) <= {"in", "out"}
     assert list(predictions["ID"]) == cohort.unlabelled_ids and len(predictions) == SYNTHETIC_N_TEST
+    assert set(predictions["EVIDENCE"]) == {"images+clinical"}  # every synthetic patient has cells
     assert set(predictions["LABEL"]) <= {0, 1}
     assert predictions["PROBABILITY"].between(0, 1).all()
     assert (predictions["LABEL"] == (predictions["PROBABILITY"] >= 0.5).astype(int)).all()

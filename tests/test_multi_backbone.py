@@ -12,6 +12,7 @@ import pytest
 
 import model as model_cli
 from conftest import assert_one_line_error, run_main
+from lymphocytosis.contract.integrity import bag_digest
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.feature_spec import FeatureSpec
 from lymphocytosis.model.features import fit_features
@@ -28,10 +29,13 @@ def second(fake_embeddings, tmp_path_factory) -> Path:
         handle.attrs["model"] = "fake-b"
         handle.attrs["dim"] = 8  # the dimension every bag is checked against
         handle.attrs["weights_sha256"] = "1" * 64
-        for group in handle["patients"].values():
+        for patient_id, group in handle["patients"].items():
             values = group["embeddings"][()]
             del group["embeddings"]
-            group.create_dataset("embeddings", data=(values[:, :8] * 2 + rng.normal(size=(len(values), 8))).astype(np.float32))
+            values = (values[:, :8] * 2 + rng.normal(size=(len(values), 8))).astype(np.float32)
+            group.create_dataset("embeddings", data=values)
+            names = [n.decode() for n in group["filenames"][()]]
+            group.attrs["content_sha256"] = bag_digest(dict(handle.attrs), patient_id, values, names)  # as extract.py would
     return path
 
 
@@ -78,6 +82,8 @@ def test_files_of_other_cells_are_refused(fake_embeddings, second, tmp_path):
         del handle["patients/F0/filenames"]
         handle["patients/F0"].create_dataset("filenames", data=np.array([b"x" + n for n in names], dtype=object),
                                              dtype=h5py.string_dtype("utf-8"))
+        handle["patients/F0"].attrs["content_sha256"] = bag_digest(  # a genuine file of other cells: its own digest
+            dict(handle.attrs), "F0", handle["patients/F0/embeddings"][()], ["x" + n.decode() for n in names])
     result = run_main(model_cli.main, ["cv", "--embeddings", str(fake_embeddings), "--embeddings", str(other)])
     assert_one_line_error(result, str(other), "patient F0's images differ")
 

@@ -21,6 +21,7 @@ from ..defaults import (
     StorageDtype,
     choice_values,
 )
+from ..evidence import DEFAULT_MAX_WITHOUT_CELLS, share
 from ..extract.registry import REGISTRY
 from .options import Option, Options, float_in, int_in, options_of, positive_float
 
@@ -74,6 +75,9 @@ EXTRACT.add("--pixel-size", type=float, default=None,
                  "default: lengths in px")
 EXTRACT.add("--overwrite", action="store_true",
             help="replace an embeddings file made with other settings or from another dataset")
+EXTRACT.add("--refuse-links", action="store_true",
+            help="skip patient folders and images that are symbolic links (recorded with the reason); without it, "
+                 "they are followed and their targets recorded in the listing's fingerprint")
 
 # --- stage 2: model.py and tune.py ----------------------------------------------------------------------------------
 
@@ -109,6 +113,11 @@ CV_DESIGN.add("--cv-dir", type=Path, default=None,
               help="saved CV results, one folder per settings and folds (earlier ones are kept); default: "
                    "<artifacts>/cv")
 
+EVIDENCE = Options()
+EVIDENCE.add("--max-without-cells", type=share, default=DEFAULT_MAX_WITHOUT_CELLS,
+             help="largest share of labelled patients without a readable cell image that cv and fit train on, and "
+                  "evaluate judges (more is refused, naming them)")
+
 PREVALENCE = Options()
 PREVALENCE.add("--prevalence", type=float_in(0.0, 1.0, include_high=False), default=None,
                help="also give PPV and NPV at this prevalence of tumoral (0-1); default: the cohort's only")
@@ -138,6 +147,10 @@ PREDICT.add("--strict-drift", action="store_true",
 PREDICT.add("--operating-point", default="balanced",
             help="the threshold that decides LABEL: 'balanced' (0.5), or one the model was fitted with (sens95, sens98, "
                  "...: model.py fit --sensitivities)")
+PREDICT.add("--clinical-only-fallback", action="store_true",
+            help="predict patients without a readable cell image with the clinical-only model saved by fit, marked "
+                 "'clinical only' in the EVIDENCE column (labelled at its balanced threshold unless it has the "
+                 "--operating-point); without it, they are refused")
 
 REPORT = Options()
 REPORT.add("--out-dir", type=Path, default=None, help="default: <artifacts>/report")
@@ -183,11 +196,11 @@ TUNE.add("--json", type=Path, default=None,
 
 COMMANDS: dict[str, tuple[Options, ...]] = {
     "extract": (EXTRACT, RUN),
-    "cv": (DATA, RUN, TUNED, CV_DESIGN, PREVALENCE, RULE, CV),
-    "fit": (DATA, RUN, TUNED, RULE, FIT),
+    "cv": (DATA, RUN, TUNED, CV_DESIGN, EVIDENCE, PREVALENCE, RULE, CV),
+    "fit": (DATA, RUN, TUNED, EVIDENCE, RULE, FIT),
     "predict": (DATA, RUN, PREDICT),
-    "report": (DATA, RUN, TUNED, CV_DESIGN, PREVALENCE, RULE, REPORT),
-    "evaluate": (DATA, RUN, EVALUATE, PREVALENCE),
+    "report": (DATA, RUN, TUNED, CV_DESIGN, EVIDENCE, PREVALENCE, RULE, REPORT),
+    "evaluate": (DATA, RUN, EVALUATE, EVIDENCE, PREVALENCE),
     "tune": (data_options("the search then also chooses how to use them"), TUNE, RUN),
 }
 MODEL_COMMANDS = ("cv", "fit", "predict", "report", "evaluate")  # model.py's subcommands

@@ -61,6 +61,8 @@ def option_values(path: Path, label: str, value, option: Option) -> list[str]:
             raise InputError(f"{where}: {name} takes a {'string' if option.type in (None, Path) else 'number'}, "
                              f"not {type(item).__name__}")
         text = str(item)
+        if "\0" in text:  # no path or value holds one; the OS would refuse it later, as a traceback
+            raise InputError(f"--config {path}: {label}: holds a NUL character (\\0), which no path or value may contain")
         try:
             converted = option.type(text) if option.type is not None else text
         except argparse.ArgumentTypeError as exc:

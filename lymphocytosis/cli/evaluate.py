@@ -3,7 +3,8 @@
     model.py evaluate --model-dir artifacts/dlmi/model --embeddings artifacts/site2/embeddings.h5 --out-dir eval/
 
 Checked before anything runs: the model loads, the cohort's embeddings have the model's provenance, the output
-folder is new, empty or an earlier evaluation, and no patient of the cohort was in the model's training set.
+folder is new, empty or an earlier evaluation (everything in it written there by the tool), no patient of the cohort
+was in the model's training set, and every patient has a readable cell image (see lymphocytosis/evidence.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class EvaluateInputs:
 def check_evaluate(args, cohort) -> EvaluateInputs:
     from ..contract.provenance import require_same_sets
     from ..errors import InputError
+    from ..evidence import refuse_without_cells, require_cells_to_train, without_cells
     from ..model.external import check_unseen
     from ..model.persistence import load_model
     from ..report.evaluation_report import check_out_dir
@@ -38,6 +40,8 @@ def check_evaluate(args, cohort) -> EvaluateInputs:
                       "re-extract the cohort with the model's settings (model's first)")
     if not cohort.labelled_ids:
         raise InputError(f"{cohort.dataset_root}: no labelled patients (LABEL 0 or 1) to evaluate the model on")
+    require_cells_to_train(cohort, args.max_without_cells)
+    refuse_without_cells(without_cells(cohort, cohort.labelled_ids), "evaluate")
     check_unseen(model, cohort, cohort.labelled_ids)
     return EvaluateInputs(model)
 

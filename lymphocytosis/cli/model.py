@@ -21,18 +21,17 @@ from ..files import atomic_write_json
 from ..invocation import command
 from .catalog import COMMANDS, MODEL_COMMANDS
 from .common import Parser, Run, cli_main, cohort_inputs, parse_with_config, resolve_data_options, start_run
-from .decision_options import fitted_decision, rule_of, write_card
+from .decision_options import fitted_decision, write_card
 from .evaluate import check_evaluate, command_evaluate
 from .options import add_options
+from .predict import check_predict, command_predict
 from .saved_cv import design_of, load_stain_cv, run_cv, saved_or_run
 
 if TYPE_CHECKING:  # imported late at run time: --help starts without LightGBM
-    from ..model.classifier import FittedModel
     from ..model.evaluation import CVDesign
     from ..model.results import SavedCV
 
 PROG = "model.py"
-DRIFT_EXIT = 4  # predict --strict-drift: the cohort is out of distribution (or could not be checked)
 log = logging.getLogger("model")
 
 SUBCOMMANDS = {  # model.py's subcommands: their one-line help and their description
@@ -128,6 +127,7 @@ def check_fit(args, cohort, settings) -> None:
 def command_fit(args, run: Run, cohort, settings, checked=None):
     from ..drift.reference import fit_reference
     from ..model.classifier import FittedModel
+    from ..model.fallback import remove_other_clinical_models, save_clinical_model
     from ..model.params import too_few_patients
     from ..model.persistence import save_model
 
@@ -143,66 +143,14 @@ def command_fit(args, run: Run, cohort, settings, checked=None):
     model.drift_reference = fit_reference(cohort, ids)
     for note in model.drift_reference.notes:
         log.warning("drift reference: %s", note)
+    model.training["clinical_only"] = save_clinical_model(args.model_dir, cohort, ids, settings.spec, settings.params,
+                                                          training)
     save_model(model, args.model_dir)
+    remove_other_clinical_models(args.model_dir, model.training["clinical_only"])
     write_card(args, run, cohort, settings, model)
     print(f"saved model trained on {len(ids)} patients ({settings.source}) to {args.model_dir}")
 
 
-@dataclass(frozen=True)
-class PredictInputs:
-    """The saved model, checked against the embeddings, and the patients to predict."""
-    model: FittedModel
-    ids: list[str]
-
-
-def check_predict(args, cohort) -> PredictInputs:
-    from ..contract.provenance import require_same_sets
-    from ..model.persistence import load_model
-
-    model = load_model(args.model_dir)
-    require_same_sets(model.provenance, cohort.provenance,
-                      f"{cohort.primary.path}: embeddings of another provenance than the model was trained on",
-                      "re-extract with the model's settings (model's first)")
-    ids = cohort.ids if args.all else cohort.unlabelled_ids
-    if not ids:
-        raise InputError(f"{cohort.dataset_root}: no unlabelled patients (LABEL -1) to predict; use --all for every patient")
-    rule_of(model).operating_points.threshold(args.operating_point)  # refused now if the model has no such point
-    return PredictInputs(model, ids)
-
-
-def command_predict(args, run: Run, cohort, checked: PredictInputs):
-    import numpy as np
-    import pandas as pd
-
-    from ..drift.check import check_drift
-    from ..files import atomic_output
-
-    model, ids = checked.model, checked.ids
-    prediction = model.predict_proba(cohort, ids)
-    if len(ids) > 1 and np.ptp(prediction.probabilities) == 0:
-        log.warning("every patient got the same probability (%.4f): the model does not separate these patients",
-                    prediction.probabilities[0])
-    rule = rule_of(model)
-    threshold = rule.operating_points.threshold(args.operating_point)
-    labels = (prediction.probabilities >= threshold).astype(int)
-    out = pd.DataFrame({"ID": ids, "LABEL": labels, "PROBABILITY": prediction.probabilities.round(6)})
-    if rule.recalibrated:  # a risk: the probability through the recalibration fitted with the model
-        out["RECALIBRATED_PROBABILITY"] = rule.recalibration.apply(prediction.probabilities).round(6)
-    log.info("recalibration: %s", f"{rule.recalibration.method} (RECALIBRATED_PROBABILITY)" if rule.recalibrated
-             else "none (it did not lower the cross-validated Brier score, or the model has none)")
-    out["OPERATING_POINT"] = args.operating_point
-    verdict = check_drift(model.drift_reference, cohort, ids)
-    out["DISTRIBUTION"], out["DRIFT_REASON"] = verdict.distribution, verdict.reasons
-    submission = out[["ID", "LABEL"]].rename(columns={"ID": "Id", "LABEL": "Predicted"})
-    for path, frame in ((args.out, out), (args.submission, submission)):
-        with atomic_output(path) as tmp:
-            frame.to_csv(tmp, index=False)
-    print(f"predicted {len(ids)} patients ({int(labels.sum())} tumoral at {args.operating_point}, threshold "
-          f"{threshold:.4f}): {args.out}, submission {args.submission}")
-    for line in verdict.lines:
-        print(line)
-        log.debug(line)
-    return DRIFT_EXIT if args.strict_drift and verdict.cohort_out is not False else 0
 
 
 @dataclass(frozen=True)
@@ -299,15 +247,18 @@ STEPS = {"cv": (check_cv, command_cv), "fit": (check_fit, command_fit), "report"
 @cli_main
 def main(argv, run: Run):
     args = parse_args(argv, run)
+    from ..evidence import require_cells_to_train
     from ..files import refuse_inputs_as_outputs
     from ..model.cohort import load_cohort
     from ..model.measurements import settings_for
     from ..model.tuned_params import load_settings
+    from ..output_kinds import require_own_outputs
 
     outputs = outputs_of(args)
     refuse_nested_outputs(outputs)
     cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
+    require_own_outputs(outputs, args.command)
     # Every check runs before start_run, so a refused command leaves no run log behind.
     if args.command in ("predict", "evaluate"):
         check, step = (check_predict, command_predict) if args.command == "predict" else (check_evaluate, command_evaluate)
@@ -315,6 +266,7 @@ def main(argv, run: Run):
         start_run(args, run, args.command)
         return step(args, run, cohort, checked) or 0
     settings = settings_for(cohort, load_settings(args.params, cohort))
+    require_cells_to_train(cohort, args.max_without_cells)
     check, step = STEPS[args.command]
     checked = check(args, cohort, settings)
     start_run(args, run, args.command)

@@ -88,6 +88,7 @@ def saved_or_run(args, run: Run, cohort, settings, design, what: str) -> SavedCV
 def load_stain_cv(directory: Path, cohort, settings, design):
     """Saved CV results to set beside the report's: the same patients, folds and settings, or refused (before any
     cross-validation runs)."""
+    from ..evidence import require_stain_normalised
     from ..model.results import load_cv
     from ..model.saved_runs import results_dir
 
@@ -97,6 +98,7 @@ def load_stain_cv(directory: Path, cohort, settings, design):
         raise InputError(f"--stain-cv {directory}: no cross-validation of the report's settings and folds there (run "
                          f"`{command('cv')}` on the stain-normalised embeddings with the same options)")
     stained = load_cv(folder)
+    require_stain_normalised(directory, stained.provenance, cohort.provenance)
     same = (stained.fingerprint == cohort.fingerprint and stained.comparison.design == design
             and stained.settings.spec == settings.spec and stained.settings.params == settings.params)
     if not same:

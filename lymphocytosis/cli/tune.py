@@ -124,6 +124,7 @@ def command_study(args, run: Run, cohort) -> None:
 
     from ..model import tuning
     from ..model.evaluation import repeated_folds
+    from ..model.study_storage import storage_failure
     from ..model.tuned_params import save_settings
 
     ids = cohort.labelled_ids
@@ -143,13 +144,25 @@ def command_study(args, run: Run, cohort) -> None:
             best = study.best_trial
         except ValueError:
             return
+        except Exception as exc:  # the database went away: the file keeps what it holds
+            if storage_failure(exc, args.storage, args.best_params) is None:
+                raise
+            log.warning("cannot read the best trial (the database failed); %s left as it was", args.best_params)
+            return
         save_settings(args.best_params, tuning.settings_from_trial(best), cohort,
                       {"study": name, "storage": shown, "trial": best.number,
                        "cv_value_optimistic": best.value, "note": "best_value is optimistic; see tune.py --nested"})
 
+    quiet_storage_threads(args.storage)
     try:
         tuning.run_study(study, cohort, folds, args.trials, args.timeout, callbacks=[tuning.log_progress, save_best],
                          progress=run.progress)
+    except Exception as exc:
+        failure = storage_failure(exc, args.storage, args.best_params)
+        if failure is None:
+            raise
+        log.debug("database failure", exc_info=True)
+        raise failure from None
     finally:
         save_best(study)
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
@@ -157,6 +170,28 @@ def command_study(args, run: Run, cohort) -> None:
     print(f"study {name}: {tuning.finished_trials(study)} trials finished ({len(study.trials)} in all); best CV balanced "
           f"accuracy {study.best_value:.4f} (trial {study.best_trial.number}; optimistic -- judge tuning with --nested); "
           f"settings in {args.best_params}")
+
+
+def quiet_storage_threads(url: str) -> None:
+    """Optuna's heartbeat thread hits a database that went away before the trial does: its traceback would
+    scroll by before the one-line error; logged at debug level instead (other threads' errors as before)."""
+    import threading
+
+    from ..model.study_storage import is_storage_failure
+
+    previous = threading.excepthook
+    if getattr(previous, "quiet_storage", False):
+        return
+
+    def hook(info):
+        if info.exc_value is not None and is_storage_failure(info.exc_value):
+            log.debug("database failure in thread %s: %s", getattr(info.thread, "name", "?"),
+                      masked(str(info.exc_value).splitlines()[0] if str(info.exc_value) else "", url))
+            return
+        previous(info)
+
+    hook.quiet_storage = True
+    threading.excepthook = hook
 
 
 @cli_main

@@ -18,12 +18,13 @@ import pandas as pd
 
 from ..errors import InputError, InputErrors
 from .layout import ROW_COLUMNS, read_split_tables, row_fingerprint
+from .numbers import parse_decimal
 
 REFERENCE_DATE = dt.date(2020, 1, 1)
 CLINICAL_COLUMNS = ROW_COLUMNS
-_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")  # M/D/YYYY
-_DASH = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$")  # DD-MM-YYYY
-_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")  # YYYY-MM-DD
+_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$", re.ASCII)  # M/D/YYYY; ASCII digits only, as every number
+_DASH = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{4})$", re.ASCII)  # DD-MM-YYYY
+_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$", re.ASCII)  # YYYY-MM-DD
 
 
 def parse_dob(text: str) -> dt.date:
@@ -67,10 +68,7 @@ def _sex_male(text: str) -> float:
 
 
 def _count(text: str) -> float:
-    try:
-        count = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
+    count = parse_decimal(text)  # the one strict reading of a CSV number (numbers.py)
     if not math.isfinite(count) or count <= 0:
         raise ValueError(f"{text!r} must be a positive number")
     return count

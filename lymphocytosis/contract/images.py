@@ -1,10 +1,11 @@
 """Cell images on disk: which files a patient has, whether they may be read, and how each becomes 8-bit RGB.
 
-A patient's folder is scanned once: candidate image files in name order, each checked to lie inside the
-dataset (a symbolic link pointing elsewhere is skipped, not followed) and to have a UTF-8 name (names are
-stored in the embeddings file); a fingerprint of the listing (each image's name and the SHA-256 of its bytes)
-lets a rerun find exactly the patients whose images changed, wherever the dataset was copied or moved (a copy
-has new modification times, not new images). Decoding converts every mode PIL opens to 8-bit RGB the way a
+A patient's folder is scanned once: candidate image files in name order, each checked to have a name the
+embeddings file can record (UTF-8, no backslash or control character); symbolic links the user placed in the
+dataset are followed unless refused (`--refuse-links`); a fingerprint of the listing (each image's name and the
+SHA-256 of its bytes, through any link) lets a rerun find exactly the patients whose images changed, wherever the
+dataset was copied or moved (a copy has new modification times, not new images). Decoding converts every mode PIL
+opens to 8-bit RGB the way a
 viewer would show it: 16-bit and float grey levels are rescaled (not clipped to white), transparency is laid
 on white, CMYK and palettes are converted; tiny or blank (single-colour) images carry no cell and are
 skipped with their reason.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,12 +66,28 @@ def display_name(path: Path) -> str:
         return os.fsencode(path.name).decode("utf-8", "backslashreplace")
 
 
-def scan_folder(folder: Path, root: Path) -> FolderScan:
-    """A patient's candidate images, with what must be skipped and the listing's fingerprint."""
+LINKS_REFUSED = "symbolic link, refused (--refuse-links)"
+
+
+def unrecordable(name: str) -> str | None:
+    """Why an image name cannot be stored in the embeddings file and read back as a plain name, if so."""
+    if "\\" in name:
+        return "file name holds a backslash; rename it"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "file name holds a control character; rename it"
+    return None
+
+
+def scan_folder(folder: Path, root: Path, follow_links: bool = True) -> FolderScan:
+    """A patient's candidate images, with what must be skipped and the listing's fingerprint.
+
+    Symbolic links the user placed in the dataset (a patient folder, an image) are followed by default, a usual
+    way to assemble a cohort from an archive; the content they lead to enters the fingerprint, so relinking to
+    other images re-embeds the patient. With `follow_links=False` they are skipped and recorded."""
     if not folder.is_dir():
         return FolderScan([], note="folder missing")
-    if not inside(folder, root):
-        return FolderScan([], note="folder is a link to outside the dataset; not read")
+    if folder.is_symlink() and not follow_links:
+        return FolderScan([], note=f"folder is a {LINKS_REFUSED}")
     images, skipped, digest, legacy = [], [], hashlib.sha256(), hashlib.sha256()
     for path in list_cell_images(folder):
         name = display_name(path)
@@ -79,12 +97,13 @@ def scan_folder(folder: Path, root: Path) -> FolderScan:
             skipped.append({"file": name, "reason": f"cannot stat ({exc.strerror})"})
             continue
         legacy.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        content = f"size {stat.st_size}"
         if name != path.name:
             skipped.append({"file": name, "reason": "file name is not valid UTF-8; rename it"})
-            content = f"size {stat.st_size}"
-        elif not inside(path, root):
-            skipped.append({"file": name, "reason": f"link to outside the dataset ({os.path.realpath(path)}); not read"})
-            content = f"link to {os.path.realpath(path)}"
+        elif unrecordable(name):
+            skipped.append({"file": name.encode("unicode_escape").decode("ascii"), "reason": unrecordable(name)})
+        elif path.is_symlink() and not follow_links:
+            skipped.append({"file": name, "reason": LINKS_REFUSED})
         else:
             images.append(path)
             content = content_digest(path)

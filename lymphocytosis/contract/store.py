@@ -8,7 +8,8 @@ Layout (format `lymphocytosis-embeddings/2`):
     /patients/<ID>/embeddings float (n_cells, D), rows in the order of `filenames`; (0, D) for a patient without cells
     /patients/<ID>/filenames  utf-8 strings (n_cells,), image names inside the patient's folder
     /patients/<ID>            attrs: split, n_cells, skipped (JSON list of {"file", "reason"}), note,
-                                     listing_sha256 (the folder's image listing), row_sha256 (its CSV row)
+                                     listing_sha256 (the folder's image listing), row_sha256 (its CSV row),
+                                     content_sha256 (digest of the bag and its settings: integrity.py)
 
 Everything read is checked before use (structure, types, shapes, finite and plausible values, plain file
 names): a damaged or tampered file stops with one line naming the file and patient.
@@ -17,6 +18,7 @@ names): a damaged or tampered file stops with one line naming the file and patie
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,11 @@ import numpy as np
 
 from ..errors import InputError, in_file
 from ..invocation import command
+from .integrity import DIGEST_ATTR, bag_digest, declared_problem, digest_problem, has_digest, link_problem
 from .layout import SPLIT_CSVS, validate_patient_id
 from .provenance import PROVENANCE_KEYS
+
+log = logging.getLogger(__name__)
 
 FORMAT = "lymphocytosis-embeddings/2"
 OLD_FORMATS = ("lymphocytosis-embeddings/1",)  # recognised (to be updated or replaced), never read
@@ -52,9 +57,12 @@ class PatientBag:
     row_sha256: str = ""  # fingerprint of the patient's CSV row (layout.row_fingerprint)
 
 
-def write_bag(group: h5py.Group, bag: PatientBag, dim: int, dtype: str) -> None:
+def write_bag(group: h5py.Group, bag: PatientBag, dim: int, dtype: str, provenance: dict | None = None) -> None:
+    """One patient's group; with `provenance` (the final file), the bag's digest too (see integrity.py)."""
     embeddings = np.asarray(bag.embeddings, dtype=dtype).reshape(-1, dim)
     group.create_dataset("embeddings", data=embeddings)
+    if provenance is not None:
+        group.attrs[DIGEST_ATTR] = bag_digest(provenance, bag.patient_id, embeddings, list(bag.filenames))
     group.create_dataset("filenames", data=np.array(bag.filenames, dtype=object), dtype=_STR)
     for key in ("split", "note", "listing_sha256", "row_sha256"):
         group.attrs[key] = getattr(bag, key)
@@ -98,9 +106,15 @@ def check_attrs(attrs: dict) -> str | None:
     return None
 
 
-def read_bag(group: h5py.Group, patient_id: str, measured: bool = False) -> PatientBag:
-    """One patient's group, checked; ValueError names what is wrong."""
+def read_bag(group: h5py.Group, patient_id: str, measured: bool = False, provenance: dict | None = None,
+             file_size: int | None = None) -> PatientBag:
+    """One patient's group, checked; ValueError names what is wrong. With `provenance` and `file_size` (a final
+    file), its layout is checked before any array is read, and its content against its digest after."""
     validate_patient_id(patient_id, "patient group")
+    if provenance is not None:
+        problem = declared_problem(group, provenance, file_size or 0)
+        if problem:
+            raise ValueError(problem)
     names = [s.decode() if isinstance(s, bytes) else str(s) for s in group["filenames"][()]]
     embeddings = group["embeddings"][()]
     attrs = {key: str(group.attrs[key]) for key in ("split", "note", "listing_sha256", "row_sha256")}
@@ -111,6 +125,8 @@ def read_bag(group: h5py.Group, patient_id: str, measured: bool = False) -> Pati
         problem = f"file name {bad_names[0]!r} is not a plain name inside the patient's folder"
     elif len(set(names)) != len(names):
         problem = "a file name is listed twice"
+    if not problem and provenance is not None:
+        problem = digest_problem(group, provenance, patient_id, embeddings, names)
     if problem:
         raise ValueError(problem)
     return PatientBag(patient_id, attrs["split"], embeddings, names, attrs["skipped"], attrs["note"],
@@ -159,15 +175,33 @@ def read_provenance(path: Path) -> dict:
     return attrs
 
 
+def patient_groups(handle: h5py.File):
+    """Each patient's (ID, group), in file order, followed only through hard links inside the file (an external
+    link would read another file, a soft link another patient's bag): InputError otherwise."""
+    problem = link_problem(handle, "patients")
+    if problem:
+        raise InputError(problem)
+    patients = handle["patients"]
+    for patient_id in patients:
+        problem = link_problem(patients, patient_id)
+        if problem:
+            raise InputError(f"patient {patient_id}: group {problem}")
+        yield patient_id, patients[patient_id]
+
+
 def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
-    """Provenance and every patient's bag, read once and checked (one dimension for all patients)."""
+    """Provenance and every patient's bag, read once and checked (one dimension for all patients; links, layout
+    and sizes before any array is read, digests after: see integrity.py)."""
     provenance = read_provenance(path)
     bags: dict[str, PatientBag] = {}
     patient_id = None
+    undigested = 0
     try:
+        file_size = Path(path).stat().st_size
         with h5py.File(path, "r") as handle:
-            for patient_id, group in handle["patients"].items():
-                bags[patient_id] = read_bag(group, patient_id, is_measurement(provenance))
+            for patient_id, group in patient_groups(handle):
+                undigested += not has_digest(group)
+                bags[patient_id] = read_bag(group, patient_id, is_measurement(provenance), provenance, file_size)
     except InputError as exc:
         raise in_file(path, exc) from None
     except (*HDF5_ERRORS, json.JSONDecodeError) as exc:
@@ -175,6 +209,10 @@ def load_bags(path: Path) -> tuple[dict, dict[str, PatientBag]]:
         raise InputError(f"{path}: {where}damaged embeddings ({str(exc).splitlines()[0]}); re-extract it") from None
     if not bags:
         raise InputError(f"{path}: holds no patients")
+    if undigested:
+        log.warning("%s: %d of %d patients' embeddings carry no digest (written before digests were recorded), so "
+                    "their content cannot be verified; rerun extract.py with the same settings to add them (nothing "
+                    "is embedded again)", path, undigested, len(bags))
     problem = check_dimensions(provenance, bags)
     if problem:
         raise InputError(f"{path}: {problem}; re-extract it")

@@ -77,8 +77,9 @@ def run_stage(plan: ExtractionPlan, stage: Stage, progress: Progress = Progress(
     """Fill the plan's output with a row per cell of every patient: the update plan, the shared parts folder, this
     worker's share, and the final file (see job.py, workers.py, update.py)."""
     root, out, patients, overwrite = plan.root, plan.out, plan.patients, plan.overwrite
+    follow_links = plan.follow_links
     previous = previous_extraction(out, stage.provenance, root, overwrite)
-    scans = {p.patient_id: scan_folder(p.folder, root) for p in patients}
+    scans = {p.patient_id: scan_folder(p.folder, root, follow_links) for p in patients}
     plan = plan_update(patients, scans, previous)
     plan.check_other_root(out, root, overwrite)
     if plan.nothing_to_do:
@@ -123,8 +124,8 @@ def run_embedding(plan: ExtractionPlan, progress: Progress = Progress()) -> Extr
 
 
 def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False,
-            progress: Progress = Progress()) -> ExtractionSummary:
+            progress: Progress = Progress(), follow_links: bool = True) -> ExtractionSummary:
     """Embed every patient of the dataset at `root` into `out` (only those whose images changed, when `out`
     holds an earlier extraction with the same settings). Several processes may run this on the same `out`
     at once: they share the patients, and the last to finish writes the file (see workers.py)."""
-    return run_embedding(plan_embedding(root, out, settings, overwrite), progress)
+    return run_embedding(plan_embedding(root, out, settings, overwrite, follow_links), progress)

@@ -15,10 +15,12 @@ from PIL import Image
 
 from ..contract.images import FolderScan
 from ..contract.layout import PatientEntry
+from ..contract.provenance import describe_difference, same
 from ..contract.store import PatientBag, read_provenance
+from ..errors import InputError
 from ..progress import Progress
 from .decoding import ClaimedPatients, DecodedPatient
-from .parts import PartsFolder, assemble
+from .parts import PartsFolder, PartsRemoved, assemble
 from .update import UpdatePlan
 from .workers import ASSEMBLY, Claims
 
@@ -134,7 +136,11 @@ def embed_all(job: Job, decoder: CellDecoder, embedder: RowMaker, workers: int, 
                 time.sleep(POLL_SECONDS)  # others are on them; a claim whose worker stops is taken over
                 job.progress(bar)
                 continue
-            done = embed_pass(job, decoder, embedder, workers, bar)
+            try:
+                done = embed_pass(job, decoder, embedder, workers, bar)
+            except PartsRemoved:  # paused past the heartbeat, others finished: `finish` checks the final file
+                log.info("%s: the other workers finished while this one was paused", job.parts.path)
+                return embedded
             if not done and len(job.remaining()) == len(remaining):
                 time.sleep(POLL_SECONDS)  # nothing could be claimed after all (a claim judged later): do not spin
             embedded += done
@@ -145,6 +151,9 @@ def finish(job: Job, out: Path, bag_of, dim: int, provenance: dict, file_attrs: 
     while True:
         if not job.parts.path.exists():  # another worker assembled it
             attrs = read_provenance(out)
+            if not same(attrs, provenance):
+                raise InputError(f"{out}: replaced by an extraction of other settings while this one ran "
+                                 f"({describe_difference(provenance, attrs)}); rerun the command")
             return {k: int(attrs[k]) for k in ("n_patients", "n_images", "n_skipped")}
         if job.claims.take(ASSEMBLY):
             totals = assemble(out, [p.patient_id for p in job.plan.patients], bag_of, dim, provenance, file_attrs)

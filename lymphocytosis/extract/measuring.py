@@ -78,6 +78,7 @@ def run_measuring(plan: ExtractionPlan, progress: Progress = Progress()) -> Extr
 
 
 def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = False,
-                    workers: int | None = None, progress: Progress = Progress()) -> ExtractionSummary:
+                    workers: int | None = None, progress: Progress = Progress(),
+                    follow_links: bool = True) -> ExtractionSummary:
     """Measure every patient of the dataset at `root` into `out` (resumable, shareable, like `extract`)."""
-    return run_measuring(plan_measuring(root, out, settings, overwrite, workers), progress)
+    return run_measuring(plan_measuring(root, out, settings, overwrite, workers, follow_links), progress)

@@ -24,7 +24,7 @@ import h5py
 from ..contract.provenance import describe_difference, identity, same
 from ..contract.store import HDF5_ERRORS, PatientBag, is_measurement, read_bag, write_bag, write_file_attrs
 from ..errors import InputError
-from ..files import atomic_hdf5, temporary_sibling
+from ..files import atomic_hdf5, foreign_entries, temporary_sibling
 from .workers import HEARTBEAT_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,21 @@ log = logging.getLogger(__name__)
 
 def parts_path(out: Path) -> Path:
     return Path(f"{out}.parts")
+
+
+class PartsRemoved(InputError):
+    """The parts folder is gone: another worker assembled the final file (or another run discarded it)."""
+
+
+def refuse_foreign_parts(path: Path) -> None:
+    """--overwrite discards an interrupted extraction's parts folder, never a folder of the user's that happens to
+    carry its name."""
+    from ..output_kinds import PARTS_ENTRIES
+
+    foreign = foreign_entries(path, "parts", PARTS_ENTRIES) if path.is_dir() and not path.is_symlink() else [path.name]
+    if foreign:
+        raise InputError(f"{path}: not an interrupted extraction of this tool (holds {', '.join(foreign[:5])}); "
+                         "--overwrite discards only those: move it away, or choose another --out")
 
 
 def read_settings(path: Path) -> dict | None:
@@ -64,6 +79,7 @@ class PartsFolder:
             raise InputError(f"{self.path}: an interrupted extraction {problem} is here; rerun it with its own "
                              "settings to finish it, or pass --overwrite to discard it, or choose another --out")
         if problem:
+            refuse_foreign_parts(self.path)
             log.info("%s: discarding an interrupted extraction %s (--overwrite)", self.path, problem)
             self.discard()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -135,7 +151,7 @@ class PartsFolder:
 
     def write(self, bag: PatientBag) -> None:
         if not self.path.is_dir():  # never recreate a folder another run finished or discarded
-            raise InputError(f"{self.path}: removed by another extraction while this one ran; rerun the command")
+            raise PartsRemoved(f"{self.path}: removed by another extraction while this one ran; rerun the command")
         with atomic_hdf5(self.part(bag.patient_id)) as handle:
             write_bag(handle.create_group("bag"), bag, self.dim, self.provenance["dtype"])
             handle["bag"].attrs["parts_settings"] = self.digest
@@ -153,7 +169,7 @@ def assemble(out: Path, patient_ids: list[str], bag_of: Callable[[str], PatientB
         patients = handle.create_group("patients")
         for patient_id in patient_ids:
             bag = bag_of(patient_id)
-            write_bag(patients.create_group(patient_id), bag, dim, provenance["dtype"])
+            write_bag(patients.create_group(patient_id), bag, dim, provenance["dtype"], {**provenance, "dim": int(dim)})
             totals["n_patients"] += 1
             totals["n_images"] += len(bag.filenames)
             totals["n_skipped"] += len(bag.skipped)

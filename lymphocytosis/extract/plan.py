@@ -86,6 +86,7 @@ class ExtractionPlan:
     patients: list[PatientEntry]
     overwrite: bool
     task: EmbeddingPlan | MeasuringPlan
+    follow_links: bool = True  # False (--refuse-links): linked patient folders and images are skipped, with the reason
 
 
 def checked_patients(root: Path, out: Path, tables: dict | None = None) -> list[PatientEntry]:
@@ -104,7 +105,7 @@ def default_workers(device: torch.device) -> int:
 
 
 def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False,
-                   tables: dict | None = None) -> ExtractionPlan:
+                   tables: dict | None = None, follow_links: bool = True) -> ExtractionPlan:
     """The checks of an embedding run, in the order a user fixes them: dataset (its CSVs' checked `tables`, when
     the caller read them) and output, settings, device, weights, crop and size. Nothing is loaded or written."""
     root, out = Path(root), Path(out)
@@ -115,14 +116,15 @@ def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: 
     crop, size = crop_and_size(registered(settings.model), settings.crop, settings.input_size)
     workers = settings.workers if settings.workers is not None else default_workers(device)
     task = EmbeddingPlan(settings, device, weights, weights_file, crop, size, workers)
-    return ExtractionPlan(root, out, patients, overwrite, task)
+    return ExtractionPlan(root, out, patients, overwrite, task, follow_links)
 
 
 def plan_measuring(root: Path, out: Path, settings: MeasurementSettings, overwrite: bool = False,
-                   workers: int | None = None, tables: dict | None = None) -> ExtractionPlan:
+                   workers: int | None = None, tables: dict | None = None,
+                   follow_links: bool = True) -> ExtractionPlan:
     """The checks of a measuring run (`extract.py --measure`): dataset and output, then the settings."""
     root, out = Path(root), Path(out)
     patients = checked_patients(root, out, tables)
     settings.validate()
     workers = workers if workers is not None else max(0, (os.cpu_count() or 1) - 1)
-    return ExtractionPlan(root, out, patients, overwrite, MeasuringPlan(settings, workers))
+    return ExtractionPlan(root, out, patients, overwrite, MeasuringPlan(settings, workers), follow_links)

@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 
 from ..contract.images import FolderScan
+from ..contract.integrity import has_digest
 from ..contract.layout import PatientEntry
 from ..contract.provenance import describe_difference, same
 from ..contract.store import (
@@ -26,6 +27,7 @@ from ..contract.store import (
     PatientBag,
     check_dimensions,
     is_measurement,
+    patient_groups,
     read_attrs,
     read_bag,
 )
@@ -59,6 +61,7 @@ class PreviousExtraction:
     rows: dict[str, tuple[str, str]]  # patient -> (split, CSV row fingerprint) when embedded
     n_images: int
     n_skipped: int
+    undigested: bool = False  # written before bags carried digests: the rerun rewrites it with them
 
     def bag(self, patient_id: str) -> PatientBag:
         with h5py.File(self.path, "r") as handle:
@@ -70,9 +73,13 @@ def read_previous(out: Path) -> PreviousExtraction:
     """The previous file's per-patient record, every bag checked now (its bags are reused at the end)."""
     patient_id = None
     try:
+        attrs, size = read_attrs(out), out.stat().st_size
         with h5py.File(out, "r") as handle:
             measured = is_measurement({k: str(v) for k, v in handle.attrs.items()})
-            bags = {patient_id: read_bag(group, patient_id, measured) for patient_id, group in handle["patients"].items()}
+            bags = {}
+            for patient_id, group in patient_groups(handle):
+                bags[patient_id] = read_bag(group, patient_id, measured, attrs, size)
+            undigested = any(not has_digest(group) for _, group in patient_groups(handle))
             n_images, n_skipped = int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"])
         problem = check_dimensions(read_attrs(out), bags) if bags else None
     except (*HDF5_ERRORS, InputError, json.JSONDecodeError) as exc:
@@ -82,7 +89,8 @@ def read_previous(out: Path) -> PreviousExtraction:
         raise InputError(f"{out}: damaged ({problem}); pass --overwrite to replace it")
     listings = {k: bag.listing_sha256 for k, bag in bags.items()}
     rows = {k: (bag.split, bag.row_sha256) for k, bag in bags.items()}
-    return PreviousExtraction(out, str(read_attrs(out).get("dataset_root", "")), listings, rows, n_images, n_skipped)
+    return PreviousExtraction(out, str(read_attrs(out).get("dataset_root", "")), listings, rows, n_images, n_skipped,
+                              undigested)
 
 
 def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool) -> PreviousExtraction | None:
@@ -128,7 +136,8 @@ class UpdatePlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        changes = self.to_embed or self.changed_rows or self.relisted or self.removed or self.moved
+        changes = (self.to_embed or self.changed_rows or self.relisted or self.removed or self.moved
+                   or (self.previous is not None and self.previous.undigested))
         return self.previous is not None and not changes
 
     @property
@@ -154,6 +163,9 @@ class UpdatePlan:
     def log(self, out: Path) -> None:
         if self.previous is None:
             return
+        if self.previous.undigested:
+            log.warning("%s: written before each patient's embeddings carried a digest: adding them (nothing is "
+                        "embedded again for that)", out)
         held = self.previous.listings
         changed = [p for p in self.to_embed if p.patient_id in held]
         new = [p for p in self.to_embed if p.patient_id not in held]

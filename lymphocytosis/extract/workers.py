@@ -35,15 +35,30 @@ HEARTBEAT_TIMEOUT = heartbeat_timeout()
 ASSEMBLY = "_assembly"  # the claim on writing the final file
 
 
+def pid_namespace() -> str:
+    """This process's PID namespace (`/proc/self/ns/pid`'s inode), "?" where it cannot be known: two containers on
+    one host share its name but not their PIDs, so a pid means the same process only in the same namespace."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "?"
+    return "".join(ch for ch in link if ch.isdigit()) or "?"
+
+
+def local_identity() -> str:
+    return f"{socket.gethostname()}@{pid_namespace()}"
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{local_identity()}:{os.getpid()}"
 
 
 def alive(worker: str, heartbeats: Path) -> bool:
-    """Is the worker that wrote this id still working? Not if its pid is gone (on this host: known at once), nor
-    if its heartbeat is older than HEARTBEAT_TIMEOUT (a worker on another host, or a frozen one)."""
+    """Is the worker that wrote this id still working? Not if its pid is gone -- asked only of a worker on this
+    host AND in this PID namespace, where the pid is known to mean the same process -- nor if its heartbeat is
+    older than HEARTBEAT_TIMEOUT (a worker on another host or in another container, or a frozen one)."""
     host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
+    if host == local_identity() and not host.endswith("@?") and pid.isdigit():
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:

@@ -17,6 +17,7 @@ import pandas as pd
 from ..contract.provenance import identity
 from ..contract.store import is_measurement, load_bags
 from ..errors import InputError
+from ..evidence import reason_without_cells, warn_without_cells, without_cells
 from ..files import same_file
 from ..invocation import command
 from .cell_score import CellStatistics
@@ -35,6 +36,7 @@ class CellFeatureSet:
     bags: dict[str, np.ndarray]
     filenames: dict[str, list[str]]
     records: dict[str, list[str]] = field(default_factory=dict)  # patient -> [listing_sha256, row_sha256], as extracted
+    empty_reasons: dict[str, str] = field(default_factory=dict)  # patient without cells -> why (see evidence.py)
     _statistics: CellStatistics | None = field(default=None, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)
 
@@ -235,20 +237,13 @@ def check_same_cells(path: Path, primary: CellFeatureSet, bags: dict) -> None:
                              f"({len(bags[patient_id].filenames)} vs {len(names)} files); extract both from the same dataset")
 
 
-def warn_empty_bags(path: Path, root: Path, bags: dict) -> None:
-    """Patients without a single cell, said once (not one line each); every patient without cells is an error:
-    the images are missing (a wrong or moved dataset), and a model "with images" would be the clinical one."""
-    empty = [patient_id for patient_id, bag in bags.items() if bag.embeddings.shape[0] == 0]
-    if empty and len(empty) == len(bags):
+def refuse_all_empty(path: Path, root: Path, bags: dict) -> None:
+    """No patient with a single cell is an error (the image folders are missing: a wrong or moved dataset), and a
+    model "with images" would be the clinical one. Some patients without cells are the evidence rule's
+    (evidence.py): said once, refused by the commands that would call them from nothing."""
+    if bags and all(bag.embeddings.shape[0] == 0 for bag in bags.values()):
         raise InputError(f"{path}: none of the {len(bags)} patients has a cell image (are the image folders of {root} "
                          f"missing?); rerun `{command('extract')}` on a dataset with its images")
-    if len(empty) == 1:
-        log.warning("patient %s has 0 cells (%s); its image features will be missing", empty[0],
-                    bags[empty[0]].note or "all skipped")
-    elif empty:
-        shown = ", ".join(empty[:8]) + (f" and {len(empty) - 8} more" if len(empty) > 8 else "")
-        log.warning("%d of %d patients have 0 cells (%s): their image features will be missing", len(empty), len(bags),
-                    shown)
 
 
 def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Cohort:
@@ -264,12 +259,16 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
         if sets:
             check_same_cells(path, sets[0], bags)
         if len(sets) == 0:
-            warn_empty_bags(path, root, {p: bags[p] for p in clinical.index})
+            refuse_all_empty(path, root, {p: bags[p] for p in clinical.index})
         sets.append(CellFeatureSet(
             name=name, path=path, provenance=provenance,
             bags={patient_id: bags[patient_id].embeddings.astype(np.float32, copy=False) for patient_id in clinical.index},
             filenames={patient_id: bags[patient_id].filenames for patient_id in clinical.index},
             records={patient_id: [bags[patient_id].listing_sha256, bags[patient_id].row_sha256]
                      for patient_id in clinical.index},
+            empty_reasons={p: reason_without_cells(bags[p].note, bags[p].skipped) for p in clinical.index
+                           if bags[p].embeddings.shape[0] == 0},
         ))
-    return Cohort(clinical=clinical, sets=sets, dataset_root=root)
+    cohort = Cohort(clinical=clinical, sets=sets, dataset_root=root)
+    warn_without_cells(without_cells(cohort, cohort.ids))
+    return cohort

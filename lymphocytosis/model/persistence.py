@@ -28,6 +28,7 @@ from .. import __version__
 from ..contract.store import is_measurement
 from ..drift.reference import DriftReference
 from ..errors import InputError, in_file
+from ..evidence import CLINICAL_ONLY_DIR
 from ..files import atomic_write_json, atomic_write_text
 from ..invocation import command
 from .classifier import FittedModel
@@ -111,7 +112,8 @@ def check_model_dir(directory: Path) -> None:
     if directory.is_dir():
         foreign = sorted(p.name for p in directory.iterdir()
                          if p.name not in (MODEL_FILE, MODEL_CARD) and not BOOSTER_NAME.match(p.name)
-                         and not p.name.startswith("."))
+                         and not p.name.startswith(".") and not (p.name.startswith(f"{CLINICAL_ONLY_DIR}-")
+                                                                 and p.is_dir() and not p.is_symlink()))
         if foreign:
             raise InputError(f"--model-dir {directory}: holds other files than a saved model ({foreign[0]}, ...); "
                              "choose an empty or new folder")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError, in_file
-from ..files import atomic_directory
+from ..files import atomic_directory, require_own_folder
 from ..invocation import command
 from .cohort import Cohort, patients_fingerprint
 from .decision_results import DECISION_FILE, CVDecisions
@@ -83,7 +83,10 @@ def current_results(directory: Path) -> bool:
 
 
 def check_results_dir(directory: Path) -> None:
-    """Results replace only earlier results: never a folder holding anything else (the folder is swapped whole)."""
+    """Results replace only earlier results: never a folder holding anything else (the folder is swapped whole),
+    nor one where something was added beside what the tool wrote (the manifest says what that was)."""
+    from ..output_kinds import CV_LEGACY
+
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise InputError(f"--cv-dir {directory}: exists and is not a folder")
@@ -91,6 +94,7 @@ def check_results_dir(directory: Path) -> None:
     if directory.is_dir() and any(directory.iterdir()) and not ours:
         raise InputError(f"--cv-dir {directory}: holds other files than saved cross-validation results; "
                          "choose an empty or new folder")
+    require_own_folder("--cv-dir", directory, "cv", CV_LEGACY)
 
 
 def predictions_frame(comparison: Comparison) -> pd.DataFrame:
@@ -151,7 +155,7 @@ def save_cv(directory: Path, comparison: Comparison, explanations: Explanations,
                  "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "seconds": seconds,
                  "tool_version": __version__},
     }
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, kind="cv") as tmp:
         predictions_frame(comparison).to_csv(tmp / "predictions.csv", index=False)
         write_explanations(tmp / "explanations.h5", explanations)
         for result in comparison.full.folds:

@@ -158,3 +158,34 @@ def open_storage(url: str, heartbeat_s: int | None = DEFAULT_HEARTBEAT_S) -> opt
     """Open `--storage`: a journal file, or any SQLAlchemy URL (see the module docstring)."""
     path = journal_path(url)
     return open_journal(path) if path is not None else open_rdb(url, heartbeat_s)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first exception of a chain (Optuna wraps SQLAlchemy's, which wraps the driver's: the driver's says
+    "connection refused" or "password authentication failed")."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """Did the database (or the driver's connection to it) fail, rather than our code?"""
+    chain, current = [], exc
+    while current is not None and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(isinstance(e, optuna.exceptions.StorageInternalError)
+               or type(e).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "psycopg2") for e in chain)
+
+
+def storage_failure(exc: BaseException, url: str, best_params) -> InputError | None:
+    """One line naming the database failure's cause (masked), or None when `exc` is not one."""
+    if not is_storage_failure(exc):
+        return None
+    cause = root_cause(exc)
+    text = masked(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__, url)
+    return InputError(f"--storage {masked(url)}: the database failed during tuning ({text}); the finished trials are "
+                      f"kept there and {best_params} holds the best of those this worker saw (or is unchanged); rerun "
+                      "the same command to resume")

@@ -187,6 +187,41 @@ def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def failed_by_others(exc: BaseException) -> bool:
+    """This worker's trial was marked FAIL by another worker (its heartbeat went silent: the process was paused,
+    SIGSTOP or a suspended laptop, longer than the grace period), so Optuna refuses its late result."""
+    return (isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or "Cannot tell a" in str(exc)
+            or (isinstance(exc, AssertionError) and "Should not reach" in str(exc)))
+
+
+class QuietFailedByOthers(logging.Filter):
+    """Optuna logs such a trial's error with its traceback; `optimize_until_done` says it in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is not None and failed_by_others(record.exc_info[1]))
+
+
+def optimize_until_done(study: optuna.Study, optimize, n_trials: int) -> None:
+    """`optimize(left)` until the study holds `n_trials` finished trials; a trial failed by other workers while
+    this one was paused is dropped with a warning and tuning goes on (it counts nowhere: failed trials never do)."""
+    optimizer_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, QuietFailedByOthers) for f in optimizer_log.filters):
+        optimizer_log.addFilter(QuietFailedByOthers())
+    while True:
+        left = n_trials - finished_trials(study)
+        if left <= 0:
+            return
+        try:
+            optimize(left)
+            return
+        except (ValueError, AssertionError, RuntimeError) as exc:
+            if not failed_by_others(exc):
+                raise
+            log.warning("study %s: this worker's trial was marked failed by another worker while this one was paused "
+                        "(longer than the heartbeat's grace period); its result is dropped, tuning goes on",
+                        study.study_name)
+
+
 def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: int, timeout: float | None = None,
               callbacks=(), progress: Progress = Progress()) -> None:
     """Run until the study holds `n_trials` finished (complete or pruned) trials in all, counting every worker's:
@@ -212,8 +247,9 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
                 bar.set_postfix_str(f"best {study.best_value:.4f} (optimistic)", refresh=False)
             bar.refresh()
 
-        study.optimize(make_objective(cohort, folds), n_trials=remaining, timeout=timeout,
-                       callbacks=[stop_at_total, show, *callbacks], gc_after_trial=False)
+        optimize_until_done(study, lambda left: study.optimize(
+            make_objective(cohort, folds), n_trials=left, timeout=timeout, callbacks=[stop_at_total, show, *callbacks],
+            gc_after_trial=False), n_trials)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..files import atomic_directory
+from ..files import MANIFEST, atomic_directory
 from ..metrics import bootstrap_intervals, decide
 from ..model.cohort import Cohort
 from ..model.decision_results import judged
@@ -75,7 +75,7 @@ def prepare_out_dir(out_dir: Path) -> Path:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
-        entries = {p.name for p in out_dir.iterdir()}
+        entries = {p.name for p in out_dir.iterdir()} - {MANIFEST}  # the manifest: files.require_own_folder
         if entries and (MARKER not in entries or entries - REPORT_ENTRIES - {MARKER}):
             other = sorted(entries - REPORT_ENTRIES - {MARKER}) or sorted(entries)
             raise InputError(f"--out-dir {out_dir}: not an earlier report of this tool (holds {other[0]}, ...); "
@@ -167,7 +167,7 @@ def build_report(saved: SavedCV, cohort: Cohort, out_dir: Path, patients: list[s
     `honesty` is required when the settings were tuned on these patients (what the headline sets beside the CV)."""
     if saved.settings.tuned and honesty is None:
         raise ValueError("a report of tuned settings needs the default settings' CV (Honesty): its headline would overstate")
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind="report") as tmp:
         write_report(saved, cohort, tmp, patients, stained, prevalence, progress, honesty)
     log.info("report: wrote %s", Path(out_dir) / "index.html")
     return Path(out_dir)

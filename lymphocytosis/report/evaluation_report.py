@@ -6,7 +6,7 @@
     <out>/index.html, summary.md, figures/   the report, in the style of the CV report
 
 Built beside the target and swapped in whole; an existing folder is replaced only when it is empty or an earlier
-evaluation (it carries MARKER and nothing else).
+evaluation (it carries MARKER and nothing else, and its manifest lists everything in it: files.require_own_folder).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..files import atomic_directory
+from ..files import MANIFEST, atomic_directory, require_own_folder
 from ..metrics import Estimate
+from ..output_kinds import EVALUATION_LEGACY
 from .decision_section import decision_section, draw
 from .document import Card, Cards, Code, Document, Link, Paragraph, Section, Table
 from .render_html import render_html
@@ -37,11 +38,12 @@ def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir}: exists and is not a folder")
     if out_dir.is_dir():
-        entries = {p.name for p in out_dir.iterdir()}
+        entries = {p.name for p in out_dir.iterdir()} - {MANIFEST}  # the manifest: files.require_own_folder
         if entries and (MARKER not in entries or entries - ENTRIES):
             other = sorted(entries - ENTRIES) or sorted(entries)
             raise InputError(f"--out-dir {out_dir}: not an earlier evaluation of this tool (holds {other[0]}, ...); "
                              "choose an empty or new folder")
+        require_own_folder("--out-dir", out_dir, "evaluation", EVALUATION_LEGACY)  # and nothing else deeper down
 
 
 def tables(results: dict) -> dict[str, pd.DataFrame]:
@@ -101,7 +103,7 @@ def write_evaluation(out_dir: Path, results: dict) -> Path:
     """The results folder and report (see the module's docstring), atomically."""
     results = {**results, "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                "tool_version": __version__}
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, kind="evaluation") as tmp:
         figures = draw(results["judged"], tmp / "figures", "this cohort")
         for name, frame in tables(results).items():
             frame.to_csv(tmp / name, index=False)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract.images import inside
+from ..contract.store import plain_name
 from ..errors import InputError
+from ..files import cannot_write
 from ..invocation import command
 from ..model.cohort import Cohort
 
@@ -69,13 +70,16 @@ def write_thumbnail(source: Path, target: Path, image_size: int, crop: int, full
             left, top = round((image.size[0] - crop) / 2.0), round((image.size[1] - crop) / 2.0)
             image = image.crop((left, top, left + crop, top + crop))
         image = image.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target, quality=85)
-        return None
     except FileNotFoundError:
         return "image file missing"
     except DECODE_ERRORS as exc:
         return f"unreadable image ({type(exc).__name__})"
+    try:  # a failed write (a full disk) is the report's failure, never blamed on the cell images
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image.save(target, quality=85)
+    except OSError as exc:
+        raise cannot_write(target, exc) from None
+    return None
 
 
 def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: Path) -> CellGallery:
@@ -93,10 +97,10 @@ def patient_cells(cohort: Cohort, patient_id: str, scores: np.ndarray, out_dir: 
         for rank, cell in enumerate(cells, 1):
             filename = cohort.primary.filenames[patient_id][cell]
             relative, whole = f"cells/{patient_id}/{side}{rank}.jpg", f"cells/{patient_id}/{side}{rank}-full.jpg"
-            if inside(folder / filename, cohort.dataset_root):
+            if plain_name(filename):  # names read from the embeddings file stay inside the patient's folder
                 problem = write_thumbnail(folder / filename, out_dir / relative, *geometry, full=out_dir / whole)
-            else:  # the embeddings file's names are checked; a patient folder linked elsewhere is not shown
-                problem = "outside the dataset; not read"
+            else:
+                problem = "not a plain file name; not read"
             if problem:
                 log.debug("patient %s: %s: %s", patient_id, folder / filename, problem)
             getattr(gallery, side).append(CellThumb(filename, float(scores[cell]), None if problem else relative, problem,
