@@ -67,7 +67,7 @@ def plan_of(args):
 
         settings = MeasurementSettings(kind=MeasurementSet(args.measure), pixel_size_um=args.pixel_size,
                                        stain=Stain(args.stain))
-        return plan_measuring(args.root, args.out, settings, args.overwrite, args.workers, tables,
+        return plan_measuring(args.root, args.out, settings, args.overwrite, args.workers, tables=tables,
                               follow_links=not args.refuse_links)
     from ..extract.plan import ExtractSettings, plan_embedding
 
@@ -76,7 +76,7 @@ def plan_of(args):
         precision=Precision(args.precision), dtype=StorageDtype(args.dtype), batch_size=args.batch_size,
         workers=args.workers, device=args.device, features=FeatureKind(args.features), stain=Stain(args.stain),
     )
-    return plan_embedding(args.root, args.out, settings, args.overwrite, tables, follow_links=not args.refuse_links)
+    return plan_embedding(args.root, args.out, settings, args.overwrite, tables=tables, follow_links=not args.refuse_links)
 
 
 @cli_main

@@ -128,4 +128,4 @@ def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = 
     """Embed every patient of the dataset at `root` into `out` (only those whose images changed, when `out`
     holds an earlier extraction with the same settings). Several processes may run this on the same `out`
     at once: they share the patients, and the last to finish writes the file (see workers.py)."""
-    return run_embedding(plan_embedding(root, out, settings, overwrite, follow_links), progress)
+    return run_embedding(plan_embedding(root, out, settings, overwrite, follow_links=follow_links), progress)

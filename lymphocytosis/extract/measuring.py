@@ -81,4 +81,4 @@ def measure_dataset(root, out, settings: MeasurementSettings, overwrite: bool = 
                     workers: int | None = None, progress: Progress = Progress(),
                     follow_links: bool = True) -> ExtractionSummary:
     """Measure every patient of the dataset at `root` into `out` (resumable, shareable, like `extract`)."""
-    return run_measuring(plan_measuring(root, out, settings, overwrite, workers, follow_links), progress)
+    return run_measuring(plan_measuring(root, out, settings, overwrite, workers, follow_links=follow_links), progress)

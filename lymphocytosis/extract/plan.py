@@ -104,7 +104,7 @@ def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False,
+def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False, *,
                    tables: dict | None = None, follow_links: bool = True) -> ExtractionPlan:
     """The checks of an embedding run, in the order a user fixes them: dataset (its CSVs' checked `tables`, when
     the caller read them) and output, settings, device, weights, crop and size. Nothing is loaded or written."""
@@ -120,7 +120,7 @@ def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: 
 
 
 def plan_measuring(root: Path, out: Path, settings: MeasurementSettings, overwrite: bool = False,
-                   workers: int | None = None, tables: dict | None = None,
+                   workers: int | None = None, *, tables: dict | None = None,
                    follow_links: bool = True) -> ExtractionPlan:
     """The checks of a measuring run (`extract.py --measure`): dataset and output, then the settings."""
     root, out = Path(root), Path(out)
