@@ -151,3 +151,77 @@ def test_one_dataset_for_the_seed_ensemble_gives_the_same_boosters():
         alone = lgb.train({**run, **FIXED_PARAMS, "seed": FIXED_PARAMS["seed"] + k}, data)
         assert booster.model_to_string() == alone.model_to_string()
         assert np.array_equal(booster.predict(values, num_threads=1), alone.predict(values))
+
+
+def random_statistics(seed: int = 5, n_patients: int = 30, dim: int = 11):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_patients) % 2
+    bags = {f"P{i}": (rng.normal(size=(int(rng.integers(0, 25)), dim)) + 0.4 * labels[i]).astype(np.float32)
+            for i in range(n_patients)}
+    return bags, labels, CellStatistics(bags)
+
+
+def test_gram_sums_are_the_weighted_product():
+    """gram_sums (a saxpy per patient, in patient order) against the matrix product it replaced, and against float64:
+    the product's own chain of multiply-adds (bit-identical with OpenBLAS; float32 rounding allowed elsewhere)."""
+    bags, labels, stats = random_statistics()
+    groups = np.arange(len(labels)) % 4
+    weights = np.zeros((8, len(labels)))
+    for i, (label, group) in enumerate(zip(labels, groups)):
+        if stats.n[i]:
+            weights[2 * group + label, i] = 1.0 / stats.n[i]
+    weights32 = weights.astype(np.float32)
+    sums = stats.gram_sums(weights32)
+    product = weights32 @ stats.grams
+    np.testing.assert_allclose(sums, product, rtol=1e-6, atol=1e-7)
+    exact = weights32.astype(np.float64) @ stats.grams.astype(np.float64)
+    np.testing.assert_allclose(sums, exact, rtol=1e-5, atol=1e-6)
+    counts, m1, m2 = stats.group_sums(list(bags), labels, groups, 4)
+    assert np.array_equal(m2.reshape(8, -1), sums)
+
+
+def former_problem_and_solve(stats: CellStatistics, counts, m1, m2, alpha: float):
+    """The former standardisation (index scatters into a C-ordered upper triangle) and solve (cho_factor/cho_solve)."""
+    class_weight = 0.5 / np.maximum(counts, 1.0)
+    mean = class_weight @ m1
+    cov_xy = class_weight[1] * m1[1] - 0.5 * mean
+    upper = np.zeros((stats.dim, stats.dim), dtype=np.float32)
+    upper.ravel()[stats.packed] = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
+    mean32 = mean.astype(np.float32)
+    upper -= np.outer(mean32, mean32)
+    scale = np.sqrt(np.clip(np.diag(upper).astype(np.float64), 1e-12, None))
+    inverse_scale = (1.0 / scale).astype(np.float32)
+    upper *= inverse_scale[None, :]
+    upper *= inverse_scale[:, None]
+    packed = upper.ravel()[stats.packed]
+    rhs = (cov_xy / scale).astype(np.float32)
+    system = np.zeros((stats.dim, stats.dim), dtype=np.float32)
+    system.ravel()[stats.packed] = packed
+    system[np.diag_indices_from(system)] += np.float32(alpha)
+    factor = linalg.cho_factor(system.T, lower=True, overwrite_a=True)
+    return packed, scale, rhs, linalg.cho_solve(factor, rhs).astype(np.float64) / scale
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 3.0])
+def test_problem_and_solve_are_the_former_arithmetic(alpha):
+    """The standardised problem (LAPACK tpttr/trttp, outer product in the matrix's own order) and the direct
+    potrf/potrs solve: the same float32 operations on every entry as before, so the same bits."""
+    bags, labels, stats = random_statistics()
+    counts, m1, m2 = stats.group_sums(list(bags), labels, np.zeros(len(labels), int), 1)
+    problem = stats.problem(counts[0], m1[0], m2[0], lambda: (counts[0], m1[0], m2[0]))
+    packed, scale, rhs, beta = former_problem_and_solve(stats, counts[0], m1[0], m2[0], alpha)
+    assert np.array_equal(problem.packed, packed) and np.array_equal(problem.scale, scale)
+    assert np.array_equal(problem.rhs, rhs)
+    assert np.array_equal(problem.solve(alpha).beta, beta)
+
+
+def test_a_matrix_float32_cannot_factor_falls_back_to_float64(monkeypatch):
+    """potrf's failure (info > 0) is a LinAlgError, which sends the fit to the float64 solve."""
+    bags, labels, stats = random_statistics()
+    counts, m1, m2 = stats.group_sums(list(bags), labels, np.zeros(len(labels), int), 1)
+    problem = stats.problem(counts[0], m1[0], m2[0], lambda: (counts[0], m1[0], m2[0]))
+    with pytest.raises(linalg.LinAlgError):
+        stats.solve_float32(problem, -2.0)  # a negative penalty: not positive definite
+    calls = []
+    monkeypatch.setattr(CellStatistics, "solve_float64", lambda self, *a: calls.append(a) or np.zeros(self.dim))
+    assert problem.solve(-2.0).beta.shape == (stats.dim,) and len(calls) == 1

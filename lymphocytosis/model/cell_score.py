@@ -19,6 +19,7 @@ from functools import partial
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 
 from ..errors import InputError
@@ -105,8 +106,22 @@ class CellStatistics:
                 weights[2 * group + int(label), row] = 1.0 / self.n[row]
         counts = (weights > 0).sum(1).astype(np.float64).reshape(n_groups, 2)
         m1 = (weights @ self.sums).reshape(n_groups, 2, self.dim)
-        m2 = self.cell_sums(weights) if self.grams is None else weights.astype(np.float32) @ self.grams
+        m2 = self.cell_sums(weights) if self.grams is None else self.gram_sums(weights.astype(np.float32))
         return counts, m1, m2.reshape(n_groups, 2, -1)
+
+    def gram_sums(self, weights: np.ndarray) -> np.ndarray:
+        """`weights @ grams` (float32), one saxpy per patient of each group, in patient order: each patient is in one
+        group, so the matrix product's (2 x groups) x patients multiply-adds were mostly by 0, and it packed every
+        Gram matrix for them -- 4x the time. Each sum is the same chain of fused multiply-adds, in the same order,
+        as the product's (OpenBLAS accumulates over patients in order); measured bit-identical to it here."""
+        m2 = np.zeros((len(weights), self.grams.shape[1]), dtype=np.float32)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for r, row in enumerate(weights):
+                total = m2[r]
+                for i in np.flatnonzero(row):
+                    total = blas.saxpy(self.grams[i], total, a=row[i])  # in place (contiguous float32)
+                m2[r] = total
+        return m2
 
     def cell_sums(self, weights: np.ndarray) -> np.ndarray:
         """The weighted sums of x x^T straight from the cells, for Gram matrices over the memory budget: each
@@ -145,25 +160,39 @@ class CellStatistics:
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
-        upper = np.zeros((self.dim, self.dim), dtype=np.float32)  # entry (i, j) of the lower triangle at [j, i]
-        upper.ravel()[self.packed] = np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1]
+        lower = self.unpack(np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1])
         mean32 = mean.astype(np.float32)
-        upper -= np.outer(mean32, mean32)
-        scale = np.sqrt(np.clip(np.diag(upper).astype(np.float64), 1e-12, None))
+        lower -= np.outer(mean32, mean32).T  # symmetric: transposed, it is in lower's (Fortran) order, 20x faster
+        scale = np.sqrt(np.clip(np.diag(lower).astype(np.float64), 1e-12, None))
         inverse_scale = (1.0 / scale).astype(np.float32)
-        upper *= inverse_scale[None, :]  # by scale_i first
-        upper *= inverse_scale[:, None]
-        packed = upper.ravel()[self.packed]
+        lower *= inverse_scale[:, None]  # by scale_i first
+        lower *= inverse_scale[None, :]
+        packed, info = lapack.strttp(lower, uplo="L")
+        if info != 0:
+            raise ValueError(f"strttp: illegal argument {-info}")
         return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
 
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """The (dim, dim) Fortran-ordered matrix whose lower triangle is `packed` (LAPACK's tpttr: a copy column by
+        column, 8x faster than scattering through an index array); its upper triangle is not read."""
+        lower, info = lapack.stpttr(self.dim, packed, uplo="L")
+        if info != 0:
+            raise ValueError(f"stpttr: illegal argument {-info}")
+        return lower
+
     def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
-        """One float32 Cholesky factorisation, in place, of a matrix whose transpose is written C-ordered (so it
-        is Fortran-ordered for LAPACK); LinAlgError when float32 cannot factor it."""
-        upper = np.zeros((self.dim, self.dim), dtype=np.float32)
-        upper.ravel()[self.packed] = problem.packed
-        upper[np.diag_indices_from(upper)] += np.float32(alpha)
-        factor = linalg.cho_factor(upper.T, lower=True, overwrite_a=True)
-        return linalg.cho_solve(factor, problem.rhs).astype(np.float64) / problem.scale
+        """One float32 Cholesky factorisation, in place (LAPACK's potrf and potrs, called directly: scipy's
+        cho_factor would first copy the matrix to check it for NaN, which the factorisation reports itself);
+        LinAlgError when float32 cannot factor it."""
+        lower = self.unpack(problem.packed)
+        lower[np.diag_indices_from(lower)] += np.float32(alpha)
+        factor, info = lapack.spotrf(lower, lower=1, overwrite_a=1, clean=0)
+        if info != 0 or not np.isfinite(np.diag(factor)).all():  # a NaN reaches the diagonal it propagates to
+            raise linalg.LinAlgError(f"float32 Cholesky factorisation failed (potrf info {info})")
+        solution, info = lapack.spotrs(factor, problem.rhs, lower=1)
+        if info != 0:
+            raise ValueError(f"spotrs: illegal argument {-info}")
+        return solution.astype(np.float64) / problem.scale
 
     def solve_float64(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
         """The fallback: float64, and dimensions whose variance is at rounding level (relative to the largest)
