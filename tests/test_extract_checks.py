@@ -101,9 +101,10 @@ def test_stage2_says_empty_patients_once_and_refuses_when_no_patient_has_cells(t
     some = write_fake_embeddings(tmp_path / "some", empty=("F1", "F2", "T0"))
     caplog.clear()
     result = run_main(model_cli.main, ["cv", "--embeddings", str(some), "--params", "default", "--folds", "3",
-                                       "--repeats", "1", "-q"])
-    assert result.code == 0, result.stderr
-    assert "3 of 28 patients have 0 cells (F1, F2, T0)" in caplog.text and "patient F1 has" not in caplog.text
+                                       "--repeats", "1", "-q", "--max-without-cells", "0.1"])
+    assert result.code == 0, result.stderr  # 2 of 24 labelled patients: under the bar that the user raised
+    assert "3 patients have 0 cells" in caplog.text and "F1 (folder holds no image files)" in caplog.text
+    assert "patient F1 has" not in caplog.text
     everyone = [f"F{i}" for i in range(24)] + [f"T{i}" for i in range(4)]
     none = write_fake_embeddings(tmp_path / "none", empty=tuple(everyone))
     assert_one_line_error(run_main(model_cli.main, ["cv", "--embeddings", str(none), "--params", "default"]),
