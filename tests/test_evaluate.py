@@ -71,6 +71,10 @@ def test_evaluate_matches_predict_all(trained, new_cohort, tmp_path):
     assert {"model", "clinical only", "cytometry for all", "cytometry for none"} <= set(curve.columns)
     summary = (out / "summary.md").read_text()
     assert "From probability to decision" in summary and "sens95" in summary
+    assert results["drift"]["verdict"].startswith("cohort: ") and "Drift check against" in summary
+    patients = pd.read_csv(out / "patients.csv", dtype={"ID": str}, keep_default_na=False)
+    assert set(patients["DISTRIBUTION"]) <= {"in", "out"} and "DRIFT_REASON" in patients.columns
+    assert results["drift"]["verdict"] in result.stdout
     again = run_main(lymphocytosis_main.main, ["evaluate", "--model-dir", str(trained / "model"), "--embeddings",
                                                str(new_cohort), "--out-dir", str(out)])
     assert again.code == 0, again.stderr  # an earlier evaluation is replaced

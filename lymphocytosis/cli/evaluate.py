@@ -47,11 +47,16 @@ def check_evaluate(args, cohort) -> EvaluateInputs:
 
 
 def command_evaluate(args, run, cohort, checked: EvaluateInputs) -> None:
+    from ..drift.check import check_drift
     from ..model.external import clinical_headline, headline, judged_external, per_patient_rows, score
     from ..report.evaluation_report import write_evaluation
 
     external = score(checked.model, cohort)
     head = headline(external)
+    verdict = check_drift(checked.model.drift_reference, cohort, list(external.ids))
+    patients = per_patient_rows(external)
+    for row, distribution, reason in zip(patients, verdict.distribution, verdict.reasons):
+        row["DISTRIBUTION"], row["DRIFT_REASON"] = distribution, reason
     results = {
         "model": {"dir": str(args.model_dir), "n_training_patients": len(checked.model.decision.training_patients)},
         "cohort": {"embeddings": str(cohort.primary.path), "dataset_root": str(cohort.dataset_root),
@@ -59,9 +64,14 @@ def command_evaluate(args, run, cohort, checked: EvaluateInputs) -> None:
                    "fingerprint": cohort.fingerprint, "data_fingerprint": cohort.data_fingerprint},
         "command": run.command_line("model.py"),
         "headline": head, "clinical_only": clinical_headline(external),
-        "judged": judged_external(external, args.prevalence), "patients": per_patient_rows(external),
+        "judged": judged_external(external, args.prevalence), "patients": patients,
+        "drift": {"verdict": verdict.line, "cohort_out": verdict.cohort_out, "reasons": verdict.cohort_reasons,
+                  "notes": verdict.notes},
     }
     out = write_evaluation(args.out_dir, results)
     print(f"evaluated on {len(external.ids)} patients: balanced accuracy {head['balanced_accuracy']['value']:.3f} "
           f"({head['balanced_accuracy']['low']:.3f}–{head['balanced_accuracy']['high']:.3f}), ROC AUC "
           f"{head['roc_auc']['value']:.3f} ({head['roc_auc']['low']:.3f}–{head['roc_auc']['high']:.3f}); {out}")
+    for line in verdict.lines:
+        print(line)
+        log.debug(line)

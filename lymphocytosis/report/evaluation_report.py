@@ -63,6 +63,16 @@ def tables(results: dict) -> dict[str, pd.DataFrame]:
             "decision_curve.csv": pd.DataFrame(judged["decision_curve"]), "patients.csv": pd.DataFrame(results["patients"])}
 
 
+def drift_paragraph(drift: dict | None) -> Paragraph:
+    """Whether this cohort looks like the model's training cohort (drift/): a number on another kind of images is
+    read with that in mind."""
+    if drift is None:
+        return Paragraph(["Drift: not checked."], muted=True)
+    notes = "".join(f" ({note})" for note in drift["notes"]) if drift["cohort_out"] is not None else ""
+    return Paragraph([f"Drift check against the model's training cohort: {drift['verdict'].removeprefix('cohort: ')}"
+                      f"{notes}. Per patient: DISTRIBUTION and DRIFT_REASON in patients.csv."])
+
+
 def evaluation_document(results: dict, figures: dict) -> Document:
     head, clinical = results["headline"], results["clinical_only"]
     cohort, model = results["cohort"], results["model"]
@@ -84,7 +94,7 @@ def evaluation_document(results: dict, figures: dict) -> Document:
                         "is: nothing was refitted on this cohort."]),
         nav=[Link("Performance", "#performance"), Link("Decision", "#decision"), Link("Provenance", "#provenance"),
              Link("summary.md", "summary.md"), Link("patients.csv", "patients.csv"), Link("results.json", "results.json")],
-        sections=[Section("performance", "Performance", [Cards(cards)]),
+        sections=[Section("performance", "Performance", [Cards(cards), drift_paragraph(results.get("drift"))]),
                   decision_section(results["judged"], figures, how),
                   Section("provenance", "Provenance", [Table(["", ""], provenance, row_headers=True)])],
     )
