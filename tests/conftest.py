@@ -299,3 +299,16 @@ def postgres():
     server = start_server()
     yield server
     server.stop()
+
+
+SMALL = {"min_data_in_leaf": 2, "num_iterations": 30, "n_models": 2}  # lets trees split on the fake 24 patients
+
+
+def write_small_params(path: Path, embeddings: Path) -> Path:
+    """A parameters file (tune.py's format) for `embeddings` with SMALL's settings: a model that separates the
+    fake patients in a second, without tuning."""
+    from lymphocytosis.model.cohort import load_cohort
+    from lymphocytosis.model.tuned_params import Settings, save_settings
+
+    save_settings(path, Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings), {"trial": 0})
+    return path

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import model as model_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings
+from conftest import SMALL, assert_one_line_error, run_main, write_fake_embeddings, write_small_params
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import decision as decision_module
 from lymphocytosis.model.calibration import Recalibration, choose_recalibration, expected_calibration_error
@@ -23,9 +23,7 @@ from lymphocytosis.model.decision import learn_fold_rules, learn_rule
 from lymphocytosis.model.evaluation import repeated_folds
 from lymphocytosis.model.operating_points import OperatingPoints, judge, threshold_for_sensitivity
 from lymphocytosis.model.results import load_cv
-from lymphocytosis.model.tuned_params import Settings, save_settings
-
-SMALL = {"min_data_in_leaf": 2, "num_iterations": 30, "n_models": 2}
+from lymphocytosis.model.tuned_params import Settings
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +31,7 @@ def base(tmp_path_factory) -> Path:
     """Fake embeddings, a parameters file that lets trees split, a saved CV and a fitted model."""
     base = tmp_path_factory.mktemp("decision")
     embeddings = write_fake_embeddings(base)
-    save_settings(base / "params.json", Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings),
-                  {"trial": 0})
+    write_small_params(base / "params.json", embeddings)
     data = ["--embeddings", str(embeddings), "--params", str(base / "params.json")]
     result = run_main(model_cli.main, ["cv", *data, "--folds", "3", "--repeats", "2", "--cv-dir", str(base / "cv")])
     assert result.code == 0, result.stderr

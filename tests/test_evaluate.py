@@ -14,20 +14,16 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 import model as model_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings
+from conftest import assert_one_line_error, run_main, write_fake_embeddings, write_small_params
 from lymphocytosis.cli import main as lymphocytosis_main
 from lymphocytosis.model.cohort import load_cohort
-from lymphocytosis.model.tuned_params import Settings, save_settings
-
-SMALL = {"min_data_in_leaf": 2, "num_iterations": 30, "n_models": 2}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("trained")
     embeddings = write_fake_embeddings(base)
-    save_settings(base / "params.json", Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings),
-                  {"trial": 0})
+    write_small_params(base / "params.json", embeddings)
     result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(base / "params.json"),
                                        "--model-dir", str(base / "model")])
     assert result.code == 0, result.stderr

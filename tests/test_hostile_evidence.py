@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_hostile_inputs import SMALL
 
 import model as model_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings
+from conftest import assert_one_line_error, run_main, write_fake_embeddings, write_small_params
 from lymphocytosis.contract.images import scan_folder
 from lymphocytosis.evidence import reason_without_cells
-from lymphocytosis.model.tuned_params import Settings, save_settings
 
 EMPTY = ("F4", "T0", "T2")  # 1 of 24 labelled patients (4%): under the 5% bar
 
@@ -29,10 +27,8 @@ EMPTY = ("F4", "T0", "T2")  # 1 of 24 labelled patients (4%): under the 5% bar
 def fitted(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("evidence")
     embeddings = write_fake_embeddings(base, empty=EMPTY)
-    from lymphocytosis.model.cohort import load_cohort
 
-    save_settings(base / "params.json", Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings),
-                  {"trial": 0})
+    write_small_params(base / "params.json", embeddings)
     result = fit(base)
     assert result.code == 0, result.stderr
     return base

@@ -19,10 +19,7 @@ import pytest
 
 import model as model_cli
 import tune as tune_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings
-from lymphocytosis.model.tuned_params import Settings, save_settings
-
-SMALL = {"min_data_in_leaf": 2, "num_iterations": 30, "n_models": 2}
+from conftest import assert_one_line_error, run_main, write_fake_embeddings, write_small_params
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +28,8 @@ def base(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("hostile")
     embeddings = write_fake_embeddings(base)
     params = base / "params.json"
-    from lymphocytosis.model.cohort import load_cohort
 
-    save_settings(params, Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings), {"trial": 0})
+    write_small_params(params, embeddings)
     result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(params),
                                        "--model-dir", str(base / "model")])
     assert result.code == 0, result.stderr

@@ -17,13 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_hostile_inputs import SMALL
 
 import model as model_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings
+from conftest import assert_one_line_error, run_main, write_fake_embeddings, write_small_params
 from lymphocytosis.errors import InputError
 from lymphocytosis.files import MANIFEST, remove_stale_temporaries
-from lymphocytosis.model.tuned_params import Settings, save_settings
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +29,8 @@ def made(tmp_path_factory) -> Path:
     """Fake embeddings, parameters, a fitted model, saved CV results and a cv --json summary."""
     base = tmp_path_factory.mktemp("outputs")
     embeddings = write_fake_embeddings(base)
-    from lymphocytosis.model.cohort import load_cohort
 
-    save_settings(base / "params.json", Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings),
-                  {"trial": 0})
+    write_small_params(base / "params.json", embeddings)
     assert run_main(model_cli.main, ["fit", *data(base), "--model-dir", str(base / "model")]).code == 0
     assert cv(base, "--json", str(base / "summary.json")).code == 0
     return base

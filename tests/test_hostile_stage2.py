@@ -15,14 +15,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from test_hostile_inputs import SMALL, cv, edit_model, predict, set_attr, write_params
+from test_hostile_inputs import cv, edit_model, predict, set_attr, write_params
 
 import model as model_cli
 import tune as tune_cli
-from conftest import assert_one_line_error, flatten_cv, run_main, write_fake_embeddings
+from conftest import assert_one_line_error, flatten_cv, run_main, write_fake_embeddings, write_small_params
 from lymphocytosis.errors import InputError
 from lymphocytosis.model.params import validate_params
-from lymphocytosis.model.tuned_params import Settings, save_settings
 
 HUGE = "1" + "0" * 400  # an integer no float holds
 
@@ -33,10 +32,8 @@ def stage2(tmp_path_factory) -> Path:
     and saved CV results."""
     base = tmp_path_factory.mktemp("hostile2")
     embeddings = write_fake_embeddings(base)
-    from lymphocytosis.model.cohort import load_cohort
 
-    save_settings(base / "params.json", Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings),
-                  {"trial": 0})
+    write_small_params(base / "params.json", embeddings)
     result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(base / "params.json"),
                                        "--model-dir", str(base / "model")])
     assert result.code == 0, result.stderr
