@@ -149,7 +149,7 @@ PREDICT.add("--operating-point", default="balanced",
                  "...: model.py fit --sensitivities)")
 PREDICT.add("--clinical-only-fallback", action="store_true",
             help="predict patients without a readable cell image with the clinical-only model saved by fit, marked "
-                 "'clinical only' in the EVIDENCE column (labelled at its balanced threshold unless it has the "
+                 "'clinical only' in the EVIDENCE column (labelled at its balanced threshold, whatever the "
                  "--operating-point); without it, they are refused")
 
 REPORT = Options()

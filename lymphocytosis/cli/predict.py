@@ -3,8 +3,9 @@ whether the cohort looks like the training one (drift/).
 
 A patient without a readable cell image is refused, or (--clinical-only-fallback) predicted by the clinical-only
 model `fit` saved beside the image model (EVIDENCE 'clinical only'; see lymphocytosis/evidence.py). Such a patient's
-LABEL comes from the clinical-only model's own thresholds: the requested operating point when that model has it,
-else 'balanced' (its OPERATING_POINT column says which, and the log says why).
+LABEL comes from the clinical-only model's own thresholds: the requested operating point when that model has it
+(fit saves it with the balanced one only, today), else 'balanced' (its OPERATING_POINT column says which, and the
+log says why).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ COHORT_MIN_SHIFT = 0.5
 JPEG_MARGIN = 5.0  # JPEG quality points below the training minimum before it counts
 MEDIAN_SE = 1.2533  # standard error of a median of n normal values, times sqrt(n)
 OUT_SHARE = 0.25
+NOT_CHECKED = "no cell images to check"  # a patient without cells: `unknown`, never a silent `in`
 REASONS = {
     "jpeg_quality": "JPEG compression",
     "background_brightness": "exposure",
@@ -132,8 +133,10 @@ def verdict_of(reference: DriftReference, frame: pd.DataFrame) -> DriftVerdict:
     elif frame[image_signals].isna().all().all():
         notes.append("the images could not be read: checked the embeddings and clinical values only")
     cohort = cohort_reasons(reference, frame, z, per_patient)
-    return DriftVerdict(list(frame.index), ["out" if r else "in" for r in per_patient], ["; ".join(r) for r in per_patient],
-                        bool(cohort), cohort, notes)
+    blind = z.isna().all(axis=1).to_numpy()  # no image signal, no embedding: nothing about the cells was checked
+    distribution = ["out" if r else "unknown" if b else "in" for r, b in zip(per_patient, blind)]
+    reasons = ["; ".join(r) if r else NOT_CHECKED if b else "" for r, b in zip(per_patient, blind)]
+    return DriftVerdict(list(frame.index), distribution, reasons, bool(cohort), cohort, notes)
 
 
 def check_drift(reference: DriftReference | None, cohort, ids: list[str], images: pd.DataFrame | None = None) -> DriftVerdict:

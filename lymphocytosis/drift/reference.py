@@ -23,6 +23,7 @@ from .signals import IMAGE_SIGNALS, patient_image_signals
 
 VERSION = 1
 EMBEDDING_SIGNAL = "embedding_distance"
+STD_FLOOR_SHARE = 0.1  # of the median dimension's standard deviation: the tightest a dimension may count as
 SIGNALS = (*IMAGE_SIGNALS[1:], EMBEDDING_SIGNAL)  # compared as robust z-scores (jpeg_quality by its own rule)
 # The smallest spread each signal is given: a training site whose images barely vary (one scanner, one stain
 # batch) would otherwise call a shift of a third of a grey level "exposure". Roughly the smallest change that
@@ -145,7 +146,12 @@ def embedding_moments(cohort, ids: list[str]) -> EmbeddingMoments | None:
     if not cells:
         return None
     stacked = np.concatenate(cells).astype(np.float64)
-    return EmbeddingMoments(feature_set.name, stacked.mean(axis=0), np.maximum(stacked.std(axis=0), 1e-6))
+    std = stacked.std(axis=0)
+    # A dimension (almost) constant over the training cells, a unit the network never fires there, would turn
+    # any new cell's faint activation into a huge deviation and flag a cohort of the same kind (seen on the drawn
+    # cells of `make demo`: 284 of 1280 dimensions): no dimension counts as tighter than a tenth of the typical one.
+    floor = max(STD_FLOOR_SHARE * float(np.median(std)), 1e-6)
+    return EmbeddingMoments(feature_set.name, stacked.mean(axis=0), np.maximum(std, floor))
 
 
 def signal_frame(cohort, ids: list[str], moments: EmbeddingMoments | None, images: pd.DataFrame | None = None) -> pd.DataFrame:

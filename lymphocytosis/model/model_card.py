@@ -17,6 +17,7 @@ from ..files import atomic_write_text
 from ..metrics import Estimate, bootstrap_intervals
 from .classifier import FittedModel
 from .cohort import Cohort
+from .operating_points import point_name
 from .persistence import MODEL_CARD, model_lock
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ KNOWN_LIMITS = """\
   the clinical attributes shrinks (see the stain study of the documentation).
 - Its raw probability is not a risk: training weighs both classes equally, so it is pulled towards 0.5 whatever
   the prevalence. Read the recalibrated probability, when the model carries one, as the risk.
-- The thresholds (sens95, sens98) were chosen on out-of-fold predictions of these {n} patients; on another
+- The thresholds ({points}) were chosen on out-of-fold predictions of these {n} patients; on another
   cohort, their sensitivity can be lower. Check it there before relying on it."""
 
 
@@ -89,10 +90,10 @@ def cv_lines(saved) -> list[str]:
     return lines
 
 
-def matching_cv(cv_dir: Path | None, cohort: Cohort, settings):
+def matching_cv(cv_dir: Path | None, cohort: Cohort, settings, model: FittedModel):
     """The saved CV of these embeddings, patients and settings under `cv_dir` (its per-settings folders, or an
     earlier version's plain layout; see saved_runs.py), the one of most folds x repeats; or None (absent, older,
-    other, or unreadable)."""
+    other settings or operating points, or unreadable)."""
     from .results import current_results, load_cv
     from .saved_runs import candidates
 
@@ -105,9 +106,17 @@ def matching_cv(cv_dir: Path | None, cohort: Cohort, settings):
         except InputError as exc:
             log.warning("model card: a saved cross-validation is not used (%s)", exc)
             continue
-        if saved.matches(cohort, settings, saved.comparison.design):
+        same_points = saved.decisions is None or [point_name(s) for s in saved.decisions.sensitivities] == point_names(model)
+        if saved.matches(cohort, settings, saved.comparison.design) and same_points:
             found.append(saved)
     return max(found, key=lambda s: s.comparison.design.folds * s.comparison.design.repeats, default=None)
+
+
+def point_names(model: FittedModel) -> list[str]:
+    """The model's operating points other than balanced (sens95, ...)."""
+    if model.decision is None:
+        return []
+    return [p.name for p in model.decision.rule.operating_points.points if p.target]
 
 
 def rule_lines(model: FittedModel) -> list[str]:
@@ -150,7 +159,7 @@ def card_text(model: FittedModel, cohort: Cohort, settings, saved, command: str)
              "## Training cohort", "", *cohort_lines(cohort, ids), "",
              "## How well it did (cross-validation)", "", *cv, "",
              "## Operating points and calibration of this model", "", *rule_lines(model), "",
-             "## Known limits", "", KNOWN_LIMITS.format(n=len(ids)), "",
+             "## Known limits", "", KNOWN_LIMITS.format(n=len(ids), points=", ".join(point_names(model)) or "none"), "",
              "## Provenance", "", f"- Settings: {settings.source}.", *provenance_lines(model, cohort), "",
              "## Made by", "", f"    {command}", ""]
     return "\n".join(parts)
@@ -160,7 +169,7 @@ def write_model_card(directory: Path, model: FittedModel, cohort: Cohort, settin
                      command: str) -> Path:
     """Write <directory>/MODEL_CARD.md atomically, under the model folder's lock (as model.json is); `command` is
     the command line that made the model."""
-    text = card_text(model, cohort, settings, matching_cv(cv_dir, cohort, settings), command)
+    text = card_text(model, cohort, settings, matching_cv(cv_dir, cohort, settings, model), command)
     path = Path(directory) / MODEL_CARD
     with model_lock(directory, exclusive=True):
         atomic_write_text(path, text)

@@ -68,7 +68,10 @@ class OperatingPoints:
 
     @classmethod
     def choose(cls, labels, out_of_fold, sensitivities=DEFAULT_SENSITIVITIES) -> OperatingPoints:
-        chosen = [OperatingPoint(point_name(s), threshold_for_sensitivity(labels, out_of_fold, s), s)
+        """Each target's threshold, never above the balanced one: a point asked for to miss fewer leukaemias must
+        never send fewer patients to cytometry than the default (it would, where every training tumoral patient
+        scored above 0.5)."""
+        chosen = [OperatingPoint(point_name(s), min(threshold_for_sensitivity(labels, out_of_fold, s), THRESHOLD), s)
                   for s in check_sensitivities(sensitivities)]
         return cls((OperatingPoint(BALANCED, THRESHOLD), *chosen))
 
