@@ -300,3 +300,14 @@ def test_report_reuses_the_saved_cv_only_for_the_same_sensitivities(base, tmp_pa
     assert other.code == 0, other.stderr
     assert "thresholds for other target sensitivities" in other.stdout
     assert list(load_cv(folder).decisions.sensitivities) == [0.9]  # the same folder: settings and folds name it
+
+
+def test_a_sensitivity_point_is_never_stricter_than_balanced():
+    """Every tumoral training patient above 0.5: the 95% point would be 0.7, which sends fewer patients to
+    cytometry than the default; it is held at the balanced threshold."""
+    from lymphocytosis.model.operating_points import OperatingPoints
+
+    labels = np.array([1] * 20 + [0] * 10)
+    probabilities = np.concatenate([np.linspace(0.7, 0.99, 20), np.linspace(0.01, 0.3, 10)])
+    points = OperatingPoints.choose(labels, probabilities, (0.95, 0.98))
+    assert [p.threshold for p in points.points] == [0.5, 0.5, 0.5]

@@ -198,3 +198,16 @@ def test_model_saved_without_a_reference_still_predicts(dataset, tmp_path):
     document["drift_reference"] = {"version": 1}
     path.write_text(json.dumps(document))
     assert_one_line_error(run_main(model_cli.main, args), "model.json", "drift_reference")
+
+
+def test_a_patient_without_cells_is_unknown_not_in(dataset, reference, tmp_path):
+    """Nothing about its cells can be checked (no images, no embeddings): `in` would claim they were."""
+    root, embeddings = dataset
+    target = shutil.copytree(root, tmp_path / "dlmi", ignore=shutil.ignore_patterns("*.jpg"))
+    moved = load_cohort(embeddings, target)
+    empty = moved.unlabelled_ids[0]
+    moved.primary.bags[empty] = moved.primary.bags[empty][:0]
+    verdict = check_drift(reference, moved, moved.unlabelled_ids)
+    row = verdict.ids.index(empty)
+    assert (verdict.distribution[row], verdict.reasons[row]) == ("unknown", "no cell images to check")
+    assert set(verdict.distribution) - {"unknown"} <= {"in", "out"}
