@@ -28,13 +28,11 @@ from PIL import Image
 from scipy import ndimage
 from skimage.color import hed2rgb, rgb2hed
 
-IMAGE_SIZE = 224
-
 
 @dataclass(frozen=True)
 class Change:
     """One acquisition change: a short name (file names, tables), what it is in words, how strong, and the kind
-    of change it is (the drift check names kinds: "JPEG compression", "stain colour", ...)."""
+    of change it is (the benchmark's tables group changes by it)."""
 
     name: str
     description: str

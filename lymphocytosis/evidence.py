@@ -54,7 +54,7 @@ def reason_without_cells(note: str, skipped: list[dict]) -> str:
 def without_cells(cohort, ids) -> list[NoCells]:
     """The patients among `ids` whose bag is empty, in `ids` order."""
     primary = cohort.primary
-    reasons = getattr(primary, "empty_reasons", {})
+    reasons = primary.empty_reasons
     return [NoCells(p, reasons.get(p, "no cell images")) for p in ids if primary.bags[p].shape[0] == 0]
 
 

@@ -312,3 +312,16 @@ def write_small_params(path: Path, embeddings: Path) -> Path:
 
     save_settings(path, Settings(params={**Settings().params, **SMALL}), load_cohort(embeddings), {"trial": 0})
     return path
+
+
+def fitted_small_model(base: Path) -> Path:
+    """In `base`: fake embeddings (24 + 4 patients), SMALL's parameters file (params.json) and the model fitted on
+    them (model/); returns `base`."""
+    import model as model_cli
+
+    embeddings = write_fake_embeddings(base)
+    write_small_params(base / "params.json", embeddings)
+    result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(base / "params.json"),
+                                       "--model-dir", str(base / "model")])
+    assert result.code == 0, result.stderr
+    return base

@@ -14,20 +14,14 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 import model as model_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings, write_small_params
+from conftest import assert_one_line_error, fitted_small_model, run_main, write_fake_embeddings
 from lymphocytosis.cli import main as lymphocytosis_main
 from lymphocytosis.model.cohort import load_cohort
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("trained")
-    embeddings = write_fake_embeddings(base)
-    write_small_params(base / "params.json", embeddings)
-    result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(base / "params.json"),
-                                       "--model-dir", str(base / "model")])
-    assert result.code == 0, result.stderr
-    return base
+    return fitted_small_model(tmp_path_factory.mktemp("trained"))
 
 
 @pytest.fixture(scope="module")

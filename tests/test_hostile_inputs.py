@@ -19,21 +19,13 @@ import pytest
 
 import model as model_cli
 import tune as tune_cli
-from conftest import assert_one_line_error, run_main, write_fake_embeddings, write_small_params
+from conftest import assert_one_line_error, fitted_small_model, run_main, write_fake_embeddings
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     """Fake embeddings (24 + 4 patients), a parameters file that lets trees split, a fitted model."""
-    base = tmp_path_factory.mktemp("hostile")
-    embeddings = write_fake_embeddings(base)
-    params = base / "params.json"
-
-    write_small_params(params, embeddings)
-    result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(params),
-                                       "--model-dir", str(base / "model")])
-    assert result.code == 0, result.stderr
-    return base
+    return fitted_small_model(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from test_hostile_inputs import cv, edit_model, predict, set_attr, write_params
 
 import model as model_cli
 import tune as tune_cli
-from conftest import assert_one_line_error, flatten_cv, run_main, write_fake_embeddings, write_small_params
+from conftest import assert_one_line_error, fitted_small_model, flatten_cv, run_main, write_fake_embeddings
 from lymphocytosis.errors import InputError
 from lymphocytosis.model.params import validate_params
 
@@ -30,13 +30,7 @@ HUGE = "1" + "0" * 400  # an integer no float holds
 def stage2(tmp_path_factory) -> Path:
     """Fake embeddings (24 + 4 patients, 16 dimensions), a parameters file that lets trees split, a fitted model,
     and saved CV results."""
-    base = tmp_path_factory.mktemp("hostile2")
-    embeddings = write_fake_embeddings(base)
-
-    write_small_params(base / "params.json", embeddings)
-    result = run_main(model_cli.main, ["fit", "--embeddings", str(embeddings), "--params", str(base / "params.json"),
-                                       "--model-dir", str(base / "model")])
-    assert result.code == 0, result.stderr
+    base = fitted_small_model(tmp_path_factory.mktemp("hostile2"))
     assert cv(base).code == 0
     flatten_cv(base / "cv")  # the results at cv/cv.json, where these tests damage them
     return base

@@ -139,10 +139,10 @@ def verdict_of(reference: DriftReference, frame: pd.DataFrame) -> DriftVerdict:
     return DriftVerdict(list(frame.index), distribution, reasons, bool(cohort), cohort, notes)
 
 
-def check_drift(reference: DriftReference | None, cohort, ids: list[str], images: pd.DataFrame | None = None) -> DriftVerdict:
+def check_drift(reference: DriftReference | None, cohort, ids: list[str]) -> DriftVerdict:
     """Compare the patients `ids` of `cohort` to the model's reference (None: a model saved without one)."""
     ids = list(ids)
     if reference is None:
         return DriftVerdict(ids, ["unknown"] * len(ids), ["no drift reference in the model"] * len(ids), None,
                             notes=["the model has no drift reference; refit it to add one"])
-    return verdict_of(reference, signal_frame(cohort, ids, reference.embedding, images))
+    return verdict_of(reference, signal_frame(cohort, ids, reference.embedding))

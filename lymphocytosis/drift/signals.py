@@ -67,7 +67,8 @@ def jpeg_quality(image: Image.Image) -> float:
 def image_measurements(image: Image.Image) -> dict[str, float]:
     """Every pixel signal of one RGB image, measured at half the 224 px frame (112 px: the signals are
     regional, and it costs a quarter of the time)."""
-    small = canonical_image(image, IMAGE_SIZE).resize((IMAGE_SIZE // 2,) * 2, Image.Resampling.BOX)
+    frame = canonical_image(image, IMAGE_SIZE)
+    small = frame.resize((IMAGE_SIZE // 2,) * 2, Image.Resampling.BOX)
     rgb = np.asarray(small, dtype=np.float64)
     grey = rgb.mean(axis=2)
     bright = grey >= np.quantile(grey, 0.8)
@@ -78,7 +79,7 @@ def image_measurements(image: Image.Image) -> dict[str, float]:
     h_centre = hed[centre, centre, 0]
     dense = h_centre >= np.quantile(h_centre, 0.9)
     nucleus_h = float(np.median(h_centre[dense]))
-    full_grey = np.asarray(canonical_image(image, IMAGE_SIZE).convert("L"), dtype=np.float64)
+    full_grey = np.asarray(frame.convert("L"), dtype=np.float64)
     grey_centre = full_grey[IMAGE_SIZE // 4:3 * IMAGE_SIZE // 4, IMAGE_SIZE // 4:3 * IMAGE_SIZE // 4]
     laplacian = ndimage.laplace(grey_centre)[1:-1, 1:-1]
     return {

@@ -69,19 +69,19 @@ class PreviousExtraction:
             return read_bag(handle["patients"][patient_id], patient_id, measured)
 
 
-def read_previous(out: Path) -> PreviousExtraction:
-    """The previous file's per-patient record, every bag checked now (its bags are reused at the end)."""
+def read_previous(out: Path, attrs: dict | None = None) -> PreviousExtraction:
+    """The previous file's per-patient record, every bag checked now (its bags are reused at the end); `attrs` are
+    the file's attributes when the caller has read them already."""
     patient_id = None
     try:
-        attrs, size = read_attrs(out), out.stat().st_size
+        attrs = read_attrs(out) if attrs is None else attrs
+        size, measured, bags, undigested = out.stat().st_size, is_measurement(attrs), {}, False
         with h5py.File(out, "r") as handle:
-            measured = is_measurement({k: str(v) for k, v in handle.attrs.items()})
-            bags = {}
             for patient_id, group in patient_groups(handle):
                 bags[patient_id] = read_bag(group, patient_id, measured, attrs, size)
-            undigested = any(not has_digest(group) for _, group in patient_groups(handle))
+                undigested |= not has_digest(group)
             n_images, n_skipped = int(handle.attrs["n_images"]), int(handle.attrs["n_skipped"])
-        problem = check_dimensions(read_attrs(out), bags) if bags else None
+        problem = check_dimensions(attrs, bags) if bags else None
     except (*HDF5_ERRORS, InputError, json.JSONDecodeError) as exc:
         where = f"patient {patient_id}: " if patient_id else ""
         raise InputError(f"{out}: {where}damaged ({str(exc).splitlines()[0]}); pass --overwrite to replace it") from None
@@ -89,8 +89,7 @@ def read_previous(out: Path) -> PreviousExtraction:
         raise InputError(f"{out}: damaged ({problem}); pass --overwrite to replace it")
     listings = {k: bag.listing_sha256 for k, bag in bags.items()}
     rows = {k: (bag.split, bag.row_sha256) for k, bag in bags.items()}
-    return PreviousExtraction(out, str(read_attrs(out).get("dataset_root", "")), listings, rows, n_images, n_skipped,
-                              undigested)
+    return PreviousExtraction(out, str(attrs.get("dataset_root", "")), listings, rows, n_images, n_skipped, undigested)
 
 
 def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool) -> PreviousExtraction | None:
@@ -107,7 +106,7 @@ def previous_extraction(out: Path, provenance: dict, root: Path, overwrite: bool
         problem = f"exists with other settings ({describe_difference(attrs, provenance)})"
     if problem is None:
         try:
-            return read_previous(out)
+            return read_previous(out, attrs)
         except InputError:
             if not overwrite:
                 raise

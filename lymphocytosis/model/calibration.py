@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from ..errors import InputError
 from ..metrics import Estimate, bootstrap_estimates
-from .json_values import finite_number, number_array
+from .json_values import number_array
 
 METHODS = ("none", "platt", "isotonic")
 N_BINS = 10
@@ -142,10 +142,3 @@ def judge_calibration(labels, probabilities, n_boot: int = 1000, seed: int = 0) 
                 "ece": float(np.mean([expected_calibration_error(labels[index], p[index]) for p in probabilities]))}
 
     return bootstrap_estimates(labels, statistics, n_boot, seed)
-
-
-def finite_probability(value, what: str) -> float:
-    value = finite_number(value, what)
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"{what} must be a probability from 0 to 1")
-    return value

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import Progress
 from .calibration import Recalibration, choose_recalibration
-from .classifier import train_boosters
+from .classifier import predict_with, train_boosters
 from .cohort import Cohort
 from .evaluation import Fold, repeated_folds
 from .feature_spec import FeatureSpec
@@ -98,7 +98,7 @@ def inner_out_of_fold(cohort: Cohort, spec: FeatureSpec, params: dict, train_ids
         test_rows = [position[p] for p in fold.test_ids]
         subset = FeatureTable(list(fold.train_ids), table.columns, table.values[fit_rows])
         boosters = train_boosters(subset, labels[fit_rows], params)
-        probabilities[test_rows] = np.mean([b.predict(table.values[test_rows]) for b in boosters], axis=0)
+        probabilities[test_rows] = np.mean([predict_with(b, table.values[test_rows]) for b in boosters], axis=0)
     return labels, probabilities
 
 

@@ -77,11 +77,11 @@ def clinical_reference(cohort: Cohort, model: FittedModel, ids: list[str]) -> np
 
 
 def score(model: FittedModel, cohort: Cohort) -> External:
+    """The model on every labelled patient of `cohort` (checked unseen before: cli/evaluate.py check_evaluate)."""
     ids = cohort.labelled_ids
     if len(set(cohort.labels(ids).tolist())) < 2:
         raise InputError(f"{cohort.dataset_root}: labelled patients of both classes are needed to evaluate a model "
                          f"({len(ids)} labelled)")
-    check_unseen(model, cohort, ids)
     probabilities = model.predict_proba(cohort, ids).probabilities
     rule = model.decision.rule
     return External(ids, cohort.labels(ids), probabilities, rule, clinical_reference(cohort, model, ids))

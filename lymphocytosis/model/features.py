@@ -173,10 +173,14 @@ def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: Featur
                                      lambda: embedding_table(feature_set, spec, train_ids, fitted.pca.get(name))))
     if spec.cell_score:
         fit_key = (*key, spec.inner_folds)
-        problems = cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
-            feature_set.statistics(cohort.labelled_ids), train_ids, cohort.labels(train_ids), spec.inner_folds, spec.seed))
+
+        def problems():  # the fold's ridge set-up: built only when this alpha's solution is not remembered
+            return cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
+                feature_set.statistics(cohort.labelled_ids), train_ids, cohort.labels(train_ids), spec.inner_folds,
+                spec.seed))
+
         cross_fit = cohort.memo.get(("cell_score", *fit_key, spec.cell_score_alpha),
-                                    lambda: solve_cross_fit(problems, feature_set.bags, spec.cell_score_alpha))
+                                    lambda: solve_cross_fit(problems(), feature_set.bags, spec.cell_score_alpha))
         fitted.cell_score[name] = cross_fit.weights
         parts.append(cohort.memo.get(("cell_score_table", *fit_key, spec.cell_score_alpha, spec.cell_score_stats),
                                      lambda: cell_score_table(name, spec, train_ids, cross_fit.scores)))

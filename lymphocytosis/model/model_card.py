@@ -18,7 +18,7 @@ from ..metrics import Estimate, bootstrap_intervals
 from .classifier import FittedModel
 from .cohort import Cohort
 from .operating_points import point_name
-from .persistence import MODEL_CARD, model_lock
+from .persistence import MODEL_CARD, booster_text, model_lock
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,7 @@ def provenance_lines(model: FittedModel, cohort: Cohort) -> list[str]:
 
 
 def booster_digest(booster) -> str:
-    import hashlib
-
-    return hashlib.sha256(booster.model_to_string().encode()).hexdigest()[:16]
+    return booster_text(booster)[1][:16]
 
 
 def card_text(model: FittedModel, cohort: Cohort, settings, saved, command: str) -> str:

@@ -71,11 +71,16 @@ def save_model(model: FittedModel, directory: Path) -> Path:
         return write_model(model, directory)
 
 
+def booster_text(booster: lgb.Booster) -> tuple[str, str]:
+    """A booster's saved form and its SHA-256: the file name, model.json and the model card name it by that."""
+    text = booster.model_to_string()
+    return text, hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_model(model: FittedModel, directory: Path) -> Path:
     boosters = []
     for booster in model.boosters:
-        text = booster.model_to_string()
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        text, digest = booster_text(booster)
         name = f"booster-{digest[:16]}.txt"
         if not (directory / name).is_file():
             atomic_write_text(directory / name, text)

@@ -58,11 +58,28 @@ class SavedCV:
 
     def matches(self, cohort: Cohort, settings: Settings, design: CVDesign) -> bool:
         """Were these results computed on these embeddings and patients, with these settings and folds?"""
-        same_data = (self.provenance == cohort.provenance and self.fingerprint == cohort.fingerprint
-                     and self.data_fingerprint == cohort.data_fingerprint)
-        same_run = (self.comparison.design == design and self.settings.spec == settings.spec
-                    and self.settings.params == settings.params)
-        return same_data and same_run
+        return not self.differences(cohort, settings, design)
+
+    def differences(self, cohort: Cohort, settings: Settings, design: CVDesign) -> list[str]:
+        """What makes saved results unfit for this run, in words (empty: they fit)."""
+        found = []
+        if self.provenance != cohort.provenance:
+            found.append("computed on other embeddings (re-extracted, or other extraction settings)")
+        if self.fingerprint != cohort.fingerprint:
+            found.append("computed on other labelled patients or labels")
+        elif self.data_fingerprint != cohort.data_fingerprint:
+            found.append("computed on other cells or CSV rows of these patients")
+        old = self.comparison.design
+        if old != design:
+            found.append(f"{old.folds}-fold x {old.repeats} repeats, seed {old.seed} (this run: {design.folds}-fold x "
+                         f"{design.repeats} repeats, seed {design.seed})")
+        if self.settings.spec != settings.spec or self.settings.params != settings.params:
+            found.append(f"made with {describe_settings(self.settings)} (this run: {describe_settings(settings)})")
+        return found
+
+
+def describe_settings(settings: Settings) -> str:
+    return "the default settings" if not settings.tuned else f"the settings of {settings.source}"
 
 
 def results_format(directory: Path) -> str | None:

@@ -62,28 +62,6 @@ def default_settings(cohort: Cohort) -> Settings:
     return settings_for(cohort, Settings())
 
 
-def describe_settings(settings: Settings) -> str:
-    return "the default settings" if not settings.tuned else f"the settings of {settings.source}"
-
-
-def differences(saved: SavedCV, cohort: Cohort, settings: Settings, design: CVDesign) -> list[str]:
-    """What makes saved results unfit for this run, in words (empty: they fit)."""
-    found = []
-    if saved.provenance != cohort.provenance:
-        found.append("computed on other embeddings (re-extracted, or other extraction settings)")
-    if saved.fingerprint != cohort.fingerprint:
-        found.append("computed on other labelled patients or labels")
-    elif saved.data_fingerprint != cohort.data_fingerprint:
-        found.append("computed on other cells or CSV rows of these patients")
-    old = saved.comparison.design
-    if old != design:
-        found.append(f"{old.folds}-fold x {old.repeats} repeats, seed {old.seed} (this run: {design.folds}-fold x "
-                     f"{design.repeats} repeats, seed {design.seed})")
-    if saved.settings.spec != settings.spec or saved.settings.params != settings.params:
-        found.append(f"made with {describe_settings(saved.settings)} (this run: {describe_settings(settings)})")
-    return found
-
-
 @dataclass
 class Lookup:
     """Saved results that fit a run (or None), where they are or would be written, and why others did not fit."""
@@ -124,7 +102,7 @@ def find_results(root: Path, cohort: Cohort, settings: Settings, design: CVDesig
             log.warning("%s (passed over)", exc)
             rejected.append(f"{directory}: unreadable")
             continue
-        found = differences(saved, cohort, settings, design)
+        found = saved.differences(cohort, settings, design)
         if not found:
             return Lookup(saved, directory, [])
         rejected.append(f"{directory}: {'; '.join(found)}")

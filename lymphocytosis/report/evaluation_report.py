@@ -20,9 +20,8 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..files import MANIFEST, atomic_directory, require_own_folder
+from ..files import MANIFEST, atomic_directory
 from ..metrics import Estimate
-from ..output_kinds import EVALUATION_LEGACY
 from .decision_section import decision_section, draw
 from .document import Card, Cards, Code, Document, Link, Paragraph, Section, Table
 from .render_html import render_html
@@ -43,7 +42,7 @@ def check_out_dir(out_dir: Path) -> None:
             other = sorted(entries - ENTRIES) or sorted(entries)
             raise InputError(f"--out-dir {out_dir}: not an earlier evaluation of this tool (holds {other[0]}, ...); "
                              "choose an empty or new folder")
-        require_own_folder("--out-dir", out_dir, "evaluation", EVALUATION_LEGACY)  # and nothing else deeper down
+    # What lies deeper down was checked with the other outputs (output_kinds.require_own_outputs, the manifest).
 
 
 def tables(results: dict) -> dict[str, pd.DataFrame]:
