@@ -95,6 +95,31 @@ def refuse_special(path: Path, option: str = "") -> None:
 
 
 @contextlib.contextmanager
+def locked_temporary(path: Path, folder: bool = False):
+    """A new, unique temporary file (or folder) beside `path`, `.<name>.*.tmp`, already locked when it gets that
+    name: it is made as `.<name>.*.new`, locked, then renamed, so `remove_stale_temporaries` of a concurrent
+    writer (another tune worker saving the same best-params file) never takes it for a killed run's leftover."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if folder:
+            new = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+        else:
+            handle, new = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+            os.close(handle)
+        fd = os.open(new, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows this name yet: never refused
+        tmp = Path(new[: -len(".new")] + ".tmp")
+        os.rename(new, tmp)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    try:
+        yield tmp
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def held_lock(path: Path):
     """An exclusive flock on `path` (a file or a folder) for as long as the block runs: the mark of a live writer."""
     try:
@@ -145,17 +170,16 @@ def atomic_output(path: Path):
     path = Path(path)
     refuse_special(path)
     remove_stale_temporaries(path)
-    tmp = temporary_sibling(path)
-    try:
-        with held_lock(tmp):
+    with locked_temporary(path) as tmp:
+        try:
             yield tmp
             fsync_file(tmp)
             refuse_special(path)
             os.replace(tmp, path)
-    except OSError as exc:
-        raise write_error(path, tmp, exc) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise write_error(path, tmp, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -273,19 +297,18 @@ def atomic_directory(target: Path, kind: str | None = None):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(target)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     except OSError as exc:
         raise cannot_write(target, exc) from None
-    try:
-        with held_lock(tmp):
+    with locked_temporary(target, folder=True) as tmp:
+        try:
             yield tmp
             if kind:
                 write_manifest(tmp, kind)
             replace_directory(tmp, target)
-    except OSError as exc:
-        raise write_error(target, tmp, exc) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as exc:
+            raise write_error(target, tmp, exc) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,22 @@ def test_replace_directory_puts_the_old_folder_back_when_the_new_one_cannot_take
     with atomic_directory(target) as tmp:
         (tmp / "index.html").write_text("new")
     assert (target / "index.html").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["report"]
+
+
+def test_a_temporary_is_locked_before_it_bears_a_name_a_cleaner_looks_for(tmp_path, monkeypatch):
+    """Two tune workers save one best-params file: one's clean-up must never remove the other's temporary. The
+    file is made as `.new`, locked, then renamed `.tmp`: a cleaner running at any moment finds it locked."""
+    from lymphocytosis import files
+
+    target = tmp_path / "best.json"
+    seen = []
+    rename = os.rename
+
+    def rename_then_clean(source, destination):
+        rename(source, destination)
+        seen.append((Path(destination).name, files.remove_stale_temporaries(target)))  # a rival's clean-up, now
+
+    monkeypatch.setattr(files.os, "rename", rename_then_clean)
+    files.atomic_write_text(target, "{}")
+    assert target.read_text() == "{}" and len(seen) == 1 and seen[0][0].endswith(".tmp") and seen[0][1] == []
+    assert [p.name for p in tmp_path.iterdir()] == ["best.json"]
