@@ -83,8 +83,10 @@ def run_stage(plan: ExtractionPlan, stage: Stage, progress: Progress = Progress(
     plan = plan_update(patients, scans, previous)
     plan.check_other_root(out, root, overwrite)
     if plan.nothing_to_do:
-        log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do",
-                 out, len(patients))
+        # Said like a finished run's last line, so every worker's log accounts for its share (here none: another
+        # worker on the same output, or an earlier run, did it all).
+        log.info("%s: already complete with these settings, images and CSV rows (%d patients); nothing to do: this "
+                 "worker %s 0 images", out, len(patients), stage.verb.replace("ing", "ed"))
         return ExtractionSummary(out, len(patients), previous.n_images, previous.n_skipped, already_complete=True)
     plan.log(out)
     parts = PartsFolder(out, stage.provenance, stage.dim, root, discard_other=overwrite)
