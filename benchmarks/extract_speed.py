@@ -71,7 +71,7 @@ def main():
             n_plain, t_plain = plain_loop(root, crop)
             settings = ExtractSettings(model=DEFAULT_MODEL, weights=None, crop=crop, input_size=None, tta=False,
                                        precision="fp32", dtype="float32", batch_size=args.batch_size,
-                                       workers=args.workers, device="cpu")
+                                       workers=args.workers, device="cpu", views=False)
             summary = extract(root, tmp / f"bench_{crop}.h5", settings)
             plain_rate = n_plain / t_plain
             fast_rate = summary.images_per_second

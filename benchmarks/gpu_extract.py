@@ -164,7 +164,7 @@ def run(root: Path, tmp: Path, args, device: torch.device) -> list[Row]:
                                                           args.batch_size)
             settings = ExtractSettings(model=model_name, weights=weights, crop=crop, input_size=None, tta=False,
                                        precision=precision, dtype="float32", batch_size=args.batch_size,
-                                       workers=args.workers, device=device.type)
+                                       workers=args.workers, device=device.type, views=False)
             e2e, wall, e2e_peak = end_to_end(root, tmp / f"{model_name}-{crop}-{precision}.h5", settings, device)
             n_images = sum(len(list_cell_images(p.folder)) for p in discover_patients(root))
             rows.append(Row(config, precision, forward, e2e, wall, forward_peak, e2e_peak, n_images,

@@ -74,7 +74,8 @@ def extract_settings(provenance: dict, weights: str | None):
     return ExtractSettings(model=provenance["model"], weights=weights_option(provenance, weights), crop=prep["crop"],
                            input_size=prep["input_size"], tta=provenance["tta"] != "none",
                            precision=provenance["precision"], dtype=provenance["dtype"], batch_size=128, workers=None,
-                           device="cpu", features=provenance["features"], stain=prep.get("stain", "none"))
+                           device="cpu", features=provenance["features"], stain=prep.get("stain", "none"),
+                          views=False)  # changed images are only predicted: no training views
 
 
 def embed_changed(dataset: Path, out: Path, provenance: dict, weights: str | None) -> Path:

@@ -57,10 +57,11 @@ def _torch_threads():
 # The settings of `synthetic_embeddings`: small crop, CPU, no worker processes, so tests stay fast anywhere.
 SMALL_SETTINGS_KWARGS = {
     "model": "tf_efficientnet_lite0", "weights": None, "crop": 64, "input_size": None, "tta": False, "precision": "fp32",
-    "dtype": "float32", "batch_size": 8, "workers": 0, "device": "cpu",
+    "dtype": "float32", "batch_size": 8, "workers": 0, "device": "cpu", "views": False,
 }
-# The same settings as `extract.py` arguments.
-SMALL_CLI_ARGS = ["--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+# The same settings as `extract.py` arguments. No training views (they double the time): tests of the views
+# (test_training_views.py) ask for them.
+SMALL_CLI_ARGS = ["--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--no-views"]
 
 
 def small_settings(**changes):

@@ -73,6 +73,10 @@ EXTRACT.add("--measure", choices=choice_values(MeasurementSet), default=None,
 EXTRACT.add("--pixel-size", type=float, default=None,
             help="with --measure: micrometres per pixel of the 224 px image (lengths in um, areas in um^2); "
                  "default: lengths in px")
+EXTRACT.add("--no-views", action="store_true",
+            help="do not embed the training views: one randomly re-compressed, re-stained, re-coloured, blurred or "
+                 "zoomed copy of each cell, written beside --out as <name>.views.h5, from which the cell score learns "
+                 "to ignore acquisition differences between laboratories (it doubles the extraction time)")
 EXTRACT.add("--overwrite", action="store_true",
             help="replace an embeddings file made with other settings or from another dataset")
 EXTRACT.add("--refuse-links", action="store_true",

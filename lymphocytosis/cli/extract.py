@@ -26,7 +26,8 @@ def build_parser(run: Run | None = None) -> Parser:
     return add_options(parser, *COMMANDS["extract"], words=run.words)
 
 
-EMBEDDING_ONLY = ("model", "weights", "crop", "input_size", "features", "tta", "precision", "dtype", "batch_size", "device")
+EMBEDDING_ONLY = ("model", "weights", "crop", "input_size", "features", "tta", "precision", "dtype", "batch_size", "device",
+                  "no_views")
 
 
 def check_options(parser: Parser, args) -> None:
@@ -75,6 +76,7 @@ def plan_of(args):
         model=args.model, weights=args.weights, crop=args.crop, input_size=args.input_size, tta=args.tta,
         precision=Precision(args.precision), dtype=StorageDtype(args.dtype), batch_size=args.batch_size,
         workers=args.workers, device=args.device, features=FeatureKind(args.features), stain=Stain(args.stain),
+        views=not args.no_views,
     )
     return plan_embedding(args.root, args.out, settings, args.overwrite, tables=tables, follow_links=not args.refuse_links)
 

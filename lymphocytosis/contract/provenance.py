@@ -16,13 +16,22 @@ from ..errors import InputError
 PROVENANCE_KEYS = ("model", "weights_source", "weights_sha256", "features", "preprocessing", "tta", "precision", "dtype")
 
 
+# Present only in a file of training views (augmentation.py: the cells as another acquisition might have made
+# them), holding the views' recipe: such a file is never the same as an embeddings file, nor one of another recipe.
+TRAINING_VIEW = "training_view"
+
+
 def identity(provenance: dict) -> dict:
     """The part of a provenance that must match for two files to be mixed."""
-    return {k: provenance.get(k) for k in PROVENANCE_KEYS}
+    found = {k: provenance.get(k) for k in PROVENANCE_KEYS}
+    if TRAINING_VIEW in provenance:
+        found[TRAINING_VIEW] = provenance[TRAINING_VIEW]
+    return found
 
 
 def describe_difference(expected: dict, actual: dict) -> str:
-    diffs = [f"{k}: {expected.get(k)!r} vs {actual.get(k)!r}" for k in PROVENANCE_KEYS if expected.get(k) != actual.get(k)]
+    keys = [*PROVENANCE_KEYS, TRAINING_VIEW]
+    diffs = [f"{k}: {expected.get(k)!r} vs {actual.get(k)!r}" for k in keys if expected.get(k) != actual.get(k)]
     return "; ".join(diffs) or "none"
 
 

@@ -140,6 +140,13 @@ def write_file_attrs(handle: h5py.File, attrs: dict) -> None:
     handle.attrs["complete"] = True
 
 
+def views_path(embeddings: Path) -> Path:
+    """Where extract.py writes the training views of the cells of `embeddings` (augmentation.py) and where stage 2
+    looks for them: beside it, `<name>.views.h5`. A file of the same format, one row per cell as the embeddings."""
+    embeddings = Path(embeddings)
+    return embeddings.with_name(embeddings.name.removesuffix(".h5") + ".views.h5")
+
+
 def read_attrs(path: Path) -> dict:
     """The file's attributes, whatever its state (used to recognise our own files before replacing them)."""
     with h5py.File(path, "r") as handle:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..augmentation import random_view
 from ..contract.images import DECODE_ERRORS, FolderScan, decode_failure, load_rgb
 from ..contract.layout import PatientEntry
 from .parts import PartsFolder
@@ -51,6 +52,18 @@ class NetworkInput:
     def stack(self, outputs: list) -> torch.Tensor:
         size = self.prep.input_size
         return torch.stack(outputs) if outputs else torch.empty(0, 3, size, size)
+
+
+class ViewInput(NetworkInput):
+    """Image -> the network's input for its training view (augmentation.random_view, drawn from the image's own
+    pixels and `seed`: the same view whichever process decodes it)."""
+
+    def __init__(self, prep: Preprocessing, seed: int):
+        super().__init__(prep)
+        self.seed = seed
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return super().__call__(random_view(image, self.seed))
 
 
 def decode(patient: PatientEntry, scan: FolderScan, decoder) -> DecodedPatient:

@@ -10,17 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import timm
 import torch
 
-from .. import __version__
+from .. import __version__, augmentation
 from ..contract.images import scan_folder
+from ..contract.provenance import TRAINING_VIEW
+from ..contract.store import views_path
 from ..progress import Progress
 from .backbones import load_chosen
-from .decoding import NetworkInput
+from .decoding import NetworkInput, ViewInput
 from .embedder import Embedder
 from .job import CellDecoder, Job, RowMaker, embed_all, finish
 from .parts import PartsFolder
@@ -30,6 +32,7 @@ from .update import plan_update, previous_extraction
 from .workers import Claims, Heartbeat, worker_id
 
 log = logging.getLogger(__name__)
+VIEW_SEED = 1  # recorded in the views file's provenance (augmentation.recipe)
 
 __all__ = ["ExtractSettings", "ExtractionSummary", "Stage", "checked_patients", "extract", "run_embedding", "run_stage"]
 
@@ -120,9 +123,16 @@ def run_embedding(plan: ExtractionPlan, progress: Progress = Progress()) -> Extr
     prep = preprocessing_for(model, task.crop, task.input_size, settings.stain)
     embedder = Embedder(model, task.device, settings.precision, settings.tta, settings.batch_size, settings.features)
     file_attrs = {"timm_version": timm.__version__, "torch_version": torch.__version__, "device": task.device.type}
-    stage = Stage(build_provenance(settings, weights, prep), embedder.dim, NetworkInput(prep), embedder, task.workers,
-                  file_attrs)
-    return run_stage(plan, stage, progress)
+    provenance = build_provenance(settings, weights, prep)
+    stage = Stage(provenance, embedder.dim, NetworkInput(prep), embedder, task.workers, file_attrs)
+    summary = run_stage(plan, stage, progress)
+    if settings.views:
+        views = Stage({**provenance, TRAINING_VIEW: augmentation.recipe(VIEW_SEED)}, embedder.dim,
+                      ViewInput(prep, VIEW_SEED), embedder, task.workers, file_attrs, verb="embedding views")
+        log.info("training views (the cells as another acquisition might have made them, for the cell score to learn "
+                 "to ignore): %s", views_path(plan.out))
+        run_stage(replace(plan, out=views_path(plan.out)), views, progress)
+    return summary
 
 
 def extract(root: Path, out: Path, settings: ExtractSettings, overwrite: bool = False,

@@ -17,6 +17,7 @@ import torch
 
 from ..contract.clinical import check_clinical_csvs
 from ..contract.layout import PatientEntry, discover_patients
+from ..contract.store import views_path
 from ..defaults import FeatureKind, Precision, Stain, StorageDtype
 from ..errors import InputError
 from .backbones import weights_choice
@@ -44,6 +45,7 @@ class ExtractSettings:
     device: str  # "auto", "cpu", "cuda" or "cuda:K"
     features: FeatureKind = FeatureKind.POOLED  # the pooled features, or also the pooled intermediate stages
     stain: Stain = Stain.NONE  # stain control before the crop (stain.py)
+    views: bool = True  # also embed one training view of every cell (augmentation.py) into store.views_path(out)
 
     def validate(self) -> None:
         """Settings built in code (not by the command line, whose choices argparse checks) may hold anything."""
@@ -111,6 +113,8 @@ def plan_embedding(root: Path, out: Path, settings: ExtractSettings, overwrite: 
     root, out = Path(root), Path(out)
     patients = checked_patients(root, out, tables)
     settings.validate()
+    if settings.views:
+        check_output(views_path(out), patients)
     device = resolve_device(settings.device)
     weights, weights_file = weights_choice(settings.model, settings.weights)
     crop, size = crop_and_size(registered(settings.model), settings.crop, settings.input_size)

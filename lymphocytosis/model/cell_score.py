@@ -57,6 +57,18 @@ class CellScoreWeights:
 
 
 @dataclass(frozen=True)
+class Views:
+    """Training views of the cells (augmentation.py), paired row by row with the originals, and the weight of the
+    invariance penalty: the ridge then also minimises `weight` x the mean squared change of a cell's score
+    between its original and its views, so the score learns to ignore what the views change (acquisition)
+    while it learns what tells the classes apart. The penalty joins each patient's Gram matrix, weighted like
+    its cells: it costs nothing per fit."""
+
+    bags: dict[str, list[np.ndarray]]  # patient -> one (n_cells, D) array per view, rows as the originals'
+    weight: float
+
+
+@dataclass(frozen=True)
 class CrossFit:
     """Training patients' out-of-inner-fold cell scores, and the ridge fitted on all of them (for new patients)."""
 
@@ -71,7 +83,8 @@ class CellStatistics:
     triangle column by column: the order in which LAPACK (column-major) reads a lower triangle, so a solve
     writes the sums straight into the matrix it factors, without copy or transposition."""
 
-    def __init__(self, bags: dict[str, np.ndarray], max_bytes: int = GRAM_BYTES):
+    def __init__(self, bags: dict[str, np.ndarray], max_bytes: int = GRAM_BYTES, views: Views | None = None):
+        self.views = views if views is not None and views.weight > 0 else None
         self.ids = list(bags)
         self.index = {patient_id: i for i, patient_id in enumerate(self.ids)}
         self.dim = next(iter(bags.values())).shape[1]
@@ -92,7 +105,20 @@ class CellStatistics:
             for i, patient_id in enumerate(self.ids):
                 x = bags[patient_id].astype(np.float32, copy=False)
                 if len(x):
-                    np.take((x.T @ x).ravel(), self.packed, out=self.grams[i])  # x.T @ x: exactly symmetric (syrk)
+                    gram = x.T @ x  # exactly symmetric (syrk)
+                    for change in self.view_changes(patient_id, x):
+                        gram += change.T @ change
+                    np.take(gram.ravel(), self.packed, out=self.grams[i])
+
+    def view_changes(self, patient_id: str, x: np.ndarray) -> list[np.ndarray]:
+        """Each training view's change of the patient's cells (view - original), scaled so that their Gram matrix,
+        added to the cells', is the invariance penalty: weight x the mean over views of the squared change of
+        the score. None without views."""
+        if self.views is None:
+            return []
+        views = self.views.bags[patient_id]
+        factor = np.float32(np.sqrt(self.views.weight / len(views)))
+        return [(view.astype(np.float32, copy=False) - x) * factor for view in views]
 
     def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray, n_groups: int):
         """For each (group, class): patient count, sum of per-patient mean x, sum of per-patient mean x x^T
@@ -134,8 +160,10 @@ class CellStatistics:
                 total, chunk, cells = np.zeros((self.dim, self.dim)), [], 0
                 members = np.flatnonzero(row)
                 for k, i in enumerate(members):
-                    chunk.append(self.bags[self.ids[i]].astype(np.float32) * np.float32(np.sqrt(row[i])))
-                    cells += len(chunk[-1])
+                    x = self.bags[self.ids[i]].astype(np.float32)
+                    for rows in [x, *self.view_changes(self.ids[i], x)]:
+                        chunk.append(rows * np.float32(np.sqrt(row[i])))
+                        cells += len(rows)
                     if cells >= CHUNK_CELLS or k == len(members) - 1:
                         y = np.concatenate(chunk)
                         total += y.T @ y

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..contract.provenance import identity
-from ..contract.store import is_measurement, load_bags
+from ..contract.provenance import TRAINING_VIEW, identity, require_same
+from ..contract.store import is_measurement, load_bags, views_path
 from ..errors import InputError
 from ..evidence import reason_without_cells, warn_without_cells, without_cells
 from ..files import same_file
 from ..invocation import command
-from .cell_score import CellStatistics
+from .cell_score import CellStatistics, Views
 from .clinical import read_clinical
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,12 @@ class CellFeatureSet:
     filenames: dict[str, list[str]]
     records: dict[str, list[str]] = field(default_factory=dict)  # patient -> [listing_sha256, row_sha256], as extracted
     empty_reasons: dict[str, str] = field(default_factory=dict)  # patient without cells -> why (see evidence.py)
-    _statistics: CellStatistics | None = field(default=None, repr=False)
+    # The training views beside the file (store.views_path; augmentation.py): patient -> [one (n_cells, D) array
+    # per view], rows paired with `bags`; None when there are none.
+    views: dict[str, list[np.ndarray]] | None = None
+    views_provenance: dict = field(default_factory=dict)
+    warned_without_views: bool = field(default=False, repr=False)  # said once per process (features.py)
+    _statistics: dict[float, CellStatistics] = field(default_factory=dict, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -49,12 +54,20 @@ class CellFeatureSet:
         """A measurement file (named quantities per cell, see measurements.py), not embeddings."""
         return is_measurement(self.provenance)
 
-    def statistics(self, ids: list[str]) -> CellStatistics:
-        """Per-patient sufficient statistics of the cell score's ridge, computed once (for `ids`: the labelled
-        patients, the only ones ever fitted on)."""
-        if self._statistics is None:
-            self._statistics = CellStatistics({patient_id: self.bags[patient_id] for patient_id in ids})
-        return self._statistics
+    def invariance(self, weight: float) -> float:
+        """The invariance penalty's weight a fit on this file gets: `weight`, or 0 without training views."""
+        return float(weight) if self.views is not None else 0.0
+
+    def statistics(self, ids: list[str], invariance: float = 0.0) -> CellStatistics:
+        """Per-patient sufficient statistics of the cell score's ridge, with the invariance penalty of this weight
+        (when the file has training views), computed once (for `ids`: the labelled patients, the only ones ever
+        fitted on)."""
+        weight = self.invariance(invariance)
+        if weight not in self._statistics:
+            views = Views({p: self.views[p] for p in ids}, weight) if weight > 0 else None
+            self._statistics[weight] = CellStatistics({patient_id: self.bags[patient_id] for patient_id in ids},
+                                                      views=views)
+        return self._statistics[weight]
 
     def raw_statistics(self, patient_id: str, stats: tuple[str, ...], compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Statistics of the raw dimensions learn nothing from labels: computed once per patient and process."""
@@ -149,6 +162,7 @@ class Cohort:
         """Which cells and CSV rows this is, for every embeddings file: results computed before images were
         added or replaced, or before a CSV row was corrected, are not results of these data."""
         content = {s.name: {p: [*s.records.get(p, []), len(s.filenames[p])] for p in self.ids} for s in self.sets}
+        content.update({f"{s.name} views": s.views_provenance.get(TRAINING_VIEW) for s in self.sets if s.views})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def feature_set(self, name: str) -> CellFeatureSet:
@@ -246,6 +260,26 @@ def refuse_all_empty(path: Path, root: Path, bags: dict) -> None:
                          f"missing?); rerun `{command('extract')}` on a dataset with its images")
 
 
+def load_views(feature_set: CellFeatureSet) -> None:
+    """The training views extract.py writes beside an embeddings file, checked to be views of the same cells,
+    made by the same network and preprocessing; none (an older or a --no-views extraction): the set has none."""
+    path = views_path(feature_set.path)
+    if feature_set.measured or not path.is_file():
+        return
+    provenance, bags = load_bags(path)
+    remedy = f"rerun `{command('extract')}` on the dataset: it updates both files"
+    if TRAINING_VIEW not in provenance:
+        raise InputError(f"{path}: not a file of training views, though named like one; move it away")
+    require_same({**feature_set.provenance, TRAINING_VIEW: provenance[TRAINING_VIEW]}, provenance,
+                 f"{path}: training views not made like {feature_set.path}", remedy)
+    for patient_id, names in feature_set.filenames.items():
+        if patient_id not in bags or bags[patient_id].filenames != names:
+            raise InputError(f"{path}: patient {patient_id}'s views are not of the cells in {feature_set.path}; {remedy}")
+    feature_set.views = {p: [bags[p].embeddings.astype(np.float32, copy=False)] for p in feature_set.filenames}
+    feature_set.views_provenance = provenance
+    log.info("%s: training views in %s (the cell score learns to ignore acquisition changes)", feature_set.path, path)
+
+
 def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Cohort:
     """Embeddings file(s) plus the CSVs of the dataset they were extracted from (or `root`, when given)."""
     paths = [Path(p) for p in (embeddings if isinstance(embeddings, (list, tuple)) else [embeddings])]
@@ -254,6 +288,8 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
     clinical = read_clinical(root)
     sets = []
     for name, path, (provenance, bags) in zip(set_names([p for p, _ in loaded], paths), paths, loaded):
+        if TRAINING_VIEW in provenance:
+            raise InputError(f"{path}: a file of training views; give the embeddings file beside it instead")
         check_patients(path, root, clinical, bags)
         check_same_rows(path, root, clinical, bags)
         if sets:
@@ -269,6 +305,7 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
             empty_reasons={p: reason_without_cells(bags[p].note, bags[p].skipped) for p in clinical.index
                            if bags[p].embeddings.shape[0] == 0},
         ))
+        load_views(sets[-1])
     cohort = Cohort(clinical=clinical, sets=sets, dataset_root=root)
     warn_without_cells(without_cells(cohort, cohort.ids))
     return cohort

@@ -31,6 +31,10 @@ class FeatureSpec:
     # beat eight (fewer noisy columns for ~100 training patients); alpha 0.1 beat 0.03 and 1.
     cell_score_stats: tuple[str, ...] = ("mean", "q50", "q90")
     cell_score_alpha: float = 0.1  # ridge penalty on standardised embeddings
+    # Weight of the invariance penalty (cell_score.Views): a cell's score should not change between the cell and
+    # its training view (augmentation.py). Used when the embeddings have their views beside them (extract.py
+    # makes them); 0: off. Chosen by the site-shift benchmark (docs/site-shift.md).
+    cell_score_invariance: float = 1.0
     inner_folds: int = 5  # cross-fitting of training patients' cell scores
     seed: int = 0
     # Measurement files (morphometry, colour; see measurements.py): statistics of each named quantity, and/or a
@@ -89,6 +93,9 @@ class FeatureSpec:
         alpha = self.cell_score_alpha
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 1e-6 <= alpha <= 1e6:
             raise InputError(f"feature specification: cell_score_alpha must be a number from 1e-6 to 1e6, not {alpha!r}")
+        weight = self.cell_score_invariance
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1e4:
+            raise InputError(f"feature specification: cell_score_invariance must be a number from 0 to 1e4, not {weight!r}")
         for name in ("cell_score", "measurement_score"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"feature specification: {name} must be true or false, not {getattr(self, name)!r}")

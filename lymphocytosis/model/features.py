@@ -8,11 +8,13 @@ backbone, statistic, index) that the report reads; the string `key` only names i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.decomposition import PCA
 
+from ..contract.store import views_path
 from ..errors import InputError
 from .cell_score import CellScoreWeights, cross_fit_problems, solve_cross_fit
 from .cohort import CellFeatureSet, Cohort
@@ -21,6 +23,8 @@ from .json_values import number_array
 from .measurements import fit_measurement_features, measurement_features
 from .statistics import bag_statistics
 from .tables import CLINICAL, EMBEDDING, FeatureColumn, FeatureTable, cell_score_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class FittedFeatures:
     backbones: list[str]
     pca: dict[str, PcaBasis] = field(default_factory=dict)
     cell_score: dict[str, CellScoreWeights] = field(default_factory=dict)
+    invariance: dict[str, float] = field(default_factory=dict)  # the invariance weight each cell score got (0: none)
 
     def transform(self, cohort: Cohort, ids) -> FeatureTable:
         """Feature table of patients not used in the fit."""
@@ -114,13 +119,14 @@ class FittedFeatures:
 
     def to_dict(self) -> dict:
         return {"backbones": self.backbones, "pca": {k: v.to_dict() for k, v in self.pca.items()},
-                "cell_score": {k: v.to_dict() for k, v in self.cell_score.items()}}
+                "cell_score": {k: v.to_dict() for k, v in self.cell_score.items()}, "invariance": dict(self.invariance)}
 
     @classmethod
     def from_dict(cls, spec: FeatureSpec, data: dict) -> FittedFeatures:
         """What model.json's `features` holds, every array checked; an InputError names the key."""
-        if not isinstance(data, dict) or set(data) != {"backbones", "pca", "cell_score"}:
-            raise InputError("features must be an object of backbones, pca and cell_score")
+        if not isinstance(data, dict) or not {"backbones", "pca", "cell_score"} <= set(data) <= {
+                "backbones", "pca", "cell_score", "invariance"}:  # invariance: absent from older models
+            raise InputError("features must be an object of backbones, pca, cell_score and invariance")
         backbones = data["backbones"]
         if not (isinstance(backbones, list) and backbones and all(isinstance(b, str) for b in backbones)
                 and len(set(backbones)) == len(backbones)):
@@ -130,9 +136,15 @@ class FittedFeatures:
                 unknown = sorted(set(data[key]) - set(backbones)) if isinstance(data[key], dict) else []
                 raise InputError(f"features.{key} must map names of features.backbones to their fitted state"
                                  + (f" ({unknown[0]!r} is not one)" if unknown else ""))
+        invariance = data.get("invariance", {})
+        if not (isinstance(invariance, dict) and set(invariance) <= set(backbones) and all(
+                type(v) in (int, float) and 0 <= v <= 1e4 for v in invariance.values())):
+            raise InputError(f"features.invariance must map names of features.backbones to weights from 0 to 1e4, "
+                             f"not {invariance!r:.80}")
         return cls(spec, list(backbones),
                    {k: PcaBasis.from_dict(v, f"features.pca[{k!r}]") for k, v in data["pca"].items()},
-                   {k: CellScoreWeights.from_dict(v, f"features.cell_score[{k!r}]") for k, v in data["cell_score"].items()})
+                   {k: CellScoreWeights.from_dict(v, f"features.cell_score[{k!r}]") for k, v in data["cell_score"].items()},
+                   {k: float(v) for k, v in invariance.items()})
 
 
 def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]) -> PcaBasis:
@@ -160,6 +172,16 @@ def fit_features(cohort: Cohort, spec: FeatureSpec, train_ids) -> tuple[FittedFe
     return fitted, FeatureTable.join(train_ids, parts)
 
 
+def warn_without_views(feature_set: CellFeatureSet) -> None:
+    """Said once per file and process: the model is fitted, but it has not learnt what another laboratory's
+    images change."""
+    if not feature_set.warned_without_views:
+        feature_set.warned_without_views = True
+        log.warning("%s: no training views beside it (%s), so the cell score is fitted without learning to ignore "
+                    "acquisition changes (compression, stain, focus...); rerun extract.py without --no-views to make "
+                    "them", feature_set.path, views_path(feature_set.path))
+
+
 def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str],
                        fitted: FittedFeatures) -> list[FeatureTable]:
     """One embeddings file's learned parts (recorded in `fitted`) and its training patients' columns. Each is
@@ -172,12 +194,16 @@ def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: Featur
         parts.append(cohort.memo.get(("embedding_table", *key, spec.embedding_pca, spec.embedding_stats),
                                      lambda: embedding_table(feature_set, spec, train_ids, fitted.pca.get(name))))
     if spec.cell_score:
-        fit_key = (*key, spec.inner_folds)
+        invariance = feature_set.invariance(spec.cell_score_invariance)
+        if invariance == 0 and spec.cell_score_invariance > 0:
+            warn_without_views(feature_set)
+        fitted.invariance[name] = invariance
+        fit_key = (*key, spec.inner_folds, invariance)
 
         def problems():  # the fold's ridge set-up: built only when this alpha's solution is not remembered
             return cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
-                feature_set.statistics(cohort.labelled_ids), train_ids, cohort.labels(train_ids), spec.inner_folds,
-                spec.seed))
+                feature_set.statistics(cohort.labelled_ids, invariance), train_ids, cohort.labels(train_ids),
+                spec.inner_folds, spec.seed))
 
         cross_fit = cohort.memo.get(("cell_score", *fit_key, spec.cell_score_alpha),
                                     lambda: solve_cross_fit(problems(), feature_set.bags, spec.cell_score_alpha))
