@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from site_shift_data import prepare
 
 from lymphocytosis.acquisition import PANEL
-from lymphocytosis.contract.store import read_provenance
+from lymphocytosis.contract.store import read_provenance, views_path
 from lymphocytosis.drift.check import verdict_of
 from lymphocytosis.drift.reference import fit_reference, image_signal_frame, signal_frame
 from lymphocytosis.files import atomic_output, atomic_write_json, atomic_write_text
@@ -44,6 +44,7 @@ from lymphocytosis.metrics import Scores, decide
 from lymphocytosis.model.classifier import FittedModel
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import repeated_folds
+from lymphocytosis.model.feature_spec import FeatureSpec
 from lymphocytosis.model.measurements import settings_for
 from lymphocytosis.model.tuned_params import load_settings
 
@@ -84,12 +85,14 @@ def cached_signals(path: Path, cohort, ids: list[str]) -> pd.DataFrame:
     return frame
 
 
-def run_variant(args, embeddings: Path) -> tuple[dict[str, ChangeResult], np.ndarray]:
-    """Every fold fitted on the unchanged cohort, its test patients predicted and drift-checked under each change."""
+def run_variant(args, embeddings: Path, invariance: float) -> tuple[dict[str, ChangeResult], np.ndarray]:
+    """Every fold fitted on the unchanged cohort (its training views, when beside it, with this invariance
+    weight), its test patients predicted and drift-checked under each change."""
     files = cached_files(args, embeddings)
     base = load_cohort(embeddings, args.root)
     cohorts = {NONE: base, **{name: load_cohort(path) for name, path in files.items()}}
     settings = settings_for(base, load_settings("default", base))
+    settings = replace(settings, spec=replace(settings.spec, cell_score_invariance=invariance))
     ids = base.labelled_ids
     index = {patient_id: i for i, patient_id in enumerate(ids)}
     started = time.perf_counter()
@@ -182,6 +185,9 @@ def parse_args(argv=None):
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--invariance", type=float, nargs="+", default=[FeatureSpec().cell_score_invariance, 0.0],
+                        help="weights of the cell score's invariance penalty, a table each (used when the embeddings "
+                             "have their training views beside them); default: the default model's, and 0 (none)")
     parser.add_argument("--cache", type=Path, default=None, help="default: artifacts/site_shift/<dataset>")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table; default: <cache>/site_shift.md")
     args = parser.parse_args(argv)
@@ -198,10 +204,14 @@ def main(argv=None) -> int:
     sections, document = [], {"command": " ".join(sys.argv), "folds": args.folds, "repeats": args.repeats,
                               "seed": args.seed, "variants": {}}
     for embeddings in args.embeddings:
-        results, labels = run_variant(args, embeddings)
-        rows = summarise(results, labels)
-        document["variants"][str(embeddings)] = rows
-        sections.append(markdown(f"{embeddings}", rows, len(labels), args))
+        has_views = views_path(embeddings).is_file()
+        for invariance in (args.invariance if has_views else [0.0]):
+            title = (f"{embeddings}, training views, invariance weight {invariance:g}" if invariance > 0 else
+                     f"{embeddings}, {'without' if has_views else 'no'} training views")
+            results, labels = run_variant(args, embeddings, invariance)
+            rows = summarise(results, labels)
+            document["variants"][title] = rows
+            sections.append(markdown(title, rows, len(labels), args))
     text = "\n\n".join(sections) + "\n"
     print(text)
     atomic_write_text(args.out, text)

@@ -128,7 +128,7 @@ def run_embedding(plan: ExtractionPlan, progress: Progress = Progress()) -> Extr
     summary = run_stage(plan, stage, progress)
     if settings.views:
         views = Stage({**provenance, TRAINING_VIEW: augmentation.recipe(VIEW_SEED)}, embedder.dim,
-                      ViewInput(prep, VIEW_SEED), embedder, task.workers, file_attrs, verb="embedding views")
+                      ViewInput(prep, VIEW_SEED), embedder, task.workers, file_attrs, verb="embedding")
         log.info("training views (the cells as another acquisition might have made them, for the cell score to learn "
                  "to ignore): %s", views_path(plan.out))
         run_stage(replace(plan, out=views_path(plan.out)), views, progress)

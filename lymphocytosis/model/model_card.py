@@ -136,11 +136,22 @@ def rule_lines(model: FittedModel) -> list[str]:
 def provenance_lines(model: FittedModel, cohort: Cohort) -> list[str]:
     lines = [f"- {name}: network {p.get('model')}, weights SHA-256 {str(p.get('weights_sha256'))[:16]}"
              for name, p in model.provenance.items()]
+    lines += [views_line(name, weight) for name, weight in model.features.invariance.items()]
     lines += [f"- Training patients and labels: fingerprint {cohort.fingerprint}; their cells and CSV rows: "
               f"{cohort.data_fingerprint}.",
               f"- Boosters: {', '.join(booster_digest(b) for b in model.boosters)} (see model.json).",
               f"- Tool version {__version__}; written {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}."]
     return lines
+
+
+def views_line(name: str, weight: float) -> str:
+    """Whether the cell score learnt to ignore acquisition changes (the training views): a reader moving the
+    model to another laboratory needs to know."""
+    if weight > 0:
+        return (f"- {name}: cell score fitted with training views (invariance weight {weight:g}): it learnt to give a "
+                "cell the same score under random compression, stain, colour, focus and magnification changes.")
+    return (f"- {name}: cell score fitted WITHOUT training views: it has not learnt to ignore acquisition changes, "
+            "so another laboratory's compression, stain or focus can move its calls.")
 
 
 def booster_digest(booster) -> str:
