@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lymphocytosis.acquisition import PANEL, Change, save_changed
+from lymphocytosis.acquisition import CHANGES, PANEL, Change, save_changed
 from lymphocytosis.contract.images import DECODE_ERRORS, list_cell_images, load_rgb
 from lymphocytosis.contract.layout import SPLIT_CSVS
 from lymphocytosis.contract.provenance import require_same
@@ -98,7 +98,7 @@ def prepare(root: Path, cache: Path, embeddings: Path, names: list[str], weights
     embeddings_dir = embeddings_dir or cache / "embeddings"
     files = {}
     for name in names:
-        dataset = write_changed_dataset(root, cache / "images" / name, PANEL[name])
+        dataset = write_changed_dataset(root, cache / "images" / name, CHANGES[name])
         files[name] = embed_changed(dataset, embeddings_dir / f"{name}.h5", provenance, weights)
         log.info("change %s: embeddings ready in %s", name, files[name])
     return files
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--embeddings", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--changes", nargs="+", default=list(PANEL), choices=list(PANEL))
+    parser.add_argument("--changes", nargs="+", default=list(PANEL), choices=list(CHANGES))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cache = args.cache or Path("artifacts/site_shift") / args.root.resolve().name

@@ -128,6 +128,41 @@ def _panel() -> dict[str, Change]:
 PANEL: dict[str, Change] = _panel()
 
 
+def tone_curve(image: Image.Image, gamma: float) -> Image.Image:
+    return to_image(to_float(image) ** gamma)
+
+
+def sensor_noise(image: Image.Image, sd: float) -> Image.Image:
+    """Gaussian noise of `sd` grey levels, drawn from a generator seeded by the image (the same noise each run)."""
+    values = np.asarray(image, dtype=np.float64)
+    rng = np.random.default_rng(int.from_bytes(values.tobytes()[:4096:7], "little") % 2**63)
+    return to_image((values + rng.normal(0.0, sd, size=values.shape)) / 255.0)
+
+
+def sharpened(image: Image.Image, sigma: float, amount: float) -> Image.Image:
+    """A camera's sharpening: the image plus `amount` times its difference to a Gaussian blur of it."""
+    values = to_float(image)
+    return to_image(values + amount * (values - ndimage.gaussian_filter(values, sigma=(sigma, sigma, 0), mode="reflect")))
+
+
+def lower_resolution(image: Image.Image, scale: float) -> Image.Image:
+    """A camera of fewer pixels: reduced to `scale` of the size (antialiased), enlarged back, bicubic."""
+    small = (round(image.width * scale), round(image.height * scale))
+    return image.resize(small, Image.Resampling.BICUBIC, reducing_gap=None).resize(image.size, Image.Resampling.BICUBIC)
+
+
+# Changes beyond the panel, of kinds the panel has not (tone curve, noise, sharpening, resolution): a check that
+# what the model learnt from its training views carries over to acquisition changes it was not measured on.
+EXTRA: dict[str, Change] = {change.name: change for change in [
+    Change("gamma", "camera tone curve (gamma 1.25 on the encoded values)", "tone", lambda im: tone_curve(im, 1.25)),
+    Change("noise", "sensor noise (Gaussian, sd 5 grey levels)", "noise", lambda im: sensor_noise(im, 5.0)),
+    Change("sharpen", "camera sharpening (unsharp mask, sigma 1.5 px, amount 1)", "sharpness",
+           lambda im: sharpened(im, 1.5, 1.0)),
+    Change("lowres", "lower camera resolution (60%, enlarged back)", "resolution", lambda im: lower_resolution(im, 0.6)),
+]}
+CHANGES: dict[str, Change] = {**PANEL, **EXTRA}
+
+
 def save_changed(image: Image.Image, change: Change, stem_path) -> str:
     """Write `change(image)` beside `stem_path` (a path without suffix): `.jpg` holding the re-encoded file for
     JPEG changes (so the pixels read back are exactly the compressed ones), lossless `.png` otherwise. Returns

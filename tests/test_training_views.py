@@ -203,3 +203,15 @@ def test_a_model_saved_before_views_loads_with_none():
     assert FittedFeatures.from_dict(spec, data).invariance == {}
     with pytest.raises(InputError, match="features.invariance"):
         FittedFeatures.from_dict(spec, {**data, "invariance": {"b": -1}})
+
+
+def test_every_benchmark_change_is_deterministic_and_keeps_the_image_size(synthetic_cell_images):
+    from lymphocytosis.acquisition import CHANGES, EXTRA, PANEL
+
+    assert set(CHANGES) == set(PANEL) | set(EXTRA) and not set(PANEL) & set(EXTRA)
+    image = Image.open(synthetic_cell_images[0]).convert("RGB")
+    for name, change in CHANGES.items():
+        once, twice = np.asarray(change(image)), np.asarray(change(image.copy()))
+        assert once.shape == np.asarray(image).shape, name
+        assert np.array_equal(once, twice), name
+        assert not np.array_equal(once, np.asarray(image)), name

@@ -267,7 +267,8 @@ def load_views(feature_set: CellFeatureSet) -> None:
     if feature_set.measured or not path.is_file():
         return
     provenance, bags = load_bags(path)
-    remedy = f"rerun `{command('extract')}` on the dataset: it updates both files"
+    remedy = (f"rerun `{command('extract')}` on the dataset without --no-views (it updates both files), or remove "
+              f"{path.name}")
     if TRAINING_VIEW not in provenance:
         raise InputError(f"{path}: not a file of training views, though named like one; move it away")
     require_same({**feature_set.provenance, TRAINING_VIEW: provenance[TRAINING_VIEW]}, provenance,
