@@ -19,10 +19,10 @@ from functools import partial
 
 import numpy as np
 from scipy import linalg
-from scipy.linalg import blas, lapack
-from threadpoolctl import threadpool_limits
 
 from ..errors import InputError
+from . import nogil
+from .threads import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class CellStatistics:
                      "sums its patients' cells instead", len(self.ids), gram_bytes / 1e9, max_bytes / 1e9)
             return
         self.grams = np.zeros((len(self.ids), len(self.packed)), dtype=np.float32)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread:
             for i, patient_id in enumerate(self.ids):
                 x = bags[patient_id].astype(np.float32, copy=False)
                 if len(x):
@@ -115,12 +115,10 @@ class CellStatistics:
         Gram matrix for them -- 4x the time. Each sum is the same chain of fused multiply-adds, in the same order,
         as the product's (OpenBLAS accumulates over patients in order); measured bit-identical to it here."""
         m2 = np.zeros((len(weights), self.grams.shape[1]), dtype=np.float32)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread:
             for r, row in enumerate(weights):
-                total = m2[r]
                 for i in np.flatnonzero(row):
-                    total = blas.saxpy(self.grams[i], total, a=row[i])  # in place (contiguous float32)
-                m2[r] = total
+                    nogil.axpy(row[i], self.grams[i], m2[r])  # in place, without holding the GIL (nogil.py)
         return m2
 
     def cell_sums(self, weights: np.ndarray) -> np.ndarray:
@@ -129,7 +127,7 @@ class CellStatistics:
         float64. Memory is bounded by a chunk; time grows with the cells of every fit (the same sums, to float32
         rounding, as through the Gram matrices)."""
         m2 = np.zeros((len(weights), len(self.packed)), dtype=np.float32)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread:
             for r, row in enumerate(weights):
                 total, chunk, cells = np.zeros((self.dim, self.dim)), [], 0
                 members = np.flatnonzero(row)
@@ -167,7 +165,7 @@ class CellStatistics:
         inverse_scale = (1.0 / scale).astype(np.float32)
         lower *= inverse_scale[:, None]  # by scale_i first
         lower *= inverse_scale[None, :]
-        packed, info = lapack.strttp(lower, uplo="L")
+        packed, info = nogil.trttp_lower(lower)
         if info != 0:
             raise ValueError(f"strttp: illegal argument {-info}")
         return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
@@ -175,21 +173,22 @@ class CellStatistics:
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """The (dim, dim) Fortran-ordered matrix whose lower triangle is `packed` (LAPACK's tpttr: a copy column by
         column, 8x faster than scattering through an index array); its upper triangle is not read."""
-        lower, info = lapack.stpttr(self.dim, packed, uplo="L")
+        lower, info = nogil.tpttr_lower(self.dim, packed)
         if info != 0:
             raise ValueError(f"stpttr: illegal argument {-info}")
         return lower
 
     def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
         """One float32 Cholesky factorisation, in place (LAPACK's potrf and potrs, called directly: scipy's
-        cho_factor would first copy the matrix to check it for NaN, which the factorisation reports itself);
-        LinAlgError when float32 cannot factor it."""
+        cho_factor would first copy the matrix to check it for NaN, which the factorisation reports itself; and
+        without holding the GIL, so that folds in other threads compute meanwhile, see nogil.py); LinAlgError
+        when float32 cannot factor it."""
         lower = self.unpack(problem.packed)
         lower[np.diag_indices_from(lower)] += np.float32(alpha)
-        factor, info = lapack.spotrf(lower, lower=1, overwrite_a=1, clean=0)
-        if info != 0 or not np.isfinite(np.diag(factor)).all():  # a NaN reaches the diagonal it propagates to
+        info = nogil.potrf_lower(lower)  # in place: lower becomes the factor
+        if info != 0 or not np.isfinite(np.diag(lower)).all():  # a NaN reaches the diagonal it propagates to
             raise linalg.LinAlgError(f"float32 Cholesky factorisation failed (potrf info {info})")
-        solution, info = lapack.spotrs(factor, problem.rhs, lower=1)
+        solution, info = nogil.potrs_lower(lower, problem.rhs)
         if info != 0:
             raise ValueError(f"spotrs: illegal argument {-info}")
         return solution.astype(np.float64) / problem.scale
@@ -268,7 +267,7 @@ class CrossFitProblems:
         return sum(problem.nbytes for problem in [self.total, *self.inner])
 
 
-@threadpool_limits.wrap(limits=1, user_api="blas")
+@one_blas_thread
 def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels: np.ndarray, inner_folds: int,
                        seed: int) -> CrossFitProblems:
     """One pass over the training patients' Gram matrices, standardised into the 1 + `inner_folds` problems."""
@@ -292,7 +291,7 @@ def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels
     return CrossFitProblems(train_ids, groups, stats.problem(*total, partial(sums, None)), inner)
 
 
-@threadpool_limits.wrap(limits=1, user_api="blas")
+@one_blas_thread
 def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alpha: float) -> CrossFit:
     """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
 

@@ -1,0 +1,132 @@
+"""Stage 2 on the machine's cores: independent folds computed in threads, their results used in order.
+
+A fold's work is mostly native code that runs without Python's GIL (the ridge's BLAS/LAPACK calls, see
+nogil.py; LightGBM; numpy's large array operations), so two folds in two threads use two cores. Each thread
+computes on one BLAS thread and one LightGBM thread: more threads per call on tiny problems only cost.
+
+`LYMPHOCYTOSIS_THREADS` sets how many folds run at once (default: up to 2, never more than the CPUs); 1 computes
+them one after the other on the calling thread, as earlier versions did. Results are the same either way: each
+fold's computation depends on its own inputs only, and results are delivered in fold order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+import threadpoolctl
+from threadpoolctl import threadpool_limits
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENT = "LYMPHOCYTOSIS_THREADS"
+DEFAULT_THREADS = 2  # measured: two folds at once; more folds than cores would only take turns
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def fold_threads(requested: int | None = None) -> int:
+    """How many folds to compute at once: `requested`, else $LYMPHOCYTOSIS_THREADS, else min(2, CPUs)."""
+    if requested is None:
+        text = os.environ.get(ENVIRONMENT, "").strip()
+        if not text:
+            return max(1, min(DEFAULT_THREADS, os.cpu_count() or 1))
+        if not text.isdigit() or int(text) < 1:
+            raise InputError(f"${ENVIRONMENT} = {text!r}: give a whole number of threads, at least 1")
+        requested = int(text)
+    if requested < 1:
+        raise InputError(f"{requested} threads: at least 1")
+    return requested
+
+
+class OneBlasThread:
+    """One BLAS thread for the whole process while any caller needs it, set once and restored once.
+
+    threadpoolctl's limits are process-wide: a `threadpool_limits` entered and left inside each of two worker
+    threads would restore the former thread count while the other thread still computes. Here the first caller
+    in sets the limit and the last one out restores it, whatever the threads' order. (threadpoolctl also lets
+    only the first thread that set an OpenBLAS limit change it again, silently ignoring the others; this lock
+    orders the changes instead, so control is released around each one.)"""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limits = None
+
+    def __enter__(self) -> OneBlasThread:
+        with self._lock:
+            if self._users == 0:
+                self._limits = any_thread(lambda: threadpool_limits(limits=1, user_api="blas"))
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                limits, self._limits = self._limits, None
+                any_thread(limits.restore_original_limits)
+
+    def __call__(self, function: Callable) -> Callable:
+        """As a decorator: `function` runs inside."""
+        def wrapped(*args, **kwargs):
+            with self:
+                return function(*args, **kwargs)
+
+        wrapped.__name__, wrapped.__doc__, wrapped.__wrapped__ = function.__name__, function.__doc__, function
+        return wrapped
+
+
+def any_thread(change: Callable[[], R]) -> R:
+    """`change()` of threadpoolctl's limits, effective from whichever thread makes it: threadpoolctl (3.8) hands
+    control of OpenBLAS's process-wide limit to the first thread that sets it, until that thread clears it, and
+    ignores the others; the control is released before and after (OneBlasThread's lock orders the changes)."""
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+    try:
+        return change()
+    finally:
+        if release is not None:
+            release(force=True)
+
+
+one_blas_thread = OneBlasThread()
+
+
+def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+    """`function(item)` for each item, yielded in the items' order, up to `threads` computed at once (one: on the
+    calling thread, one after the other). An item's exception is raised when its turn comes, as one after the
+    other would; the items after it are then not started, and those already running are waited for.
+
+    Close the iterator (`contextlib.closing`) when stopping early: it cancels what has not started and waits
+    for what runs, so no fold computes on behind the caller's back."""
+    if threads <= 1:
+        for item in items:
+            yield function(item)
+        return
+    iterator = iter(items)
+    with one_blas_thread, ThreadPoolExecutor(threads, thread_name_prefix="lymphocytosis-fold") as pool:
+        running: deque[Future] = deque(pool.submit(function, item) for item in itertools.islice(iterator, threads))
+        try:
+            while running:
+                result = running.popleft().result()
+                running.extend(pool.submit(function, item) for item in itertools.islice(iterator, 1))
+                yield result
+        finally:
+            for future in running:
+                future.cancel()
+
+
+def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int | None = None):
+    """`in_order` as a context manager that closes it on leaving: `with ordered_results(f, xs) as results:`."""
+    return contextlib.closing(in_order(function, items, fold_threads(threads)))
