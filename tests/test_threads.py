@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from threadpoolctl import threadpool_info
 from conftest import SMALL
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import evaluation, nogil, threads
+from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.cohort import FitMemo, load_cohort
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS
@@ -168,7 +170,12 @@ def run_cv(embeddings, design, n_threads: int, stop_at: int | None = None):
         return None, calls, exc
 
 
-def test_a_cv_on_two_threads_is_the_cv_on_one(fake_embeddings, design):
+PCA_SPEC = replace(Settings().spec, embedding_stats=("mean", "q50"), embedding_pca=2)  # PCA: BLAS-thread sensitive
+
+
+@pytest.mark.parametrize("spec", [None, PCA_SPEC], ids=["default", "pca"])
+def test_a_cv_on_two_threads_is_the_cv_on_one(fake_embeddings, design, spec):
+    design = (spec or design[0], *design[1:])
     serial, serial_calls, _ = run_cv(fake_embeddings, design, 1)
     parallel, parallel_calls, _ = run_cv(fake_embeddings, design, 2)
     assert np.array_equal(serial.probabilities, parallel.probabilities) and not np.isnan(serial.probabilities).any()
@@ -204,6 +211,16 @@ def test_a_failing_fold_raises_the_serial_error(fake_embeddings, design, monkeyp
                            threads=n_threads)
         outcomes.append((str(error.value), calls))
     assert outcomes[0] == outcomes[1] and outcomes[0][1] == list(range(failing))
+
+
+def test_gram_matrices_computed_in_threads_are_the_gathered_products():
+    """Each patient's packed Gram matrix (threads, LAPACK's packing) against the product gathered by index."""
+    rng = np.random.default_rng(0)
+    bags = {f"P{i}": rng.standard_normal((int(rng.integers(0, 9)), 12)).astype(np.float32) for i in range(30)}
+    stats = CellStatistics(bags)
+    for i, bag in enumerate(bags.values()):
+        expected = np.take((bag.T @ bag).ravel(), stats.packed) if len(bag) else np.zeros(len(stats.packed))
+        assert np.array_equal(stats.grams[i], expected.astype(np.float32))
 
 
 def test_the_memo_survives_concurrent_use():

@@ -22,7 +22,7 @@ from scipy import linalg
 
 from ..errors import InputError
 from . import nogil
-from .threads import one_blas_thread
+from .threads import one_blas_thread, ordered_results
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,20 @@ class CellStatistics:
                      "sums its patients' cells instead", len(self.ids), gram_bytes / 1e9, max_bytes / 1e9)
             return
         self.grams = np.zeros((len(self.ids), len(self.packed)), dtype=np.float32)
-        with one_blas_thread:
-            for i, patient_id in enumerate(self.ids):
-                x = bags[patient_id].astype(np.float32, copy=False)
-                if len(x):
-                    np.take((x.T @ x).ravel(), self.packed, out=self.grams[i])  # x.T @ x: exactly symmetric (syrk)
+        with ordered_results(self.compute_gram, range(len(self.ids))) as computed:
+            for _ in computed:  # patients in threads (numpy's product and the packing run without the GIL)
+                pass
+
+    def compute_gram(self, i: int) -> None:
+        """Patient i's Gram matrix, packed into grams[i]: x.T @ x is exactly symmetric (syrk), and its upper
+        triangle row by row is its transpose's (Fortran order) lower triangle column by column, which LAPACK's
+        trttp copies (the same numbers as gathering them through `packed`)."""
+        x = self.bags[self.ids[i]].astype(np.float32, copy=False)
+        if len(x):
+            with one_blas_thread:
+                _, info = nogil.trttp_lower((x.T @ x).T, out=self.grams[i])
+            if info != 0:
+                raise ValueError(f"strttp: illegal argument {-info}")
 
     def group_sums(self, ids: list[str], labels: np.ndarray, groups: np.ndarray, n_groups: int):
         """For each (group, class): patient count, sum of per-patient mean x, sum of per-patient mean x x^T
@@ -160,11 +169,9 @@ class CellStatistics:
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
         lower = self.unpack(np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1])
         mean32 = mean.astype(np.float32)
-        lower -= np.outer(mean32, mean32).T  # symmetric: transposed, it is in lower's (Fortran) order, 20x faster
-        scale = np.sqrt(np.clip(np.diag(lower).astype(np.float64), 1e-12, None))
-        inverse_scale = (1.0 / scale).astype(np.float32)
-        lower *= inverse_scale[:, None]  # by scale_i first
-        lower *= inverse_scale[None, :]
+        variance = np.diag(lower) - mean32 * mean32  # float32, as the diagonal of the centred matrix below
+        scale = np.sqrt(np.clip(variance.astype(np.float64), 1e-12, None))
+        standardise(lower, mean32, (1.0 / scale).astype(np.float32))
         packed, info = nogil.trttp_lower(lower)
         if info != 0:
             raise ValueError(f"strttp: illegal argument {-info}")
@@ -210,6 +217,23 @@ class CellStatistics:
             beta[used] = linalg.solve(standardised, cov_xy[used] / scale, assume_a="pos") / scale
         log.debug("cell score: float64 solve, %d of %d dimensions used", int(used.sum()), self.dim)
         return beta
+
+
+STANDARDISE_COLUMNS = 64  # columns standardised at a time: their products (D x 64 float32) stay in cache
+
+
+def standardise(lower: np.ndarray, mean32: np.ndarray, inverse_scale: np.ndarray) -> None:
+    """lower[i, j] = ((lower[i, j] - mean_i mean_j) * inverse_scale_i) * inverse_scale_j for i >= j, in place, in
+    float32: a block of columns at a time, in one pass, and below the diagonal only (the upper triangle is never
+    read). The same three roundings per entry, in the same order, as centring the whole matrix by an outer
+    product and scaling it by rows then columns, which wrote and read 5 full matrices instead of half of one."""
+    dim = len(mean32)
+    for start in range(0, dim, STANDARDISE_COLUMNS):
+        stop = min(dim, start + STANDARDISE_COLUMNS)
+        block = lower[start:, start:stop]  # rows from the block's first column: its lower part
+        block -= np.multiply.outer(mean32[start:stop], mean32[start:]).T  # transposed: in block's (Fortran) order
+        block *= inverse_scale[start:, None]  # by scale_i first
+        block *= inverse_scale[None, start:stop]
 
 
 @dataclass(frozen=True)

@@ -117,17 +117,21 @@ def tpttr_lower(n: int, packed: np.ndarray) -> tuple[np.ndarray, int]:
     return matrix, info.value
 
 
-def trttp_lower(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+def trttp_lower(matrix: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The lower triangle of the square Fortran-ordered float32 `matrix`, packed column by column (LAPACK
-    strttp, like `lapack.strttp(matrix, uplo="L")`), and LAPACK's info."""
+    strttp, like `lapack.strttp(matrix, uplo="L")`), into `out` when given, and LAPACK's info."""
     function = FUNCTIONS["strttp"]
     if function is None:
         packed, info = lapack.strttp(matrix, uplo="L")
-        return packed, int(info)
+        if out is not None:
+            out[...] = packed
+        return packed if out is None else out, int(info)
     require(matrix.dtype == np.float32 and matrix.flags.f_contiguous and matrix.ndim == 2
             and matrix.shape[0] == matrix.shape[1], "a square Fortran-ordered float32 matrix")
     n = matrix.shape[0]
-    packed = np.empty(n * (n + 1) // 2, dtype=np.float32)
+    packed = np.empty(n * (n + 1) // 2, dtype=np.float32) if out is None else out
+    require(packed.dtype == np.float32 and packed.flags.c_contiguous and packed.shape == (n * (n + 1) // 2,),
+            f"a contiguous float32 output for the triangle of {n} x {n}")
     size, lda, info = *ints(n, n), ctypes.c_int(0)
     function(LOWER, size, address(matrix), lda, address(packed), ctypes.byref(info))
     return packed, info.value

@@ -105,14 +105,16 @@ one_blas_thread = OneBlasThread()
 
 def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
     """`function(item)` for each item, yielded in the items' order, up to `threads` computed at once (one: on the
-    calling thread, one after the other). An item's exception is raised when its turn comes, as one after the
-    other would; the items after it are then not started, and those already running are waited for.
+    calling thread, one after the other), on one BLAS thread either way. An item's exception is raised when its
+    turn comes, as one after the other would; the items after it are then not started, and those already
+    running are waited for.
 
     Close the iterator (`contextlib.closing`) when stopping early: it cancels what has not started and waits
     for what runs, so no fold computes on behind the caller's back."""
     if threads <= 1:
-        for item in items:
-            yield function(item)
+        with one_blas_thread:
+            for item in items:
+                yield function(item)
         return
     iterator = iter(items)
     with one_blas_thread, ThreadPoolExecutor(threads, thread_name_prefix="lymphocytosis-fold") as pool:
