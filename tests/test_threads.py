@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_info
 from conftest import SMALL
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import evaluation, nogil, threads
-from lymphocytosis.model.cell_score import CellStatistics
+from lymphocytosis.model.cell_score import CellStatistics, cross_fitted_scores
 from lymphocytosis.model.cohort import FitMemo, load_cohort
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS
@@ -184,10 +184,17 @@ def test_a_cv_on_two_threads_is_the_cv_on_one(fake_embeddings, design, spec):
     assert [r.fold for r in parallel.folds] == design[2]
 
 
-def test_a_cv_stopped_by_its_callback_reports_what_the_serial_one_does(fake_embeddings, design):
-    """A pruned trial: the same reports, the same exception, and no fold left computing after it."""
+def test_a_cv_stopped_by_its_callback_reports_what_the_serial_one_does(fake_embeddings, design, monkeypatch):
+    """A pruned trial: the same reports, the same exception, no fold left computing after it, and only the fold
+    already running when it stopped computed beyond it."""
+    started = []
+    fit_fold = evaluation.fit_fold
+    monkeypatch.setattr(evaluation, "fit_fold", lambda *args: started.append(args[3]) or fit_fold(*args))
     _, serial_calls, serial_error = run_cv(fake_embeddings, design, 1, stop_at=2)
+    assert len(started) == 3
+    started.clear()
     _, parallel_calls, parallel_error = run_cv(fake_embeddings, design, 2, stop_at=2)
+    assert started == design[2][:4]
     assert parallel_calls == serial_calls and len(serial_calls) == 3
     assert str(parallel_error) == str(serial_error) == "stopped at step 2"
     assert not [t for t in threading.enumerate() if t.name.startswith("lymphocytosis-fold")]
@@ -221,6 +228,39 @@ def test_gram_matrices_computed_in_threads_are_the_gathered_products():
     for i, bag in enumerate(bags.values()):
         expected = np.take((bag.T @ bag).ravel(), stats.packed) if len(bag) else np.zeros(len(stats.packed))
         assert np.array_equal(stats.grams[i], expected.astype(np.float32))
+
+
+def test_spare_threads_count_the_folds_computing():
+    assert threads.spare_threads() == threads.fold_threads() - 1  # the caller computes
+    seen = []
+    gate = threading.Barrier(2, timeout=10)
+
+    def fold(item):
+        gate.wait()  # both folds running
+        seen.append(threads.spare_threads())
+        gate.wait()  # both counted before either ends
+        return item
+
+    with threads.ordered_results(fold, range(2), threads=2) as results:
+        assert list(results) == [0, 1]
+    assert seen == [0, 0]
+
+
+@pytest.mark.parametrize("budget", ["1", "2", "3"])
+def test_a_cross_fit_on_spare_threads_is_the_one_by_one_cross_fit(monkeypatch, budget):
+    """A fold alone splits its cross-fit's independent problems and solves over the spare threads: same bits."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(40) % 2
+    bags = {f"P{i}": (rng.standard_normal((int(rng.integers(1, 9)), 10)) + labels[i]).astype(np.float32)
+            for i in range(40)}
+    stats = CellStatistics(bags)
+    monkeypatch.setenv(threads.ENVIRONMENT, "1")
+    expected = cross_fitted_scores(stats, bags, list(bags), labels, 0.3, 5, 0)
+    monkeypatch.setenv(threads.ENVIRONMENT, budget)
+    found = cross_fitted_scores(stats, bags, list(bags), labels, 0.3, 5, 0)
+    assert np.array_equal(found.weights.beta, expected.weights.beta)
+    assert found.weights.intercept == expected.weights.intercept
+    assert all(np.array_equal(found.scores[p], expected.scores[p]) for p in bags) and len(found.scores) == 40
 
 
 def test_the_memo_survives_concurrent_use():

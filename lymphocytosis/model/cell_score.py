@@ -22,7 +22,7 @@ from scipy import linalg
 
 from ..errors import InputError
 from . import nogil
-from .threads import one_blas_thread, ordered_results
+from .threads import one_blas_thread, ordered_results, spare_threads
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +310,16 @@ def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels
 
     counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, n_groups)
     total = counts.sum(0), m1.sum(0), m2.sum(0)
-    inner = [stats.problem(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], partial(sums, g))
-             for g in range(inner_folds)] if inner_folds >= 2 else []
-    return CrossFitProblems(train_ids, groups, stats.problem(*total, partial(sums, None)), inner)
+
+    def build(group: int | None) -> RidgeProblem:
+        if group is None:
+            return stats.problem(*total, partial(sums, None))
+        return stats.problem(total[0] - counts[group], total[1] - m1[group], total[2] - m2[group], partial(sums, group))
+
+    # independent problems: on the threads no other fold uses now (a CV's last fold, alone), else one by one
+    with ordered_results(build, [None, *range(inner_folds if inner_folds >= 2 else 0)], 1 + spare_threads()) as built:
+        total_problem, *inner = built
+    return CrossFitProblems(train_ids, groups, total_problem, inner)
 
 
 @one_blas_thread
@@ -321,13 +328,14 @@ def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alp
 
     One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
     measured 40x slower (2.7 s against 0.07 s per solve), with identical results."""
-    weights = problems.total.solve(alpha)
+    with ordered_results(lambda problem: problem.solve(alpha), [problems.total, *problems.inner],
+                         1 + spare_threads()) as solved:  # like cross_fit_problems' problems
+        weights, *inner_weights = solved
     if not problems.inner:
         return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in problems.train_ids}, weights)
     scores = {}
     members = np.asarray(problems.train_ids)
-    for g, problem in enumerate(problems.inner):
-        inner = problem.solve(alpha)
+    for g, inner in enumerate(inner_weights):
         for patient_id in members[problems.groups == g]:
             scores[patient_id] = inner.score(bags[patient_id])
     return CrossFit(scores, weights)

@@ -12,6 +12,7 @@ fold's computation depends on its own inputs only, and results are delivered in 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -78,12 +79,43 @@ class OneBlasThread:
 
     def __call__(self, function: Callable) -> Callable:
         """As a decorator: `function` runs inside."""
+        @functools.wraps(function)
         def wrapped(*args, **kwargs):
             with self:
                 return function(*args, **kwargs)
 
-        wrapped.__name__, wrapped.__doc__, wrapped.__wrapped__ = function.__name__, function.__doc__, function
         return wrapped
+
+
+class Busy:
+    """How many threads compute an item of `in_order` now, process-wide: what `spare_threads` leaves."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def running(self, function: Callable[[T], R]) -> Callable[[T], R]:
+        """`function`, counted while it runs."""
+        def counted(item: T) -> R:
+            with self._lock:
+                self.count += 1
+            try:
+                return function(item)
+            finally:
+                with self._lock:
+                    self.count -= 1
+
+        return counted
+
+
+busy = Busy()
+
+
+def spare_threads() -> int:
+    """Threads of the budget (fold_threads) that no fold computes on now: a CV's last fold, alone, can split
+    its own independent parts over them. 0 while every thread is busy: a fold's parts then run one by one. The
+    caller computes too: outside any counted item, it is one busy thread."""
+    return max(0, fold_threads() - max(busy.count, 1))
 
 
 def any_thread(change: Callable[[], R]) -> R:
@@ -111,6 +143,7 @@ def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> It
 
     Close the iterator (`contextlib.closing`) when stopping early: it cancels what has not started and waits
     for what runs, so no fold computes on behind the caller's back."""
+    function = busy.running(function)
     if threads <= 1:
         with one_blas_thread:
             for item in items:
@@ -121,9 +154,10 @@ def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> It
         running: deque[Future] = deque(pool.submit(function, item) for item in itertools.islice(iterator, threads))
         try:
             while running:
-                result = running.popleft().result()
+                yield running.popleft().result()
+                # the next item starts once the caller has taken this result: a caller that stops here (a pruned
+                # trial) leaves only the items already running to finish, not one more
                 running.extend(pool.submit(function, item) for item in itertools.islice(iterator, 1))
-                yield result
         finally:
             for future in running:
                 future.cancel()
