@@ -139,7 +139,9 @@ def test_the_environment_sets_the_fold_threads(monkeypatch, text, expected):
 
 def test_default_and_bad_fold_threads(monkeypatch):
     monkeypatch.delenv(threads.ENVIRONMENT, raising=False)
-    assert threads.fold_threads() == max(1, min(2, __import__("os").cpu_count() or 1))
+    assert threads.fold_threads() == max(1, min(2, threads.usable_cpus()))
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 1)
+    assert threads.fold_threads() == 1  # one CPU allowed: one fold at a time
     assert threads.fold_threads(1) == 1
     for text in ("0", "two", "-1"):
         monkeypatch.setenv(threads.ENVIRONMENT, text)

@@ -35,12 +35,20 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one: a container or `taskset`
+    may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def fold_threads(requested: int | None = None) -> int:
-    """How many folds to compute at once: `requested`, else $LYMPHOCYTOSIS_THREADS, else min(2, CPUs)."""
+    """How many folds to compute at once: `requested`, else $LYMPHOCYTOSIS_THREADS, else min(2, usable CPUs)."""
     if requested is None:
         text = os.environ.get(ENVIRONMENT, "").strip()
         if not text:
-            return max(1, min(DEFAULT_THREADS, os.cpu_count() or 1))
+            return max(1, min(DEFAULT_THREADS, usable_cpus()))
         if not text.isdigit() or int(text) < 1:
             raise InputError(f"${ENVIRONMENT} = {text!r}: give a whole number of threads, at least 1")
         requested = int(text)
