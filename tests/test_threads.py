@@ -248,6 +248,15 @@ def test_spare_threads_count_the_folds_computing():
     assert seen == [0, 0]
 
 
+def test_one_thread_asked_is_one_thread_throughout(fake_embeddings, design, monkeypatch):
+    """cross_validate(threads=1) starts no thread at all, not even for a fold's independent parts."""
+    pools = []
+    monkeypatch.setattr(threads, "ThreadPoolExecutor", lambda *args, **kwargs: pools.append(args) or 1 / 0)
+    monkeypatch.setenv(threads.ENVIRONMENT, "2")
+    result = cross_validate(load_cohort(fake_embeddings), *design, threads=1)
+    assert not pools and not np.isnan(result.probabilities).any()
+
+
 @pytest.mark.parametrize("budget", ["1", "2", "3"])
 def test_a_cross_fit_on_spare_threads_is_the_one_by_one_cross_fit(monkeypatch, budget):
     """A fold alone splits its cross-fit's independent problems and solves over the spare threads: same bits."""

@@ -96,20 +96,24 @@ class OneBlasThread:
 
 
 class Busy:
-    """How many threads compute an item of `in_order` now, process-wide: what `spare_threads` leaves."""
+    """How many threads compute an item of `in_order` now, process-wide, and each one's thread budget (the
+    `threads` of the `in_order` it serves): what `spare_threads` leaves."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self.count = 0
+        self.budget = threading.local()
 
-    def running(self, function: Callable[[T], R]) -> Callable[[T], R]:
-        """`function`, counted while it runs."""
+    def running(self, function: Callable[[T], R], budget: int) -> Callable[[T], R]:
+        """`function`, counted while it runs, under `budget` threads."""
         def counted(item: T) -> R:
             with self._lock:
                 self.count += 1
+            outer, self.budget.threads = getattr(self.budget, "threads", None), budget
             try:
                 return function(item)
             finally:
+                self.budget.threads = outer
                 with self._lock:
                     self.count -= 1
 
@@ -120,10 +124,12 @@ busy = Busy()
 
 
 def spare_threads() -> int:
-    """Threads of the budget (fold_threads) that no fold computes on now: a CV's last fold, alone, can split
-    its own independent parts over them. 0 while every thread is busy: a fold's parts then run one by one. The
-    caller computes too: outside any counted item, it is one busy thread."""
-    return max(0, fold_threads() - max(busy.count, 1))
+    """Threads of the budget (the `threads` of the `in_order` this item serves, else fold_threads) that no fold
+    computes on now: a CV's last fold, alone, can split its own independent parts over them. 0 while every
+    thread is busy: a fold's parts then run one by one. The caller computes too: outside any counted item, it
+    is one busy thread."""
+    budget = getattr(busy.budget, "threads", None)
+    return max(0, (fold_threads() if budget is None else budget) - max(busy.count, 1))
 
 
 def any_thread(change: Callable[[], R]) -> R:
@@ -151,7 +157,7 @@ def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> It
 
     Close the iterator (`contextlib.closing`) when stopping early: it cancels what has not started and waits
     for what runs, so no fold computes on behind the caller's back."""
-    function = busy.running(function)
+    function = busy.running(function, threads)
     if threads <= 1:
         with one_blas_thread:
             for item in items:
@@ -172,5 +178,8 @@ def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> It
 
 
 def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int | None = None):
-    """`in_order` as a context manager that closes it on leaving: `with ordered_results(f, xs) as results:`."""
-    return contextlib.closing(in_order(function, items, fold_threads(threads)))
+    """`in_order` as a context manager that closes it on leaving: `with ordered_results(f, xs) as results:`.
+    `threads` by default: the budget of the item this runs in (threads=1 asked of a CV holds for everything
+    in it), else fold_threads()."""
+    budget = getattr(busy.budget, "threads", None)
+    return contextlib.closing(in_order(function, items, fold_threads(budget if threads is None else threads)))
