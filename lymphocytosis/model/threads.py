@@ -30,7 +30,7 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 ENVIRONMENT = "LYMPHOCYTOSIS_THREADS"
-DEFAULT_THREADS = 2  # measured: two folds at once; more folds than cores would only take turns
+DEFAULT_THREADS = 2  # two folds at once by default: more can be asked for with LYMPHOCYTOSIS_THREADS
 T = TypeVar("T")
 R = TypeVar("R")
 
