@@ -41,7 +41,7 @@ def test_the_exported_routines_are_found():
     assert all(function is not None for function in nogil.FUNCTIONS.values()), nogil.FUNCTIONS
 
 
-@pytest.mark.parametrize("n", [1, 7, 130])
+@pytest.mark.parametrize("n", [1, 7, 130, 700])  # 700: LAPACK's blocked path, as at D = 1,280
 @pytest.mark.parametrize("seed", range(3))
 def test_gil_free_routines_give_scipys_bits(n, seed):
     a, rhs = spd(n, seed), np.random.default_rng(seed).standard_normal(n).astype(np.float32)
