@@ -17,6 +17,7 @@ import model as model_cli
 from conftest import SMALL, assert_one_line_error, run_main, write_fake_embeddings, write_small_params
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import decision as decision_module
+from lymphocytosis.model import threads
 from lymphocytosis.model.calibration import Recalibration, choose_recalibration, expected_calibration_error
 from lymphocytosis.model.cohort import Cohort, load_cohort
 from lymphocytosis.model.decision import learn_fold_rules, learn_rule
@@ -92,6 +93,7 @@ def test_fold_rules_never_see_the_test_fold(fake_embeddings, monkeypatch):
 
     monkeypatch.setattr(decision_module, "fit_features", features_spy)
     monkeypatch.setattr(decision_module, "train_boosters", boosters_spy)
+    monkeypatch.setenv(threads.ENVIRONMENT, "1")  # the spies record in call order: one fold after the other
     rules = learn_fold_rules(cohort, Settings().spec, small_params(), folds, 0)
     assert len(rules) == len(folds) and features_seen == [list(f.train_ids) for f in folds]
     per_fold = len(boosters_seen) // len(folds)

@@ -17,6 +17,7 @@ import model as model_cli
 from conftest import run_main, write_fake_embeddings
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import features as bag_features
+from lymphocytosis.model import threads
 from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.cohort import load_cohort
 from lymphocytosis.model.evaluation import CVDesign, compare, cross_validate, repeated_folds
@@ -201,6 +202,7 @@ def test_cell_score_and_pca_fitted_on_training_ids_only(cohort, monkeypatch):
 
     monkeypatch.setattr(CellStatistics, "group_sums", spy_group_sums)
     monkeypatch.setattr(bag_features, "PCA", SpyPCA)
+    monkeypatch.setenv(threads.ENVIRONMENT, "1")  # the spies record in call order: one fold after the other
     folds = folds_of(cohort)
     result = cross_validate(cohort, PCA_SPEC, params(), folds)
     assert np.isfinite(result.probabilities).all()

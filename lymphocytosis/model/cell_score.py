@@ -19,10 +19,10 @@ from functools import partial
 
 import numpy as np
 from scipy import linalg
-from scipy.linalg import blas, lapack
-from threadpoolctl import threadpool_limits
 
 from ..errors import InputError
+from . import nogil
+from .threads import one_blas_thread, ordered_results, spare_threads
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,23 @@ class CellStatistics:
                      "sums its patients' cells instead", len(self.ids), gram_bytes / 1e9, max_bytes / 1e9)
             return
         self.grams = np.zeros((len(self.ids), len(self.packed)), dtype=np.float32)
-        with threadpool_limits(limits=1, user_api="blas"):
-            for i, patient_id in enumerate(self.ids):
-                x = bags[patient_id].astype(np.float32, copy=False)
-                if len(x):
-                    gram = x.T @ x  # exactly symmetric (syrk)
-                    for change in self.view_changes(patient_id, x):
-                        gram += change.T @ change
-                    np.take(gram.ravel(), self.packed, out=self.grams[i])
+        with ordered_results(self.compute_gram, range(len(self.ids))) as computed:
+            for _ in computed:  # patients in threads (numpy's product and the packing run without the GIL)
+                pass
+
+    def compute_gram(self, i: int) -> None:
+        """Patient i's Gram matrix (with its views' invariance penalty), packed into grams[i]: x.T @ x is exactly
+        symmetric (syrk), and its upper triangle row by row is its transpose's (Fortran order) lower triangle
+        column by column, which LAPACK's trttp copies (the same numbers as gathering them through `packed`)."""
+        x = self.bags[self.ids[i]].astype(np.float32, copy=False)
+        if len(x):
+            with one_blas_thread:
+                gram = x.T @ x
+                for change in self.view_changes(self.ids[i], x):
+                    gram += change.T @ change
+                _, info = nogil.trttp_lower(gram.T, out=self.grams[i])
+            if info != 0:
+                raise ValueError(f"strttp: illegal argument {-info}")
 
     def view_changes(self, patient_id: str, x: np.ndarray) -> list[np.ndarray]:
         """Each training view's change of the patient's cells (view - original), scaled so that their Gram matrix,
@@ -141,12 +150,10 @@ class CellStatistics:
         Gram matrix for them -- 4x the time. Each sum is the same chain of fused multiply-adds, in the same order,
         as the product's (OpenBLAS accumulates over patients in order); measured bit-identical to it here."""
         m2 = np.zeros((len(weights), self.grams.shape[1]), dtype=np.float32)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread:
             for r, row in enumerate(weights):
-                total = m2[r]
                 for i in np.flatnonzero(row):
-                    total = blas.saxpy(self.grams[i], total, a=row[i])  # in place (contiguous float32)
-                m2[r] = total
+                    nogil.axpy(row[i], self.grams[i], m2[r])  # in place, without holding the GIL (nogil.py)
         return m2
 
     def cell_sums(self, weights: np.ndarray) -> np.ndarray:
@@ -155,7 +162,7 @@ class CellStatistics:
         float64. Memory is bounded by a chunk; time grows with the cells of every fit (the same sums, to float32
         rounding, as through the Gram matrices)."""
         m2 = np.zeros((len(weights), len(self.packed)), dtype=np.float32)
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread:
             for r, row in enumerate(weights):
                 total, chunk, cells = np.zeros((self.dim, self.dim)), [], 0
                 members = np.flatnonzero(row)
@@ -190,12 +197,10 @@ class CellStatistics:
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
         lower = self.unpack(np.float32(class_weight[0]) * m2[0] + np.float32(class_weight[1]) * m2[1])
         mean32 = mean.astype(np.float32)
-        lower -= np.outer(mean32, mean32).T  # symmetric: transposed, it is in lower's (Fortran) order, 20x faster
-        scale = np.sqrt(np.clip(np.diag(lower).astype(np.float64), 1e-12, None))
-        inverse_scale = (1.0 / scale).astype(np.float32)
-        lower *= inverse_scale[:, None]  # by scale_i first
-        lower *= inverse_scale[None, :]
-        packed, info = lapack.strttp(lower, uplo="L")
+        variance = np.diag(lower) - mean32 * mean32  # float32, as the diagonal of the centred matrix below
+        scale = np.sqrt(np.clip(variance.astype(np.float64), 1e-12, None))
+        standardise(lower, mean32, (1.0 / scale).astype(np.float32))
+        packed, info = nogil.trttp_lower(lower)
         if info != 0:
             raise ValueError(f"strttp: illegal argument {-info}")
         return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
@@ -203,21 +208,22 @@ class CellStatistics:
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """The (dim, dim) Fortran-ordered matrix whose lower triangle is `packed` (LAPACK's tpttr: a copy column by
         column, 8x faster than scattering through an index array); its upper triangle is not read."""
-        lower, info = lapack.stpttr(self.dim, packed, uplo="L")
+        lower, info = nogil.tpttr_lower(self.dim, packed)
         if info != 0:
             raise ValueError(f"stpttr: illegal argument {-info}")
         return lower
 
     def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
         """One float32 Cholesky factorisation, in place (LAPACK's potrf and potrs, called directly: scipy's
-        cho_factor would first copy the matrix to check it for NaN, which the factorisation reports itself);
-        LinAlgError when float32 cannot factor it."""
+        cho_factor would first copy the matrix to check it for NaN, which the factorisation reports itself; and
+        without holding the GIL, so that folds in other threads compute meanwhile, see nogil.py); LinAlgError
+        when float32 cannot factor it."""
         lower = self.unpack(problem.packed)
         lower[np.diag_indices_from(lower)] += np.float32(alpha)
-        factor, info = lapack.spotrf(lower, lower=1, overwrite_a=1, clean=0)
-        if info != 0 or not np.isfinite(np.diag(factor)).all():  # a NaN reaches the diagonal it propagates to
+        info = nogil.potrf_lower(lower)  # in place: lower becomes the factor
+        if info != 0 or not np.isfinite(np.diag(lower)).all():  # a NaN reaches the diagonal it propagates to
             raise linalg.LinAlgError(f"float32 Cholesky factorisation failed (potrf info {info})")
-        solution, info = lapack.spotrs(factor, problem.rhs, lower=1)
+        solution, info = nogil.potrs_lower(lower, problem.rhs)
         if info != 0:
             raise ValueError(f"spotrs: illegal argument {-info}")
         return solution.astype(np.float64) / problem.scale
@@ -239,6 +245,23 @@ class CellStatistics:
             beta[used] = linalg.solve(standardised, cov_xy[used] / scale, assume_a="pos") / scale
         log.debug("cell score: float64 solve, %d of %d dimensions used", int(used.sum()), self.dim)
         return beta
+
+
+STANDARDISE_COLUMNS = 64  # columns standardised at a time: their products (D x 64 float32) stay in cache
+
+
+def standardise(lower: np.ndarray, mean32: np.ndarray, inverse_scale: np.ndarray) -> None:
+    """lower[i, j] = ((lower[i, j] - mean_i mean_j) * inverse_scale_i) * inverse_scale_j for i >= j, in place, in
+    float32: a block of columns at a time, in one pass, and below the diagonal only (the upper triangle is never
+    read). The same three roundings per entry, in the same order, as centring the whole matrix by an outer
+    product and scaling it by rows then columns, which wrote and read 5 full matrices instead of half of one."""
+    dim = len(mean32)
+    for start in range(0, dim, STANDARDISE_COLUMNS):
+        stop = min(dim, start + STANDARDISE_COLUMNS)
+        block = lower[start:, start:stop]  # rows from the block's first column: its lower part
+        block -= np.multiply.outer(mean32[start:stop], mean32[start:]).T  # transposed: in block's (Fortran) order
+        block *= inverse_scale[start:, None]  # by scale_i first
+        block *= inverse_scale[None, start:stop]
 
 
 @dataclass(frozen=True)
@@ -296,7 +319,7 @@ class CrossFitProblems:
         return sum(problem.nbytes for problem in [self.total, *self.inner])
 
 
-@threadpool_limits.wrap(limits=1, user_api="blas")
+@one_blas_thread
 def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels: np.ndarray, inner_folds: int,
                        seed: int) -> CrossFitProblems:
     """One pass over the training patients' Gram matrices, standardised into the 1 + `inner_folds` problems."""
@@ -315,24 +338,32 @@ def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels
 
     counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, n_groups)
     total = counts.sum(0), m1.sum(0), m2.sum(0)
-    inner = [stats.problem(total[0] - counts[g], total[1] - m1[g], total[2] - m2[g], partial(sums, g))
-             for g in range(inner_folds)] if inner_folds >= 2 else []
-    return CrossFitProblems(train_ids, groups, stats.problem(*total, partial(sums, None)), inner)
+
+    def build(group: int | None) -> RidgeProblem:
+        if group is None:
+            return stats.problem(*total, partial(sums, None))
+        return stats.problem(total[0] - counts[group], total[1] - m1[group], total[2] - m2[group], partial(sums, group))
+
+    # independent problems: on the threads no other fold uses now (a CV's last fold, alone), else one by one
+    with ordered_results(build, [None, *range(inner_folds if inner_folds >= 2 else 0)], 1 + spare_threads()) as built:
+        total_problem, *inner = built
+    return CrossFitProblems(train_ids, groups, total_problem, inner)
 
 
-@threadpool_limits.wrap(limits=1, user_api="blas")
+@one_blas_thread
 def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alpha: float) -> CrossFit:
     """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
 
     One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
     measured 40x slower (2.7 s against 0.07 s per solve), with identical results."""
-    weights = problems.total.solve(alpha)
+    with ordered_results(lambda problem: problem.solve(alpha), [problems.total, *problems.inner],
+                         1 + spare_threads()) as solved:  # like cross_fit_problems' problems
+        weights, *inner_weights = solved
     if not problems.inner:
         return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in problems.train_ids}, weights)
     scores = {}
     members = np.asarray(problems.train_ids)
-    for g, problem in enumerate(problems.inner):
-        inner = problem.solve(alpha)
+    for g, inner in enumerate(inner_weights):
         for patient_id in members[problems.groups == g]:
             scores[patient_id] = inner.score(bags[patient_id])
     return CrossFit(scores, weights)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class CellFeatureSet:
     warned_without_views: bool = field(default=False, repr=False)  # said once per process (features.py)
     _statistics: dict[float, CellStatistics] = field(default_factory=dict, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
@@ -61,13 +63,14 @@ class CellFeatureSet:
     def statistics(self, ids: list[str], invariance: float = 0.0) -> CellStatistics:
         """Per-patient sufficient statistics of the cell score's ridge, with the invariance penalty of this weight
         (when the file has training views), computed once (for `ids`: the labelled patients, the only ones ever
-        fitted on)."""
+        fitted on): folds fitted in other threads meanwhile wait for it."""
         weight = self.invariance(invariance)
-        if weight not in self._statistics:
-            views = Views({p: self.views[p] for p in ids}, weight) if weight > 0 else None
-            self._statistics[weight] = CellStatistics({patient_id: self.bags[patient_id] for patient_id in ids},
-                                                      views=views)
-        return self._statistics[weight]
+        with self._lock:
+            if weight not in self._statistics:
+                views = Views({p: self.views[p] for p in ids}, weight) if weight > 0 else None
+                self._statistics[weight] = CellStatistics({patient_id: self.bags[patient_id] for patient_id in ids},
+                                                          views=views)
+            return self._statistics[weight]
 
     def raw_statistics(self, patient_id: str, stats: tuple[str, ...], compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Statistics of the raw dimensions learn nothing from labels: computed once per patient and process."""
@@ -87,25 +90,34 @@ def patients_fingerprint(ids: list[str], labels) -> str:
 class FitMemo:
     """Learned parts depend on the training patients and their own settings only, not on LightGBM's parameters:
     tuning trials that revisit the same folds reuse them. Bounded in entries and, for entries that say their
-    size (`nbytes`), in bytes: least recently used first out."""
+    size (`nbytes`), in bytes: least recently used first out.
+
+    Safe to share between threads (folds computed at once, threads.py): the bookkeeping is locked, the
+    computing is not, so a value two threads both miss is computed twice -- the same value, kept once."""
 
     def __init__(self, capacity: int = 2048, max_bytes: int | None = None):
         self.capacity, self.max_bytes = capacity, max_bytes
         self._items: OrderedDict = OrderedDict()
         self._sizes: dict = {}
+        self._lock = threading.RLock()
 
     def get(self, key, compute: Callable):
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
         value = compute()
         size = int(getattr(value, "nbytes", 0) or 0)
         if self.max_bytes is not None and size > self.max_bytes:
             return value  # larger than the whole budget: computed, not kept
-        self._items[key], self._sizes[key] = value, size
-        while len(self._items) > self.capacity or (self.max_bytes is not None and self.nbytes > self.max_bytes):
-            oldest, _ = self._items.popitem(last=False)
-            del self._sizes[oldest]
+        with self._lock:
+            if key in self._items:  # computed meanwhile by another thread: the same value, keep the first
+                self._items.move_to_end(key)
+                return self._items[key]
+            self._items[key], self._sizes[key] = value, size
+            while len(self._items) > self.capacity or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+                oldest, _ = self._items.popitem(last=False)
+                del self._sizes[oldest]
         return value
 
     def get_for(self, owner, key, compute: Callable):
@@ -115,12 +127,14 @@ class FitMemo:
         if stored[0] is owner:
             return stored[1]
         value = compute()
-        self._items[(id(owner), *key)] = (owner, value)
+        with self._lock:
+            self._items[(id(owner), *key)] = (owner, value)
         return value
 
     @property
     def nbytes(self) -> int:
-        return sum(self._sizes.values())
+        with self._lock:
+            return sum(self._sizes.values())
 
 
 # The cell score's ridge problems (CellStatistics, cross_fit_problems) kept for reuse across tuning trials: about

@@ -31,6 +31,7 @@ from .json_values import finite_number, integer
 from .operating_points import DEFAULT_SENSITIVITIES, OperatingPoints
 from .params import validate_params
 from .tables import FeatureTable
+from .threads import ordered_results
 
 INNER_FOLDS = 5
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -123,12 +124,18 @@ def fold_seed(seed: int, fold: Fold) -> int:
 def learn_fold_rules(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], seed: int,
                      sensitivities=DEFAULT_SENSITIVITIES, inner_folds: int = INNER_FOLDS,
                      progress: Progress = Progress()) -> list[FoldRule]:
-    """One rule per outer fold, each learned from that fold's training patients only."""
+    """One rule per outer fold, each learned from that fold's training patients only; folds in threads like
+    cross_validate's (threads.py), the rules and a fold's error as one fold after the other gives them."""
     rules = []
-    with progress.bar(total=len(folds), desc="thresholds (inner CV)", unit="fold") as bar:
-        for fold in folds:
-            rule = learn_rule(cohort, spec, params, fold.train_ids, sensitivities, fold_seed(seed, fold), inner_folds)
-            rules.append(FoldRule(fold, rule))
+
+    def learn(fold: Fold) -> FoldRule:
+        return FoldRule(fold, learn_rule(cohort, spec, params, fold.train_ids, sensitivities, fold_seed(seed, fold),
+                                         inner_folds))
+
+    with progress.bar(total=len(folds), desc="thresholds (inner CV)", unit="fold") as bar, \
+            ordered_results(learn, folds) as learned:
+        for rule in learned:
+            rules.append(rule)
             bar.update(1)
     return rules
 

@@ -19,6 +19,7 @@ from ..progress import Progress
 from .classifier import FittedModel, Prediction
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
+from .threads import ordered_results
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +99,29 @@ def fit_fold(cohort: Cohort, spec: FeatureSpec, params: dict, fold: Fold, keep_m
 
 
 def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[Fold], keep_models: bool = False,
-                   on_fold: Callable[[int, FoldResult], None] | None = None, bar=None) -> CVResult:
+                   on_fold: Callable[[int, FoldResult], None] | None = None, bar=None,
+                   threads: int | None = None) -> CVResult:
     """Out-of-fold probabilities of every patient in every repeat. `on_fold(step, result)` is called after each
-    fold, so a tuner can report progress and stop (prune) a hopeless trial early."""
+    fold, in fold order, so a tuner can report progress and stop (prune) a hopeless trial early.
+
+    Up to `threads` folds are fitted at once (default: threads.fold_threads(), $LYMPHOCYTOSIS_THREADS or up to
+    2); each fold's result depends on its own patients only, and results are used in fold order, so the result,
+    the calls of `on_fold` and an exception raised by a fold or by `on_fold` are those of one fold after the
+    other. Folds already started when `on_fold` stops the CV are finished and discarded."""
     held_out = {patient_id for fold in folds if fold.repeat == 0 for patient_id in fold.test_ids}
     ids = [patient_id for patient_id in cohort.labelled_ids if patient_id in held_out]
     position = {patient_id: i for i, patient_id in enumerate(ids)}
     probabilities = np.full((max(f.repeat for f in folds) + 1, len(ids)), np.nan)
     results = []
-    for step, fold in enumerate(folds):
-        result = fit_fold(cohort, spec, params, fold, keep_models)
-        probabilities[fold.repeat, [position[patient_id] for patient_id in fold.test_ids]] = result.prediction.probabilities
-        results.append(result)
-        if on_fold:
-            on_fold(step, result)
-        if bar is not None:
-            bar.update(1)
+    with ordered_results(lambda fold: fit_fold(cohort, spec, params, fold, keep_models), folds, threads) as fitted:
+        for step, result in enumerate(fitted):
+            fold = result.fold
+            probabilities[fold.repeat, [position[patient_id] for patient_id in fold.test_ids]] = result.prediction.probabilities
+            results.append(result)
+            if on_fold:
+                on_fold(step, result)
+            if bar is not None:
+                bar.update(1)
     return CVResult(ids, cohort.labels(ids), probabilities, results)
 
 

@@ -23,6 +23,7 @@ from .json_values import number_array
 from .measurements import fit_measurement_features, measurement_features
 from .statistics import bag_statistics
 from .tables import CLINICAL, EMBEDDING, FeatureColumn, FeatureTable, cell_score_table
+from .threads import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,10 @@ class FittedFeatures:
                    {k: float(v) for k, v in invariance.items()})
 
 
+@one_blas_thread
 def fit_pca(feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str]) -> PcaBasis:
+    """On one BLAS thread, wherever it is fitted (a CV's folds in threads, tuning, `fit`): the randomized SVD's
+    last digits (about 1e-6) depend on the BLAS thread count, so the components are the same on any machine."""
     cells = np.concatenate([feature_set.bags[patient_id] for patient_id in train_ids])
     if spec.embedding_pca > min(cells.shape):
         raise InputError(f"feature specification: embedding_pca {spec.embedding_pca} exceeds what {len(cells)} training "

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import optuna
-from threadpoolctl import threadpool_limits
 
 from ..contract.provenance import describe_difference
 from ..errors import InputError
@@ -29,6 +28,7 @@ from .evaluation import Fold, FoldResult, cross_validate, repeated_folds
 from .feature_spec import FeatureSpec
 from .measurements import settings_for
 from .params import DEFAULT_PARAMS
+from .threads import one_blas_thread
 from .trial_sampler import TrialSeededTPESampler
 from .tuned_params import Settings
 
@@ -229,9 +229,11 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
     (each stops after its current trial once the total is reached). Failed trials, such as those of a killed
     worker, do not count.
 
-    A worker computes on one thread (LightGBM's `num_threads` is 1, and so are BLAS's here): on 2 busy cores,
+    Each fold computes on one thread (LightGBM's `num_threads` is 1, and so are BLAS's here): on 2 busy cores,
     OpenBLAS's own threads made a worker's PCA and Gram matrices 2x slower in CPU and wall time
-    (benchmarks/tune_workers.py, 20 trials: 96-99 s CPU with OpenBLAS's default threads, 60 s with one)."""
+    (benchmarks/tune_workers.py, 20 trials: 96-99 s CPU with OpenBLAS's default threads, 60 s with one). A
+    trial's folds run in up to $LYMPHOCYTOSIS_THREADS threads at once (threads.py); workers sharing a machine
+    are best started with LYMPHOCYTOSIS_THREADS=1."""
     remaining = max(0, n_trials - finished_trials(study))
     if remaining == 0:
         log.debug("study %s already has %d finished trials", study.study_name, finished_trials(study))
@@ -239,7 +241,7 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
     with progress.bar(total=n_trials, initial=n_trials - remaining, desc="tuning", unit="trial") as bar, \
-            threadpool_limits(limits=1, user_api="blas"):  # one thread per worker, like LightGBM's: scale with workers
+            one_blas_thread:  # one BLAS thread per fold, like LightGBM's: scale with folds and workers
 
         def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             bar.n = min(n_trials, finished_trials(study))  # every worker's trials: the bar counts the study
