@@ -6,7 +6,7 @@ camera colour, exposure, focus, magnification -- stop moving the patients' proba
 
 These are *training* augmentations, drawn at random strengths, in a chain of their own (not the fixed changes
 of acquisition.py, which stay a test that nothing is trained on): a view applies each step with probability
-one half, in the order a real acquisition would (specimen, optics, camera, file):
+one half, in the order a real acquisition would (specimen, optics, sensor, file):
 
 - magnification: zoom by a factor drawn from 0.85-1.30 about the centre (bilinear; the margin a lower
   magnification shows is the image mirrored);
@@ -14,10 +14,7 @@ one half, in the order a real acquisition would (specimen, optics, camera, file)
   and shifted by up to +-0.03, as in Tellez et al. (2018)'s HED jitter;
 - colour: per-channel gains of the encoded (sRGB) values from 0.88-1.12, times one brightness gain from
   0.85-1.15;
-- tone: a camera's tone curve and colour processing, gamma from 0.8-1.25 and saturation from 0.8-1.25;
 - focus: a Gaussian blur of radius 0.3-2.5 px (PIL);
-- sensor: one of Gaussian noise (standard deviation 1-6 grey levels), a lower resolution (the image reduced
-  to 50-90% and enlarged back, bilinear) or a camera's sharpening (unsharp mask, radius 1-2 px, 50-150%);
 - file: JPEG at a quality drawn from 20-90 (4:2:0 or 4:4:4 chroma subsampling, at random).
 
 Each image's draw is seeded by its pixels and the view's seed, so a view does not depend on the order, the
@@ -31,22 +28,16 @@ import io
 import json
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageFilter
 
-VERSION = 2
+VERSION = 1
 STEP_PROBABILITY = 0.5
 ZOOM = (0.85, 1.30)
 STAIN_SCALE = (0.7, 1.35)
 STAIN_SHIFT = 0.03
 CHANNEL_GAIN = (0.88, 1.12)
 BRIGHTNESS = (0.85, 1.15)
-GAMMA = (0.8, 1.25)
-SATURATION = (0.8, 1.25)
 BLUR_RADIUS = (0.3, 2.5)
-NOISE_SD = (1.0, 6.0)  # grey levels of 255
-RESOLUTION = (0.5, 0.9)
-SHARPEN_RADIUS = (1.0, 2.0)
-SHARPEN_PERCENT = (50, 150)
 JPEG_QUALITY = (20, 90)
 
 
@@ -54,9 +45,7 @@ def recipe(seed: int) -> str:
     """What made the views, as recorded in the views file's provenance: two files with different recipes differ."""
     return json.dumps({"version": VERSION, "seed": int(seed), "step_probability": STEP_PROBABILITY, "zoom": ZOOM,
                        "stain_scale": STAIN_SCALE, "stain_shift": STAIN_SHIFT, "channel_gain": CHANNEL_GAIN,
-                       "brightness": BRIGHTNESS, "gamma": GAMMA, "saturation": SATURATION, "blur_radius": BLUR_RADIUS,
-                       "noise_sd": NOISE_SD, "resolution": RESOLUTION, "sharpen_radius": SHARPEN_RADIUS,
-                       "sharpen_percent": SHARPEN_PERCENT, "jpeg_quality": JPEG_QUALITY},
+                       "brightness": BRIGHTNESS, "blur_radius": BLUR_RADIUS, "jpeg_quality": JPEG_QUALITY},
                       sort_keys=True)
 
 
@@ -86,24 +75,6 @@ def colour(image: Image.Image, gains: np.ndarray) -> Image.Image:
     return from_float(np.asarray(image, dtype=np.float64) / 255.0 * gains)
 
 
-def tone(image: Image.Image, gamma: float, saturation: float) -> Image.Image:
-    toned = from_float((np.asarray(image, dtype=np.float64) / 255.0) ** gamma)
-    return ImageEnhance.Color(toned).enhance(saturation)
-
-
-def sensor(image: Image.Image, kind: int, rng: np.random.Generator) -> Image.Image:
-    """Noise, a lower resolution or sharpening (kind 0, 1, 2); the strengths are drawn here, all of them."""
-    sd, scale = rng.uniform(*NOISE_SD), rng.uniform(*RESOLUTION)
-    radius, percent = rng.uniform(*SHARPEN_RADIUS), int(rng.integers(SHARPEN_PERCENT[0], SHARPEN_PERCENT[1] + 1))
-    noise = rng.normal(0.0, sd, size=(image.height, image.width, 3))
-    if kind == 0:
-        return from_float((np.asarray(image, dtype=np.float64) + noise) / 255.0)
-    if kind == 1:
-        small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        return image.resize(small, Image.Resampling.BILINEAR).resize(image.size, Image.Resampling.BILINEAR)
-    return image.filter(ImageFilter.UnsharpMask(radius=radius, percent=percent, threshold=0))
-
-
 def jpeg(image: Image.Image, quality: int, subsampling: int) -> Image.Image:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=int(quality), subsampling=int(subsampling))
@@ -120,19 +91,21 @@ def random_view(image: Image.Image, seed: int) -> Image.Image:
     """One training view of `image` (see the module's docstring); every random number is drawn whether or not
     its step applies, so each step's strength depends on the image and the seed only."""
     rng = generator_for(image, seed)
-    applies = rng.random(7) < STEP_PROBABILITY
+    applies = rng.random(5) < STEP_PROBABILITY
     factor = rng.uniform(*ZOOM)
     scales, shifts = rng.uniform(*STAIN_SCALE, size=2), rng.uniform(-STAIN_SHIFT, STAIN_SHIFT, size=2)
     gains = rng.uniform(*CHANNEL_GAIN, size=3) * rng.uniform(*BRIGHTNESS)
-    gamma, saturation = rng.uniform(*GAMMA), rng.uniform(*SATURATION)
     radius = rng.uniform(*BLUR_RADIUS)
-    sensor_kind = int(rng.integers(3))
     quality, subsampling = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)), int(rng.choice([0, 2]))
-    steps = [lambda im: zoom(im, factor), lambda im: stain_jitter(im, scales, shifts), lambda im: colour(im, gains),
-             lambda im: tone(im, gamma, saturation), lambda im: im.filter(ImageFilter.GaussianBlur(radius)),
-             lambda im: sensor(im, sensor_kind, rng), lambda im: jpeg(im, quality, subsampling)]
     view = image.convert("RGB")
-    for step, applied in zip(steps, applies):
-        if applied:
-            view = step(view)
+    if applies[0]:
+        view = zoom(view, factor)
+    if applies[1]:
+        view = stain_jitter(view, scales, shifts)
+    if applies[2]:
+        view = colour(view, gains)
+    if applies[3]:
+        view = view.filter(ImageFilter.GaussianBlur(radius))
+    if applies[4]:
+        view = jpeg(view, quality, subsampling)
     return view
