@@ -191,6 +191,9 @@ def parse_args(argv=None):
     parser.add_argument("--cache", type=Path, default=None, help="default: artifacts/site_shift/<dataset>")
     parser.add_argument("--out", type=Path, default=None, help="Markdown table; default: <cache>/site_shift.md")
     args = parser.parse_args(argv)
+    if any(weight < 0 for weight in args.invariance):
+        parser.error("--invariance: weights must be 0 or more")
+    args.invariance = list(dict.fromkeys(args.invariance))  # a weight given twice is one table
     args.root = args.root or Path(read_provenance(args.embeddings[0])["dataset_root"])
     args.cache = args.cache or Path("artifacts/site_shift") / args.root.resolve().name
     args.out = args.out or args.cache / "site_shift.md"

@@ -61,7 +61,7 @@ SMALL_SETTINGS_KWARGS = {
 }
 # The same settings as `extract.py` arguments. No training views (they double the time): tests of the views
 # (test_training_views.py) ask for them.
-SMALL_CLI_ARGS = ["--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu", "--no-views"]
+SMALL_CLI_ARGS = ["--no-views", "--crop", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 
 
 def small_settings(**changes):

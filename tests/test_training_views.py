@@ -215,3 +215,52 @@ def test_every_benchmark_change_is_deterministic_and_keeps_the_image_size(synthe
         assert once.shape == np.asarray(image).shape, name
         assert np.array_equal(once, twice), name
         assert not np.array_equal(once, np.asarray(image)), name
+
+
+def test_views_of_images_since_replaced_are_refused(synthetic_root, synthetic_embeddings, tmp_path):
+    """Same patients, same file names, other image contents: the views are of the old images."""
+    from lymphocytosis.extract.extraction import extract
+    from lymphocytosis.model.cohort import load_cohort
+
+    root = tmp_path / "dlmi"
+    shutil.copytree(synthetic_root, root)
+    first = sorted(root.glob("trainset/*/*.jpg"))[0]
+    out = tmp_path / "e.h5"
+    extract(root, out, small_settings(views=True))
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first, format="JPEG")
+    extract(root, out, small_settings(views=False))  # the embeddings follow the images; the views stay old
+    with pytest.raises(InputError, match=rf"patient {first.parent.name}'s views are not of the cells in .*without --no-views"):
+        load_cohort(out)
+    assert load_cohort(out, views=False).primary.views is None  # predict and evaluate do not read them
+
+
+def test_a_file_named_like_views_that_is_not_is_refused(synthetic_embeddings, tmp_path):
+    from lymphocytosis.model.cohort import load_cohort
+
+    shutil.copyfile(synthetic_embeddings, tmp_path / "e.h5")
+    shutil.copyfile(synthetic_embeddings, views_path(tmp_path / "e.h5"))
+    with pytest.raises(InputError, match=r"e\.views\.h5: not a file of training views"):
+        load_cohort(tmp_path / "e.h5")
+
+
+def test_a_leftover_views_file_of_other_settings_is_refused_before_embedding(with_views, synthetic_root, tmp_path):
+    from lymphocytosis.extract.extraction import extract
+
+    out = tmp_path / "embeddings.h5"
+    shutil.copyfile(views_path(with_views), views_path(out))  # made with crop 64: this run asks for 48
+    with pytest.raises(InputError, match=r"embeddings\.views\.h5: exists with other settings.*--overwrite"):
+        extract(synthetic_root, out, small_settings(views=True, crop=48))
+    assert not out.exists()
+
+
+def test_a_study_with_views_is_another_study(with_views, synthetic_embeddings):
+    from lymphocytosis.model import tuning
+    from lymphocytosis.model.cohort import load_cohort
+
+    plain, viewed = load_cohort(synthetic_embeddings), load_cohort(with_views)
+    assert tuning.training_views(plain) == {} and list(tuning.training_views(viewed).values())[0] == augmentation.recipe(1)
+    assert tuning.study_name(plain, 5, 2, 0) != tuning.study_name(viewed, 5, 2, 0)
+    saved = tuning.study_record(plain, 5, 2, 0)
+    assert any("other training views" in d for d in tuning.record_differences(saved, tuning.study_record(viewed, 5, 2, 0)))
+    del saved["training_views"]  # a study recorded before views existed, on a cohort without them: the same
+    assert tuning.record_differences(saved, tuning.study_record(plain, 5, 2, 0)) == []

@@ -127,8 +127,10 @@ def cohort_inputs(cohort) -> list[Path]:
     """The files a stage-2 run reads for its cohort (embeddings, measurements, the dataset's CSVs): no output may be
     one of them."""
     from ..contract.layout import split_csv_paths
+    from ..contract.store import views_path
 
-    return [s.path for s in cohort.sets] + list(split_csv_paths(cohort.dataset_root).values())
+    views = [views_path(s.path) for s in cohort.sets if views_path(s.path).exists()]  # read or not, never replaced
+    return [s.path for s in cohort.sets] + views + list(split_csv_paths(cohort.dataset_root).values())
 
 
 # --- config file (see config.py) -----------------------------------------------------------------------------------

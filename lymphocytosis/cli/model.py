@@ -256,7 +256,9 @@ def main(argv, run: Run):
 
     outputs = outputs_of(args)
     refuse_nested_outputs(outputs)
-    cohort = load_cohort([*args.embeddings, *args.measurements], args.root)
+    # predict and evaluate fit nothing: the training views beside another cohort's embeddings are not read
+    cohort = load_cohort([*args.embeddings, *args.measurements], args.root,
+                         views=args.command not in ("predict", "evaluate"))
     refuse_inputs_as_outputs(outputs, inputs_of(args, cohort))
     require_own_outputs(outputs, args.command)
     # Every check runs before start_run, so a refused command leaves no run log behind.

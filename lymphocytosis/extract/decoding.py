@@ -8,6 +8,7 @@ decoder's business: the network's input tensor (embedding), or a vector of measu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -20,6 +21,8 @@ from ..contract.layout import PatientEntry
 from .parts import PartsFolder
 from .preprocessing import Preprocessing, build_transform
 from .workers import Claims
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,7 +66,12 @@ class ViewInput(NetworkInput):
         self.seed = seed
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return super().__call__(random_view(image, self.seed))
+        try:
+            view = random_view(image, self.seed)
+        except (ValueError, OSError) as exc:  # an image the embeddings' pass read: its view must not be missing
+            log.warning("a training view could not be made (%s): the cell itself stands in for it", exc)
+            view = image
+        return super().__call__(view)
 
 
 def decode(patient: PatientEntry, scan: FolderScan, decoder) -> DecodedPatient:

@@ -176,6 +176,7 @@ class Cohort:
         """Which cells and CSV rows this is, for every embeddings file: results computed before images were
         added or replaced, or before a CSV row was corrected, are not results of these data."""
         content = {s.name: {p: [*s.records.get(p, []), len(s.filenames[p])] for p in self.ids} for s in self.sets}
+        # Views are checked to be of these very images (load_views): their recipe is all they add.
         content.update({f"{s.name} views": s.views_provenance.get(TRAINING_VIEW) for s in self.sets if s.views})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -288,15 +289,18 @@ def load_views(feature_set: CellFeatureSet) -> None:
     require_same({**feature_set.provenance, TRAINING_VIEW: provenance[TRAINING_VIEW]}, provenance,
                  f"{path}: training views not made like {feature_set.path}", remedy)
     for patient_id, names in feature_set.filenames.items():
-        if patient_id not in bags or bags[patient_id].filenames != names:
+        listing = feature_set.records.get(patient_id, [None])[0]
+        if (patient_id not in bags or bags[patient_id].filenames != names
+                or bags[patient_id].listing_sha256 != listing):  # same names, other images: views of the old ones
             raise InputError(f"{path}: patient {patient_id}'s views are not of the cells in {feature_set.path}; {remedy}")
     feature_set.views = {p: [bags[p].embeddings.astype(np.float32, copy=False)] for p in feature_set.filenames}
     feature_set.views_provenance = provenance
     log.info("%s: training views in %s (the cell score learns to ignore acquisition changes)", feature_set.path, path)
 
 
-def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Cohort:
-    """Embeddings file(s) plus the CSVs of the dataset they were extracted from (or `root`, when given)."""
+def load_cohort(embeddings: Path | list[Path], root: Path | None = None, views: bool = True) -> Cohort:
+    """Embeddings file(s) plus the CSVs of the dataset they were extracted from (or `root`, when given), and the
+    training views beside them unless `views` is False (commands that fit nothing never use them)."""
     paths = [Path(p) for p in (embeddings if isinstance(embeddings, (list, tuple)) else [embeddings])]
     loaded = [load_bags(path) for path in paths]
     root = Path(root) if root else Path(loaded[0][0].get("dataset_root", ""))
@@ -320,7 +324,8 @@ def load_cohort(embeddings: Path | list[Path], root: Path | None = None) -> Coho
             empty_reasons={p: reason_without_cells(bags[p].note, bags[p].skipped) for p in clinical.index
                            if bags[p].embeddings.shape[0] == 0},
         ))
-        load_views(sets[-1])
+        if views:
+            load_views(sets[-1])
     cohort = Cohort(clinical=clinical, sets=sets, dataset_root=root)
     warn_without_cells(without_cells(cohort, cohort.ids))
     return cohort

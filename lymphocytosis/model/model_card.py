@@ -137,6 +137,9 @@ def provenance_lines(model: FittedModel, cohort: Cohort) -> list[str]:
     lines = [f"- {name}: network {p.get('model')}, weights SHA-256 {str(p.get('weights_sha256'))[:16]}"
              for name, p in model.provenance.items()]
     lines += [views_line(name, weight) for name, weight in model.features.invariance.items()]
+    if model.spec.cell_score and not model.features.invariance:
+        lines.append("- Cell score fitted by a version without training views: it has not learnt to ignore acquisition "
+                     "changes.")
     lines += [f"- Training patients and labels: fingerprint {cohort.fingerprint}; their cells and CSV rows: "
               f"{cohort.data_fingerprint}.",
               f"- Boosters: {', '.join(booster_digest(b) for b in model.boosters)} (see model.json).",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import optuna
 
-from ..contract.provenance import describe_difference
+from ..contract.provenance import TRAINING_VIEW, describe_difference
 from ..errors import InputError
 from ..metrics import Scores, Summary
 from ..progress import Progress
@@ -101,7 +101,9 @@ def make_objective(cohort: Cohort, folds: list[Fold]):
 
 def study_name(cohort: Cohort, folds: int, repeats: int, seed: int) -> str:
     """One study per embeddings provenance, labelled patients and CV design: objectives are not comparable otherwise."""
-    digest = hashlib.sha256(json.dumps(cohort.provenance, sort_keys=True).encode()).hexdigest()[:10]
+    views = training_views(cohort)  # a study made without views keeps its name; one with them is another study
+    identity = {**cohort.provenance, "training views": views} if views else cohort.provenance
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"lymphocytosis-{digest}-{cohort.fingerprint}-f{folds}r{repeats}s{seed}"
 
 
@@ -123,11 +125,17 @@ METRIC_NAME = "balanced accuracy (optimistic)"  # the CV the search maximises, o
 RECORD_KEY = "lymphocytosis"  # the study's user attribute: what its trials were computed on
 
 
+def training_views(cohort: Cohort) -> dict[str, str]:
+    """Each embeddings file's training-views recipe, for those that have views: the cell score, and so the
+    objective, differ with them."""
+    return {s.name: s.views_provenance.get(TRAINING_VIEW) for s in cohort.sets if s.views is not None}
+
+
 def study_record(cohort: Cohort, folds: int, repeats: int, seed: int) -> dict:
     """What a study's objective depends on: the labelled patients, each embeddings or measurement file's identity
     and the CV design (compared when a study is resumed); the files' paths are recorded for the reader."""
     return {"dataset_fingerprint": cohort.fingerprint, "embeddings_provenance": cohort.provenance,
-            "cv_design": {"folds": folds, "repeats": repeats, "seed": seed},
+            "cv_design": {"folds": folds, "repeats": repeats, "seed": seed}, "training_views": training_views(cohort),
             "files": {"embeddings": [str(s.path) for s in cohort.sets if not s.measured],
                       "measurements": [str(s.path) for s in cohort.sets if s.measured]}}
 
@@ -144,6 +152,8 @@ def record_differences(saved: dict, record: dict) -> list[str]:
     else:
         differences += [f"{name} of another provenance ({describe_difference(saved_sets[name], sets[name])})"
                         for name in sets if saved_sets[name] != sets[name]]
+    if (saved.get("training_views") or {}) != record["training_views"]:
+        differences.append("other training views (" + (", ".join(record["training_views"]) or "none now") + ")")
     design = saved.get("cv_design") or {}
     if design != record["cv_design"]:
         differences.append("another CV design (" + ", ".join(f"{key} {design.get(key)} vs {value}"
