@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from site_shift_data import prepare
 
-from lymphocytosis.acquisition import CHANGES, PANEL
+from lymphocytosis.acquisition import CHANGES
 from lymphocytosis.contract.store import read_provenance, views_path
 from lymphocytosis.drift.check import verdict_of
 from lymphocytosis.drift.reference import fit_reference, image_signal_frame, signal_frame
@@ -181,7 +181,7 @@ def parse_args(argv=None):
     parser.add_argument("--embeddings", type=Path, nargs="+", default=[Path("artifacts/dlmi/embeddings.h5")],
                         help="unchanged embeddings file(s): the default model's, and any robustness option's")
     parser.add_argument("--root", type=Path, default=None, help="the dataset; default: the one the embeddings record")
-    parser.add_argument("--changes", nargs="+", default=list(PANEL), choices=list(CHANGES))
+    parser.add_argument("--changes", nargs="+", default=list(CHANGES), choices=list(CHANGES))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lymphocytosis.acquisition import CHANGES, PANEL, Change, save_changed
+from lymphocytosis.acquisition import CHANGES, Change, save_changed
 from lymphocytosis.contract.images import DECODE_ERRORS, list_cell_images, load_rgb
 from lymphocytosis.contract.layout import SPLIT_CSVS
 from lymphocytosis.contract.provenance import require_same
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--embeddings", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--changes", nargs="+", default=list(PANEL), choices=list(CHANGES))
+    parser.add_argument("--changes", nargs="+", default=list(CHANGES), choices=list(CHANGES))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cache = args.cache or Path("artifacts/site_shift") / args.root.resolve().name
