@@ -65,7 +65,10 @@ def test_two_workers_started_together_share_the_work(dataset, reference, tmp_pat
     # Together all of it, each image once. Not asserted: that both did some, which depends on how fast each
     # started (the killed-worker test below has workers that must share).
     assert sum(embedded) == 120, embedded
-    assert all("/120" in log for log in logs)  # each progress bar counts the whole dataset
+    # Each progress bar counts the whole dataset. A worker that starts after the other finished has nothing to do
+    # and shows no bar ("already complete"): it happened in a clean-clone CI run.
+    working = [log for log in logs if "already complete" not in log]
+    assert working and all("/120" in log for log in working)
 
 
 def test_a_killed_worker_leaves_its_patients_to_the_others(dataset, reference, tmp_path):
