@@ -85,12 +85,16 @@ def cached_signals(path: Path, cohort, ids: list[str]) -> pd.DataFrame:
     return frame
 
 
-def run_variant(args, embeddings: Path, invariance: float) -> tuple[dict[str, ChangeResult], np.ndarray]:
+def load_cohorts(args, embeddings: Path) -> dict:
+    """The unchanged cohort (with its training views) and each change's, loaded once for every weight."""
+    files = cached_files(args, embeddings)
+    return {NONE: load_cohort(embeddings, args.root), **{name: load_cohort(path) for name, path in files.items()}}
+
+
+def run_variant(args, cohorts: dict, invariance: float) -> tuple[dict[str, ChangeResult], np.ndarray]:
     """Every fold fitted on the unchanged cohort (its training views, when beside it, with this invariance
     weight), its test patients predicted and drift-checked under each change."""
-    files = cached_files(args, embeddings)
-    base = load_cohort(embeddings, args.root)
-    cohorts = {NONE: base, **{name: load_cohort(path) for name, path in files.items()}}
+    base = cohorts[NONE]
     settings = settings_for(base, load_settings("default", base))
     settings = replace(settings, spec=replace(settings.spec, cell_score_invariance=invariance))
     ids = base.labelled_ids
@@ -208,10 +212,11 @@ def main(argv=None) -> int:
                               "seed": args.seed, "variants": {}}
     for embeddings in args.embeddings:
         has_views = views_path(embeddings).is_file()
+        cohorts = load_cohorts(args, embeddings)
         for invariance in (args.invariance if has_views else [0.0]):
             title = (f"{embeddings}, training views, invariance weight {invariance:g}" if invariance > 0 else
                      f"{embeddings}, {'without' if has_views else 'no'} training views")
-            results, labels = run_variant(args, embeddings, invariance)
+            results, labels = run_variant(args, cohorts, invariance)
             rows = summarise(results, labels)
             document["variants"][title] = rows
             sections.append(markdown(title, rows, len(labels), args))

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
-from skimage.color import hed2rgb, rgb2hed
 
 
 @dataclass(frozen=True)
@@ -44,10 +42,11 @@ class Change:
         return self.apply(image.convert("RGB"))
 
 
-def jpeg(image: Image.Image, quality: int) -> Image.Image:
-    """Re-encoded as a baseline JPEG at `quality` (PIL's libjpeg, 4:2:0 chroma subsampling, its default)."""
+def jpeg(image: Image.Image, quality: int, subsampling: int = -1) -> Image.Image:
+    """Re-encoded as a baseline JPEG at `quality` (PIL's libjpeg; chroma subsampling -1: its default, 4:2:0; 0:
+    4:4:4; 2: 4:2:0)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=int(quality))
+    image.save(buffer, format="JPEG", quality=int(quality), subsampling=int(subsampling))
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return decoded.convert("RGB")
@@ -72,6 +71,8 @@ def linear_to_srgb(values: np.ndarray) -> np.ndarray:
 
 def stain_intensity(image: Image.Image, haematoxylin: float, eosin: float) -> Image.Image:
     """Haematoxylin and eosin optical densities scaled by the given factors (colour deconvolution)."""
+    from skimage.color import hed2rgb, rgb2hed  # imported when used: extraction imports this module for its views
+
     hed = rgb2hed(to_float(image))
     hed[..., 0] *= haematoxylin
     hed[..., 1] *= eosin
@@ -85,6 +86,8 @@ def channel_gains(image: Image.Image, gains: tuple[float, float, float]) -> Imag
 
 
 def defocus(image: Image.Image, sigma: float) -> Image.Image:
+    from scipy import ndimage
+
     blurred = ndimage.gaussian_filter(to_float(image), sigma=(sigma, sigma, 0), mode="reflect")
     return to_image(blurred)
 
@@ -92,13 +95,19 @@ def defocus(image: Image.Image, sigma: float) -> Image.Image:
 def magnify(image: Image.Image, zoom: float) -> Image.Image:
     """Resampled about the centre by `zoom` (>1: closer, <1: farther; the margin then mirrors the image), PIL's
     bicubic (antialiased when shrinking, as an optical system of lower magnification would be), same size."""
+    return resampled_about_centre(image, zoom, "symmetric", Image.Resampling.BICUBIC)
+
+
+def resampled_about_centre(image: Image.Image, zoom: float, margin: str, resample: Image.Resampling) -> Image.Image:
+    """`image` zoomed by `zoom` about its centre, same size; the margin a zoom below 1 shows is the image padded
+    by numpy's `margin` mode."""
     width, height = image.size
     pad = int(np.ceil(max(width, height) * max(0.0, 1 / zoom - 1) / 2)) + 2
-    padded = Image.fromarray(np.pad(np.asarray(image), ((pad, pad), (pad, pad), (0, 0)), mode="symmetric"), "RGB")
+    padded = Image.fromarray(np.pad(np.asarray(image), ((pad, pad), (pad, pad), (0, 0)), mode=margin), "RGB")
     half_w, half_h = width / zoom / 2, height / zoom / 2
     centre_x, centre_y = pad + width / 2, pad + height / 2
     box = (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h)
-    return padded.resize((width, height), Image.Resampling.BICUBIC, box=box)
+    return padded.resize((width, height), resample, box=box)
 
 
 def _panel() -> dict[str, Change]:
@@ -142,6 +151,8 @@ def sensor_noise(image: Image.Image, sd: float) -> Image.Image:
 def sharpened(image: Image.Image, sigma: float, amount: float) -> Image.Image:
     """A camera's sharpening: the image plus `amount` times its difference to a Gaussian blur of it."""
     values = to_float(image)
+    from scipy import ndimage
+
     return to_image(values + amount * (values - ndimage.gaussian_filter(values, sigma=(sigma, sigma, 0), mode="reflect")))
 
 

@@ -24,11 +24,12 @@ process or the machine that makes it: a resumed or shared extraction makes the s
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from .acquisition import jpeg, resampled_about_centre, to_float, to_image
 
 VERSION = 1
 STEP_PROBABILITY = 0.5
@@ -55,36 +56,19 @@ def generator_for(image: Image.Image, seed: int) -> np.random.Generator:
 
 
 def zoom(image: Image.Image, factor: float) -> Image.Image:
-    width, height = image.size
-    pad = int(np.ceil(max(width, height) * max(0.0, 1 / factor - 1) / 2)) + 2
-    padded = Image.fromarray(np.pad(np.asarray(image), ((pad, pad), (pad, pad), (0, 0)), mode="reflect"), "RGB")
-    half_w, half_h = width / factor / 2, height / factor / 2
-    box = (pad + width / 2 - half_w, pad + height / 2 - half_h, pad + width / 2 + half_w, pad + height / 2 + half_h)
-    return padded.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return resampled_about_centre(image, factor, "reflect", Image.Resampling.BILINEAR)
 
 
 def stain_jitter(image: Image.Image, scales: np.ndarray, shifts: np.ndarray) -> Image.Image:
     from skimage.color import hed2rgb, rgb2hed  # imported when first used: an extraction without views does not
 
-    hed = rgb2hed(np.asarray(image, dtype=np.float64) / 255.0)
+    hed = rgb2hed(to_float(image))
     hed[..., :2] = hed[..., :2] * scales + shifts
-    return from_float(hed2rgb(hed))
+    return to_image(hed2rgb(hed))
 
 
 def colour(image: Image.Image, gains: np.ndarray) -> Image.Image:
-    return from_float(np.asarray(image, dtype=np.float64) / 255.0 * gains)
-
-
-def jpeg(image: Image.Image, quality: int, subsampling: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=int(quality), subsampling=int(subsampling))
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return decoded.convert("RGB")
-
-
-def from_float(values: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8), "RGB")
+    return to_image(to_float(image) * gains)
 
 
 def random_view(image: Image.Image, seed: int) -> Image.Image:

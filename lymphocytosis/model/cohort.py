@@ -67,7 +67,7 @@ class CellFeatureSet:
         weight = self.invariance(invariance)
         with self._lock:
             if weight not in self._statistics:
-                views = Views({p: self.views[p] for p in ids}, weight) if weight > 0 else None
+                views = Views({p: self.views[p] for p in ids}, weight) if self.views is not None else None
                 self._statistics[weight] = CellStatistics({patient_id: self.bags[patient_id] for patient_id in ids},
                                                           views=views)
             return self._statistics[weight]
