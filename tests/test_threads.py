@@ -235,34 +235,72 @@ def test_gram_matrices_computed_in_threads_are_the_gathered_products():
         assert np.array_equal(stats.grams[i], expected.astype(np.float32))
 
 
-def test_spare_threads_count_the_folds_computing():
-    assert threads.spare_threads() == threads.fold_threads() - 1  # the caller computes
-    seen = []
-    gate = threading.Barrier(2, timeout=10)
+def test_a_free_thread_helps_a_running_fold_with_its_parts():
+    """Item 1 ends while item 0 still runs: its thread, with no item left to start, takes the last of item 0's
+    parts (the owner computes them from the first); the parts' results come in order all the same."""
+    second_done, last_part_started = threading.Event(), threading.Event()
+    ran_on = {}
 
-    def fold(item):
-        gate.wait()  # both folds running
-        seen.append(threads.spare_threads())
-        gate.wait()  # both counted before either ends
-        return item
+    def part(k):
+        ran_on[k] = threading.current_thread().name
+        if k == 3:
+            last_part_started.set()
+        if k == 0:
+            assert last_part_started.wait(10)  # the owner is still on its first part when the helper takes the last
+        return k * k
 
-    with threads.ordered_results(fold, range(2), threads=2) as results:
-        assert list(results) == [0, 1]
-    assert seen == [0, 0]
+    def item(i):
+        if i == 1:
+            second_done.set()
+            return "second"
+        assert second_done.wait(10)
+        with threads.ordered_results(part, range(4)) as parts:
+            return list(parts)
+
+    with threads.ordered_results(item, range(2), threads=2) as results:
+        assert list(results) == [[0, 1, 4, 9], "second"]
+    assert ran_on[3] != ran_on[0] and set(ran_on) == {0, 1, 2, 3}
+    assert not [t for t in threading.enumerate() if t.name.startswith("lymphocytosis-fold")]
+
+
+def test_a_failing_part_raises_in_its_turn_and_stops_the_rest():
+    """As one after the other: the parts before it delivered, then its error raised; parts no thread had started
+    are dropped, and none runs on after it (a free thread may have started some of the last ones meanwhile)."""
+    started, delivered = [], []
+
+    def part(k):
+        started.append(k)
+        if k == 1:
+            raise InputError("part 1 failed")
+        time.sleep(0.01 if k else 0)  # the helper's parts take a while: the error comes before it took them all
+        return k
+
+    def item(i):
+        with threads.ordered_results(part, range(40)) as parts:
+            for value in parts:
+                delivered.append(value)
+
+    with pytest.raises(InputError, match="part 1 failed"):
+        with threads.ordered_results(item, [0], threads=2) as results:
+            list(results)
+    assert delivered == [0] and {0, 1} <= set(started) and len(started) < 40
+    count = len(started)
+    time.sleep(0.05)
+    assert len(started) == count and not [t for t in threading.enumerate() if t.name.startswith("lymphocytosis-fold")]
 
 
 def test_one_thread_asked_is_one_thread_throughout(fake_embeddings, design, monkeypatch):
     """cross_validate(threads=1) starts no thread at all, not even for a fold's independent parts."""
     pools = []
-    monkeypatch.setattr(threads, "ThreadPoolExecutor", lambda *args, **kwargs: pools.append(args) or 1 / 0)
+    monkeypatch.setattr(threads, "Crew", lambda *args, **kwargs: pools.append(args) or 1 / 0)
     monkeypatch.setenv(threads.ENVIRONMENT, "2")
     result = cross_validate(load_cohort(fake_embeddings), *design, threads=1)
     assert not pools and not np.isnan(result.probabilities).any()
 
 
 @pytest.mark.parametrize("budget", ["1", "2", "3"])
-def test_a_cross_fit_on_spare_threads_is_the_one_by_one_cross_fit(monkeypatch, budget):
-    """A fold alone splits its cross-fit's independent problems and solves over the spare threads: same bits."""
+def test_a_cross_fit_on_several_threads_is_the_one_by_one_cross_fit(monkeypatch, budget):
+    """A cross-fit splits its independent problems, sums and solves over the threads it is given: same bits."""
     rng = np.random.default_rng(1)
     labels = np.arange(40) % 2
     bags = {f"P{i}": (rng.standard_normal((int(rng.integers(1, 9)), 10)) + labels[i]).astype(np.float32)

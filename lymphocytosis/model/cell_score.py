@@ -22,7 +22,7 @@ from scipy import linalg
 
 from ..errors import InputError
 from . import nogil
-from .threads import one_blas_thread, ordered_results, spare_threads
+from .threads import one_blas_thread, ordered_results
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,17 @@ class CellStatistics:
         """`weights @ grams` (float32), one saxpy per patient of each group, in patient order: each patient is in one
         group, so the matrix product's (2 x groups) x patients multiply-adds were mostly by 0, and it packed every
         Gram matrix for them -- 4x the time. Each sum is the same chain of fused multiply-adds, in the same order,
-        as the product's (OpenBLAS accumulates over patients in order); measured bit-identical to it here."""
+        as the product's (OpenBLAS accumulates over patients in order); measured bit-identical to it here. The
+        rows are independent parts: a free thread of the CV may sum some (threads.Crew)."""
         m2 = np.zeros((len(weights), self.grams.shape[1]), dtype=np.float32)
-        with one_blas_thread:
-            for r, row in enumerate(weights):
-                for i in np.flatnonzero(row):
-                    nogil.axpy(row[i], self.grams[i], m2[r])  # in place, without holding the GIL (nogil.py)
+
+        def sum_row(r: int) -> None:
+            for i in np.flatnonzero(weights[r]):
+                nogil.axpy(weights[r, i], self.grams[i], m2[r])  # in place, without holding the GIL (nogil.py)
+
+        with one_blas_thread, ordered_results(sum_row, range(len(weights))) as summed:
+            for _ in summed:
+                pass
         return m2
 
     def cell_sums(self, weights: np.ndarray) -> np.ndarray:
@@ -344,8 +349,8 @@ def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels
             return stats.problem(*total, partial(sums, None))
         return stats.problem(total[0] - counts[group], total[1] - m1[group], total[2] - m2[group], partial(sums, group))
 
-    # independent problems: on the threads no other fold uses now (a CV's last fold, alone), else one by one
-    with ordered_results(build, [None, *range(inner_folds if inner_folds >= 2 else 0)], 1 + spare_threads()) as built:
+    # independent problems: parts a free thread of the CV may help with (threads.Crew)
+    with ordered_results(build, [None, *range(inner_folds if inner_folds >= 2 else 0)]) as built:
         total_problem, *inner = built
     return CrossFitProblems(train_ids, groups, total_problem, inner)
 
@@ -355,17 +360,23 @@ def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alp
     """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
 
     One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
-    measured 40x slower (2.7 s against 0.07 s per solve), with identical results."""
-    with ordered_results(lambda problem: problem.solve(alpha), [problems.total, *problems.inner],
-                         1 + spare_threads()) as solved:  # like cross_fit_problems' problems
-        weights, *inner_weights = solved
+    measured 40x slower (2.7 s against 0.07 s per solve), with identical results. Each inner fit, with the
+    scoring of its held-out patients, is an independent part: a free thread of the CV may compute some."""
+    members = np.asarray(problems.train_ids)
+
+    def solve(g: int | None) -> tuple[CellScoreWeights, dict[str, np.ndarray]]:
+        if g is None:
+            return problems.total.solve(alpha), {}
+        weights = problems.inner[g].solve(alpha)
+        return weights, {patient_id: weights.score(bags[patient_id]) for patient_id in members[problems.groups == g]}
+
+    with ordered_results(solve, [None, *range(len(problems.inner))]) as solved:
+        (weights, _), *inner = solved
     if not problems.inner:
         return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in problems.train_ids}, weights)
     scores = {}
-    members = np.asarray(problems.train_ids)
-    for g, inner in enumerate(inner_weights):
-        for patient_id in members[problems.groups == g]:
-            scores[patient_id] = inner.score(bags[patient_id])
+    for _, group_scores in inner:
+        scores.update(group_scores)
     return CrossFit(scores, weights)
 
 

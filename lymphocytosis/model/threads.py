@@ -19,7 +19,6 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import threadpoolctl
@@ -95,41 +94,161 @@ class OneBlasThread:
         return wrapped
 
 
-class Busy:
-    """How many threads compute an item of `in_order` now, process-wide, and each one's thread budget (the
-    `threads` of the `in_order` it serves): what `spare_threads` leaves."""
+class Context(threading.local):
+    """What the thread computes for: the crew it belongs to (None outside one) and the thread budget of the
+    `in_order` whose item it runs (None outside any)."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.count = 0
-        self.budget = threading.local()
-
-    def running(self, function: Callable[[T], R], budget: int) -> Callable[[T], R]:
-        """`function`, counted while it runs, under `budget` threads."""
-        def counted(item: T) -> R:
-            with self._lock:
-                self.count += 1
-            outer, self.budget.threads = getattr(self.budget, "threads", None), budget
-            try:
-                return function(item)
-            finally:
-                self.budget.threads = outer
-                with self._lock:
-                    self.count -= 1
-
-        return counted
+    crew: Crew | None = None
+    threads: int | None = None
 
 
-busy = Busy()
+context = Context()
+WAITING, RUNNING, DONE, CANCELLED = "waiting", "running", "done", "cancelled"
 
 
-def spare_threads() -> int:
-    """Threads of the budget (the `threads` of the `in_order` this item serves, else fold_threads) that no fold
-    computes on now: a CV's last fold, alone, can split its own independent parts over them. 0 while every
-    thread is busy: a fold's parts then run one by one. The caller computes too: outside any counted item, it
-    is one busy thread."""
-    budget = getattr(busy.budget, "threads", None)
-    return max(0, (fold_threads() if budget is None else budget) - max(busy.count, 1))
+class Task:
+    """One call of `function(item)`, run by whichever thread claims it first (under its crew's lock); its
+    outcome, value or exception, is read by whoever needs it."""
+
+    def __init__(self, function: Callable[[T], R], item: T):
+        self.function, self.item = function, item
+        self.state = WAITING
+        self.finished = threading.Event()
+        self.value: R | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.function(self.item)
+        except BaseException as exc:  # raised to the owner when it reads the outcome, as a serial run would
+            self.error = exc
+        finally:
+            self.state = DONE
+            self.finished.set()
+
+    def outcome(self) -> R:
+        self.finished.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Crew:
+    """The threads of one `in_order`. They start its items; a thread with no item to start helps the items that
+    are running, by computing the independent parts they hand out (`ordered_results` inside an item).
+
+    An item computes its own parts in order, from the first; a helper takes the last one still waiting, of the
+    earliest item that has some. So a fold whose partner has finished (the last fold of a CV, or one whose
+    predecessor is still running when it ends) gets the idle thread's help, and two busy threads never wait
+    for each other. Helping changes who computes a part, never what it computes: parts are independent."""
+
+    def __init__(self, threads: int):
+        self._changed = threading.Condition()
+        self._items: deque[Task] = deque()
+        self._parts: list[deque[Task]] = []  # each item's handed-out parts, in the order they were handed out
+        self._closing = False
+        self._threads = threads
+        self._workers = [threading.Thread(target=self._work, name=f"lymphocytosis-fold_{k}", daemon=True)
+                         for k in range(threads)]
+        for worker in self._workers:
+            worker.start()
+
+    def start(self, function: Callable[[T], R], item: T) -> Task:
+        """An item, started by the first thread free."""
+        task = Task(function, item)
+        with self._changed:
+            self._items.append(task)
+            self._changed.notify()
+        return task
+
+    def _next(self) -> Task | None:
+        """Under the lock: the part or item a free thread computes next (claimed), or None."""
+        while self._parts:
+            parts = self._parts[0]
+            while parts:
+                task = parts.pop()
+                if task.state == WAITING:
+                    task.state = RUNNING
+                    return task
+            self._parts.pop(0)
+        while self._items:
+            task = self._items.popleft()
+            if task.state == WAITING:
+                task.state = RUNNING
+                return task
+        return None
+
+    def _work(self) -> None:
+        context.crew, context.threads = self, self._threads
+        while True:
+            with self._changed:
+                task = self._next()
+                while task is None and not self._closing:
+                    self._changed.wait()
+                    task = self._next()
+            if task is None:
+                return
+            task.run()
+
+    def claim(self, task: Task) -> bool:
+        """Whether the caller may run `task` itself (nobody took it)."""
+        with self._changed:
+            if task.state != WAITING:
+                return False
+            task.state = RUNNING
+            return True
+
+    def shared(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """`function(item)` for each item, yielded in order: the calling item computes them one by one, the crew's
+        free threads take some from the end. An exception is raised in its turn; on leaving, parts not started
+        are dropped and those running waited for."""
+        tasks = [Task(function, item) for item in items]
+        waiting = deque(tasks)
+        with self._changed:
+            self._parts.append(waiting)
+            self._changed.notify_all()
+        try:
+            for task in tasks:
+                if self.claim(task):
+                    task.run()
+                yield task.outcome()
+        finally:
+            self.cancel(tasks)
+            with self._changed:
+                if waiting in self._parts:
+                    self._parts.remove(waiting)
+
+    def cancel(self, tasks: Iterable[Task]) -> None:
+        """Tasks not started are dropped; those running are waited for."""
+        tasks = list(tasks)
+        with self._changed:
+            for task in tasks:
+                if task.state == WAITING:
+                    task.state = CANCELLED
+        for task in tasks:
+            if task.state != CANCELLED:
+                task.finished.wait()
+
+    def close(self, running: Iterable[Task]) -> None:
+        """Drop the items not started, wait for those running, and let the threads end."""
+        self.cancel(running)
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        for worker in self._workers:
+            worker.join()
+
+
+def budgeted(function: Callable[[T], R], threads: int) -> Callable[[T], R]:
+    """`function`, run with `threads` as the budget of what it computes in turn (ordered_results' default)."""
+    def run(item: T) -> R:
+        outer, context.threads = context.threads, threads
+        try:
+            return function(item)
+        finally:
+            context.threads = outer
+
+    return run
 
 
 def any_thread(change: Callable[[], R]) -> R:
@@ -150,36 +269,39 @@ one_blas_thread = OneBlasThread()
 
 
 def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
-    """`function(item)` for each item, yielded in the items' order, up to `threads` computed at once (one: on the
-    calling thread, one after the other), on one BLAS thread either way. An item's exception is raised when its
-    turn comes, as one after the other would; the items after it are then not started, and those already
-    running are waited for.
+    """`function(item)` for each item, yielded in the items' order, up to `threads` computed at once by a `Crew`
+    (one: on the calling thread, one after the other), on one BLAS thread either way. An item's exception is
+    raised when its turn comes, as one after the other would; the items after it are then not started, and those
+    already running are waited for.
 
-    Close the iterator (`contextlib.closing`) when stopping early: it cancels what has not started and waits
+    Close the iterator (`contextlib.closing`) when stopping early: it drops what has not started and waits
     for what runs, so no fold computes on behind the caller's back."""
-    function = busy.running(function, threads)
     if threads <= 1:
+        function = budgeted(function, threads)
         with one_blas_thread:
             for item in items:
                 yield function(item)
         return
     iterator = iter(items)
-    with one_blas_thread, ThreadPoolExecutor(threads, thread_name_prefix="lymphocytosis-fold") as pool:
-        running: deque[Future] = deque(pool.submit(function, item) for item in itertools.islice(iterator, threads))
+    with one_blas_thread:
+        crew = Crew(threads)
+        running: deque[Task] = deque(crew.start(function, item) for item in itertools.islice(iterator, threads))
         try:
             while running:
-                yield running.popleft().result()
+                yield running.popleft().outcome()
                 # the next item starts once the caller has taken this result: a caller that stops here (a pruned
                 # trial) leaves only the items already running to finish, not one more
-                running.extend(pool.submit(function, item) for item in itertools.islice(iterator, 1))
+                running.extend(crew.start(function, item) for item in itertools.islice(iterator, 1))
         finally:
-            for future in running:
-                future.cancel()
+            crew.close(running)
 
 
 def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int | None = None):
     """`in_order` as a context manager that closes it on leaving: `with ordered_results(f, xs) as results:`.
-    `threads` by default: the budget of the item this runs in (threads=1 asked of a CV holds for everything
-    in it), else fold_threads()."""
-    budget = getattr(busy.budget, "threads", None)
-    return contextlib.closing(in_order(function, items, fold_threads(budget if threads is None else threads)))
+
+    By default (`threads` None), inside an item of a crew the items are that item's parts, shared with the crew's
+    free threads (`Crew.shared`); inside an item of a one-thread `in_order` they are computed one by one (a
+    CV asked for one thread uses one throughout); elsewhere on fold_threads() threads."""
+    if threads is None and context.crew is not None:
+        return contextlib.closing(context.crew.shared(function, items))
+    return contextlib.closing(in_order(function, items, fold_threads(context.threads if threads is None else threads)))
