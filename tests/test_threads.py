@@ -280,9 +280,8 @@ def test_a_failing_part_raises_in_its_turn_and_stops_the_rest():
             for value in parts:
                 delivered.append(value)
 
-    with pytest.raises(InputError, match="part 1 failed"):
-        with threads.ordered_results(item, [0], threads=2) as results:
-            list(results)
+    with pytest.raises(InputError, match="part 1 failed"), threads.ordered_results(item, [0], threads=2) as results:
+        list(results)
     assert delivered == [0] and {0, 1} <= set(started) and len(started) < 40
     count = len(started)
     time.sleep(0.05)
