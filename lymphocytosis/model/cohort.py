@@ -72,6 +72,10 @@ class CellFeatureSet:
                                                           views=views)
             return self._statistics[weight]
 
+    def has_statistics(self, invariance: float = 0.0) -> bool:
+        """Whether `statistics` of this weight are computed already."""
+        return self.invariance(invariance) in self._statistics
+
     def raw_statistics(self, patient_id: str, stats: tuple[str, ...], compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Statistics of the raw dimensions learn nothing from labels: computed once per patient and process."""
         key = (patient_id, stats)

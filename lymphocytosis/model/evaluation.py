@@ -19,6 +19,7 @@ from ..progress import Progress
 from .classifier import FittedModel, Prediction
 from .cohort import Cohort
 from .feature_spec import FeatureSpec
+from .features import prepare_statistics
 from .threads import ordered_results
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,17 @@ def cross_validate(cohort: Cohort, spec: FeatureSpec, params: dict, folds: list[
     Up to `threads` folds are fitted at once (default: threads.fold_threads(), $LYMPHOCYTOSIS_THREADS or up to
     2); each fold's result depends on its own patients only, and results are used in fold order, so the result,
     the calls of `on_fold` and an exception raised by a fold or by `on_fold` are those of one fold after the
-    other. Folds already started when `on_fold` stops the CV are finished and discarded."""
+    other. Folds already started when `on_fold` stops the CV are finished and discarded: with `on_fold`, no fold
+    starts before the one `threads` back is taken, so a stopped CV (a pruned trial) finishes only the folds
+    already running; without it, one more may start, so that no thread idles while an earlier fold finishes."""
     held_out = {patient_id for fold in folds if fold.repeat == 0 for patient_id in fold.test_ids}
     ids = [patient_id for patient_id in cohort.labelled_ids if patient_id in held_out]
     position = {patient_id: i for i, patient_id in enumerate(ids)}
     probabilities = np.full((max(f.repeat for f in folds) + 1, len(ids)), np.nan)
     results = []
-    with ordered_results(lambda fold: fit_fold(cohort, spec, params, fold, keep_models), folds, threads) as fitted:
+    prepare_statistics(cohort, spec, threads)
+    with ordered_results(lambda fold: fit_fold(cohort, spec, params, fold, keep_models), folds, threads,
+                         ahead=0 if on_fold else 1) as fitted:
         for step, result in enumerate(fitted):
             fold = result.fold
             probabilities[fold.repeat, [position[patient_id] for patient_id in fold.test_ids]] = result.prediction.probabilities

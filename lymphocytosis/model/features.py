@@ -16,14 +16,14 @@ from sklearn.decomposition import PCA
 
 from ..contract.store import views_path
 from ..errors import InputError
-from .cell_score import CellScoreWeights, cross_fit_problems, solve_cross_fit
+from .cell_score import CellScoreWeights, CellStatistics, cross_fit_problems, solve_cross_fit
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .json_values import number_array
 from .measurements import fit_measurement_features, measurement_features
 from .statistics import bag_statistics
 from .tables import CLINICAL, EMBEDDING, FeatureColumn, FeatureTable, cell_score_table
-from .threads import one_blas_thread
+from .threads import one_blas_thread, ordered_results
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,22 @@ def warn_without_views(feature_set: CellFeatureSet) -> None:
                     "them", feature_set.path, views_path(feature_set.path))
 
 
+def cell_statistics(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSpec) -> CellStatistics:
+    """The per-patient statistics a fit of `spec`'s cell score on this file sums (computed on first use)."""
+    return feature_set.statistics(cohort.labelled_ids, spec.cell_score_invariance)
+
+
+def prepare_statistics(cohort: Cohort, spec: FeatureSpec, threads: int | None = None) -> None:
+    """The cell statistics every fold of a CV sums, computed before its folds start, on `threads` threads. Left
+    to the first fold, they had that fold's thread only: the other folds wait for them, their threads idle."""
+    missing = [s for s in cohort.sets if spec.cell_score and not s.measured
+               and not s.has_statistics(spec.cell_score_invariance)]
+    if missing:
+        with ordered_results(lambda feature_set: cell_statistics(cohort, feature_set, spec), missing, threads) as done:
+            for _ in done:
+                pass
+
+
 def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str],
                        fitted: FittedFeatures) -> list[FeatureTable]:
     """One embeddings file's learned parts (recorded in `fitted`) and its training patients' columns. Each is
@@ -206,7 +222,7 @@ def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: Featur
 
         def problems():  # the fold's ridge set-up: built only when this alpha's solution is not remembered
             return cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
-                feature_set.statistics(cohort.labelled_ids, invariance), train_ids, cohort.labels(train_ids),
+                cell_statistics(cohort, feature_set, spec), train_ids, cohort.labels(train_ids),
                 spec.inner_folds, spec.seed))
 
         cross_fit = cohort.memo.get(("cell_score", *fit_key, spec.cell_score_alpha),

@@ -268,11 +268,15 @@ def any_thread(change: Callable[[], R]) -> R:
 one_blas_thread = OneBlasThread()
 
 
-def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> Iterator[R]:
+def in_order(function: Callable[[T], R], items: Iterable[T], threads: int, ahead: int = 0) -> Iterator[R]:
     """`function(item)` for each item, yielded in the items' order, up to `threads` computed at once by a `Crew`
     (one: on the calling thread, one after the other), on one BLAS thread either way. An item's exception is
     raised when its turn comes, as one after the other would; the items after it are then not started, and those
     already running are waited for.
+
+    Items start as the caller takes results: `threads` + `ahead` of them not yet taken at most. With `ahead` 0, a
+    caller that stops early (a pruned trial) leaves only the items already running to finish; 1 lets a thread
+    that finished an item before the one the caller waits for start the next one instead of idling.
 
     Close the iterator (`contextlib.closing`) when stopping early: it drops what has not started and waits
     for what runs, so no fold computes on behind the caller's back."""
@@ -285,18 +289,17 @@ def in_order(function: Callable[[T], R], items: Iterable[T], threads: int) -> It
     iterator = iter(items)
     with one_blas_thread:
         crew = Crew(threads)
-        running: deque[Task] = deque(crew.start(function, item) for item in itertools.islice(iterator, threads))
+        running: deque[Task] = deque(crew.start(function, item) for item in itertools.islice(iterator, threads + ahead))
         try:
             while running:
                 yield running.popleft().outcome()
-                # the next item starts once the caller has taken this result: a caller that stops here (a pruned
-                # trial) leaves only the items already running to finish, not one more
+                # the next item starts once the caller has taken this result
                 running.extend(crew.start(function, item) for item in itertools.islice(iterator, 1))
         finally:
             crew.close(running)
 
 
-def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int | None = None):
+def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int | None = None, ahead: int = 0):
     """`in_order` as a context manager that closes it on leaving: `with ordered_results(f, xs) as results:`.
 
     By default (`threads` None), inside an item of a crew the items are that item's parts, shared with the crew's
@@ -304,4 +307,5 @@ def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int
     CV asked for one thread uses one throughout); elsewhere on fold_threads() threads."""
     if threads is None and context.crew is not None:
         return contextlib.closing(context.crew.shared(function, items))
-    return contextlib.closing(in_order(function, items, fold_threads(context.threads if threads is None else threads)))
+    budget = fold_threads(context.threads if threads is None else threads)
+    return contextlib.closing(in_order(function, items, budget, ahead))
