@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from site_shift_data import prepare
 
 from lymphocytosis.acquisition import CHANGES
-from lymphocytosis.contract.store import read_provenance, views_path
+from lymphocytosis.contract.store import read_provenance
 from lymphocytosis.drift.check import verdict_of
 from lymphocytosis.drift.reference import fit_reference, image_signal_frame, signal_frame
 from lymphocytosis.files import atomic_output, atomic_write_json, atomic_write_text
@@ -88,7 +88,8 @@ def cached_signals(path: Path, cohort, ids: list[str]) -> pd.DataFrame:
 def load_cohorts(args, embeddings: Path) -> dict:
     """The unchanged cohort (with its training views) and each change's, loaded once for every weight."""
     files = cached_files(args, embeddings)
-    return {NONE: load_cohort(embeddings, args.root), **{name: load_cohort(path) for name, path in files.items()}}
+    return {NONE: load_cohort(embeddings, args.root),  # the changed cohorts are only predicted: no views
+            **{name: load_cohort(path, views=False) for name, path in files.items()}}
 
 
 def run_variant(args, cohorts: dict, invariance: float) -> tuple[dict[str, ChangeResult], np.ndarray]:
@@ -211,8 +212,8 @@ def main(argv=None) -> int:
     sections, document = [], {"command": " ".join(sys.argv), "folds": args.folds, "repeats": args.repeats,
                               "seed": args.seed, "variants": {}}
     for embeddings in args.embeddings:
-        has_views = views_path(embeddings).is_file()
         cohorts = load_cohorts(args, embeddings)
+        has_views = bool(cohorts[NONE].training_views)
         for invariance in (args.invariance if has_views else [0.0]):
             title = (f"{embeddings}, training views, invariance weight {invariance:g}" if invariance > 0 else
                      f"{embeddings}, {'without' if has_views else 'no'} training views")

@@ -129,7 +129,7 @@ def cohort_inputs(cohort) -> list[Path]:
     from ..contract.layout import split_csv_paths
     from ..contract.store import views_path
 
-    views = [views_path(s.path) for s in cohort.sets if views_path(s.path).exists()]  # read or not, never replaced
+    views = [path for path in (views_path(s.path) for s in cohort.sets) if path.exists()]  # read or not, never replaced
     return [s.path for s in cohort.sets] + views + list(split_csv_paths(cohort.dataset_root).values())
 
 

@@ -125,16 +125,16 @@ def run_embedding(plan: ExtractionPlan, progress: Progress = Progress()) -> Extr
     file_attrs = {"timm_version": timm.__version__, "torch_version": torch.__version__, "device": task.device.type}
     provenance = build_provenance(settings, weights, prep)
     stage = Stage(provenance, embedder.dim, NetworkInput(prep), embedder, task.workers, file_attrs)
-    views = Stage({**provenance, TRAINING_VIEW: augmentation.recipe(VIEW_SEED)}, embedder.dim,
-                  ViewInput(prep, VIEW_SEED), embedder, task.workers, file_attrs)
-    views_out = views_path(plan.out)
+    views, views_out = None, views_path(plan.out)
     if settings.views:  # a views file of other settings is refused now, not after the embeddings' pass
+        views = Stage({**provenance, TRAINING_VIEW: augmentation.recipe(VIEW_SEED)}, embedder.dim,
+                      ViewInput(prep, VIEW_SEED), embedder, task.workers, file_attrs)
         previous_extraction(views_out, views.provenance, plan.root, plan.overwrite)
     elif views_out.exists():
         log.warning("%s: left as it is (--no-views); it no longer matches %s if its images changed, and stage 2 then "
                     "refuses it: rerun without --no-views to update it, or remove it", views_out, plan.out)
     summary = run_stage(plan, stage, progress)
-    if settings.views:
+    if views is not None:
         log.info("training views (the cells as another acquisition might have made them, for the cell score to learn "
                  "to ignore): %s", views_out)
         run_stage(replace(plan, out=views_out), views, progress)

@@ -22,7 +22,7 @@ from scipy import linalg
 
 from ..errors import InputError
 from . import nogil
-from .threads import one_blas_thread, ordered_results
+from .threads import one_blas_thread, ordered_results, run_all
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +101,18 @@ class CellStatistics:
                      "sums its patients' cells instead", len(self.ids), gram_bytes / 1e9, max_bytes / 1e9)
             return
         self.grams = np.zeros((len(self.ids), len(self.packed)), dtype=np.float32)
-        with ordered_results(self.compute_gram, range(len(self.ids))) as computed:
-            for _ in computed:  # patients in threads (numpy's product and the packing run without the GIL)
-                pass
+        run_all(self.compute_gram, range(len(self.ids)))  # patients in threads (the products and packing let the GIL go)
 
     def compute_gram(self, i: int) -> None:
         """Patient i's Gram matrix (with its views' invariance penalty), packed into grams[i]: x.T @ x is exactly
         symmetric (syrk), and its upper triangle row by row is its transpose's (Fortran order) lower triangle
         column by column, which LAPACK's trttp copies (the same numbers as gathering them through `packed`)."""
         x = self.bags[self.ids[i]].astype(np.float32, copy=False)
-        if len(x):
-            with one_blas_thread:
-                gram = x.T @ x
-                for change in self.view_changes(self.ids[i], x):
-                    gram += change.T @ change
-                _, info = nogil.trttp_lower(gram.T, out=self.grams[i])
+        if len(x):  # on one BLAS thread: run_all's
+            gram = x.T @ x
+            for change in self.view_changes(self.ids[i], x):
+                gram += change.T @ change
+            _, info = nogil.trttp_lower(gram.T, out=self.grams[i])
             if info != 0:
                 raise ValueError(f"strttp: illegal argument {-info}")
 
@@ -156,9 +153,7 @@ class CellStatistics:
             for i in np.flatnonzero(weights[r]):
                 nogil.axpy(weights[r, i], self.grams[i], m2[r])  # in place, without holding the GIL (nogil.py)
 
-        with one_blas_thread, ordered_results(sum_row, range(len(weights))) as summed:
-            for _ in summed:
-                pass
+        run_all(sum_row, range(len(weights)))
         return m2
 
     def cell_sums(self, weights: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ class CellFeatureSet:
     # The training views beside the file (store.views_path; augmentation.py): patient -> [one (n_cells, D) array
     # per view], rows paired with `bags`; None when there are none.
     views: dict[str, list[np.ndarray]] | None = None
-    views_provenance: dict = field(default_factory=dict)
+    views_recipe: str | None = None  # how they were made (augmentation.recipe, their provenance's TRAINING_VIEW)
     warned_without_views: bool = field(default=False, repr=False)  # said once per process (features.py)
     _statistics: dict[float, CellStatistics] = field(default_factory=dict, repr=False)
     _raw: dict = field(default_factory=dict, repr=False)
@@ -181,8 +181,14 @@ class Cohort:
         added or replaced, or before a CSV row was corrected, are not results of these data."""
         content = {s.name: {p: [*s.records.get(p, []), len(s.filenames[p])] for p in self.ids} for s in self.sets}
         # Views are checked to be of these very images (load_views): their recipe is all they add.
-        content.update({f"{s.name} views": s.views_provenance.get(TRAINING_VIEW) for s in self.sets if s.views})
+        content.update({f"{name} views": recipe for name, recipe in self.training_views.items()})
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def training_views(self) -> dict[str, str]:
+        """Each embeddings file's training-views recipe, for those that have views: the cell score, and so every
+        result fitted on it, differ with them."""
+        return {s.name: s.views_recipe for s in self.sets if s.views is not None}
 
     def feature_set(self, name: str) -> CellFeatureSet:
         for feature_set in self.sets:
@@ -298,7 +304,7 @@ def load_views(feature_set: CellFeatureSet) -> None:
                 or bags[patient_id].listing_sha256 != listing):  # same names, other images: views of the old ones
             raise InputError(f"{path}: patient {patient_id}'s views are not of the cells in {feature_set.path}; {remedy}")
     feature_set.views = {p: [bags[p].embeddings.astype(np.float32, copy=False)] for p in feature_set.filenames}
-    feature_set.views_provenance = provenance
+    feature_set.views_recipe = provenance[TRAINING_VIEW]
     log.info("%s: training views in %s (the cell score learns to ignore acquisition changes)", feature_set.path, path)
 
 

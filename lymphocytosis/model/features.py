@@ -23,7 +23,7 @@ from .json_values import number_array
 from .measurements import fit_measurement_features, measurement_features
 from .statistics import bag_statistics
 from .tables import CLINICAL, EMBEDDING, FeatureColumn, FeatureTable, cell_score_table
-from .threads import one_blas_thread, ordered_results
+from .threads import one_blas_thread, run_all
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +197,7 @@ def prepare_statistics(cohort: Cohort, spec: FeatureSpec, threads: int | None = 
     missing = [s for s in cohort.sets if spec.cell_score and not s.measured
                and not s.has_statistics(spec.cell_score_invariance)]
     if missing:
-        with ordered_results(lambda feature_set: cell_statistics(cohort, feature_set, spec), missing, threads) as done:
-            for _ in done:
-                pass
+        run_all(lambda feature_set: cell_statistics(cohort, feature_set, spec), missing, threads)
 
 
 def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSpec, train_ids: list[str],

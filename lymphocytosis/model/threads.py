@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import logging
 import os
 import threading
 from collections import deque
@@ -25,8 +24,6 @@ import threadpoolctl
 from threadpoolctl import threadpool_limits
 
 from ..errors import InputError
-
-log = logging.getLogger(__name__)
 
 ENVIRONMENT = "LYMPHOCYTOSIS_THREADS"
 DEFAULT_THREADS = 2  # two folds at once by default: more can be asked for with LYMPHOCYTOSIS_THREADS
@@ -95,8 +92,8 @@ class OneBlasThread:
 
 
 class Context(threading.local):
-    """What the thread computes for: the crew it belongs to (None outside one) and the thread budget of the
-    `in_order` whose item it runs (None outside any)."""
+    """What the thread computes for: the crew it belongs to (None outside one), and outside a crew the thread
+    budget of the one-thread `in_order` whose item it runs (None outside any)."""
 
     crew: Crew | None = None
     threads: int | None = None
@@ -147,7 +144,6 @@ class Crew:
         self._items: deque[Task] = deque()
         self._parts: list[deque[Task]] = []  # each item's handed-out parts, in the order they were handed out
         self._closing = False
-        self._threads = threads
         self._workers = [threading.Thread(target=self._work, name=f"lymphocytosis-fold_{k}", daemon=True)
                          for k in range(threads)]
         for worker in self._workers:
@@ -179,7 +175,7 @@ class Crew:
         return None
 
     def _work(self) -> None:
-        context.crew, context.threads = self, self._threads
+        context.crew = self
         while True:
             with self._changed:
                 task = self._next()
@@ -309,3 +305,11 @@ def ordered_results(function: Callable[[T], R], items: Iterable[T], threads: int
         return contextlib.closing(context.crew.shared(function, items))
     budget = fold_threads(context.threads if threads is None else threads)
     return contextlib.closing(in_order(function, items, budget, ahead))
+
+
+def run_all(function: Callable[[T], object], items: Iterable[T], threads: int | None = None) -> None:
+    """`function(item)` for every item, for what it does, as `ordered_results` computes them (an exception in
+    its turn)."""
+    with ordered_results(function, items, threads) as results:
+        for _ in results:
+            pass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import optuna
 
-from ..contract.provenance import TRAINING_VIEW, describe_difference
+from ..contract.provenance import describe_difference
 from ..errors import InputError
 from ..metrics import Scores, Summary
 from ..progress import Progress
@@ -126,9 +126,8 @@ RECORD_KEY = "lymphocytosis"  # the study's user attribute: what its trials were
 
 
 def training_views(cohort: Cohort) -> dict[str, str]:
-    """Each embeddings file's training-views recipe, for those that have views: the cell score, and so the
-    objective, differ with them."""
-    return {s.name: s.views_provenance.get(TRAINING_VIEW) for s in cohort.sets if s.views is not None}
+    """What the study records of the training views: the objective differs with them (Cohort.training_views)."""
+    return cohort.training_views
 
 
 def study_record(cohort: Cohort, folds: int, repeats: int, seed: int) -> dict:
