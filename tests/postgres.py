@@ -60,6 +60,17 @@ class PostgresServer:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def open_transactions(self, database: str) -> int:
+        """How many sessions of `database` are inside a transaction that has written or locked rows (it has a
+        transaction id), waiting for their client: a client stopped there (SIGSTOP) keeps those row locks until it
+        resumes. (A transaction that has only read holds none that block another worker.)"""
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                             dbname="postgres", autocommit=True) as connection:
+            return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state LIKE "
+                                      "'idle in transaction%%' AND backend_xid IS NOT NULL", (database,)).fetchone()[0]
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.base / "data"), "-m", "immediate", "stop")
         shutil.rmtree(self.base, ignore_errors=True)
