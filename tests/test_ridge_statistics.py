@@ -2,11 +2,14 @@
 
 A direct float64 reference (weighted least squares on the standardised cells, solved by `lstsq`) against the
 sufficient-statistics solve; the Gram matrices against the chunked sums from the cells (used above the memory
-budget); problems reused across penalties against fresh ones; the memo's byte bound; the seed ensemble's one
-Dataset against a Dataset per seed. Small random data: milliseconds.
+budget); problems reused across penalties against fresh ones, and kept only while tuning; the memo's byte bound;
+the seed ensemble's one Dataset against a Dataset per seed. Small random data: milliseconds (the CVs of the
+fake 24-patient embeddings: about a second).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import lightgbm as lgb
 import numpy as np
@@ -16,9 +19,12 @@ from scipy import linalg
 from lymphocytosis.model import cell_score
 from lymphocytosis.model.cell_score import CellStatistics, cross_fit_problems, cross_fitted_scores, solve_cross_fit
 from lymphocytosis.model.classifier import balanced_weights, train_boosters
-from lymphocytosis.model.cohort import FitMemo
+from conftest import SMALL
+from lymphocytosis.model.cohort import FitMemo, load_cohort
+from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS, FIXED_PARAMS
 from lymphocytosis.model.tables import CLINICAL, FeatureColumn, FeatureTable
+from lymphocytosis.model.tuned_params import Settings
 
 
 def integer_bags(seed: int, n_patients: int = 24, dim: int = 6):
@@ -118,6 +124,25 @@ def test_problems_reused_across_penalties_give_the_same_fits():
     assert problems.nbytes >= 6 * 45 * 4  # 1 + 5 packed 9 x 9 triangles
 
 
+def test_ridge_problems_are_kept_only_while_tuning(fake_embeddings):
+    """A plain CV solves each ridge fit where it is built and keeps none; while tuning, the problems of a fold are
+    kept and solved again for another penalty: the same probabilities either way, nothing kept afterwards."""
+    spec, params = Settings().spec, {**DEFAULT_PARAMS, **SMALL}
+    plain_cohort = load_cohort(fake_embeddings)
+    ids = plain_cohort.labelled_ids
+    folds = repeated_folds(ids, plain_cohort.labels(ids), 3, 1, 0)
+    plain = cross_validate(plain_cohort, spec, params, folds)
+    assert plain_cohort.ridge_memo is None
+    tuning = load_cohort(fake_embeddings)
+    with tuning.keeping_ridge_problems():
+        cross_validate(tuning, replace(spec, cell_score_alpha=10 * spec.cell_score_alpha), params, folds)
+        kept = tuning.ridge_memo.nbytes
+        reused = cross_validate(tuning, spec, params, folds)
+        assert tuning.ridge_memo.nbytes == kept > 0  # no problem built again for the second penalty
+    assert tuning.ridge_memo is None
+    assert np.array_equal(reused.probabilities, plain.probabilities) and not np.isnan(plain.probabilities).any()
+
+
 def test_memo_bounded_in_bytes():
     class Sized:
         def __init__(self, nbytes):
@@ -213,6 +238,7 @@ def test_problem_and_solve_are_the_former_arithmetic(alpha):
     assert np.array_equal(problem.packed, packed) and np.array_equal(problem.scale, scale)
     assert np.array_equal(problem.rhs, rhs)
     assert np.array_equal(problem.solve(alpha).beta, beta)
+    assert np.array_equal(stats.solve_once(counts[0], m1[0], m2[0], lambda: None, alpha).beta, beta)  # never packed
 
 
 def test_a_matrix_float32_cannot_factor_falls_back_to_float64(monkeypatch):
@@ -221,7 +247,8 @@ def test_a_matrix_float32_cannot_factor_falls_back_to_float64(monkeypatch):
     counts, m1, m2 = stats.group_sums(list(bags), labels, np.zeros(len(labels), int), 1)
     problem = stats.problem(counts[0], m1[0], m2[0], lambda: (counts[0], m1[0], m2[0]))
     with pytest.raises(linalg.LinAlgError):
-        stats.solve_float32(problem, -2.0)  # a negative penalty: not positive definite
+        stats.solve_float32(stats.unpack(problem.packed), problem.scale, problem.rhs, -2.0)  # not positive definite
     calls = []
     monkeypatch.setattr(CellStatistics, "solve_float64", lambda self, *a: calls.append(a) or np.zeros(self.dim))
     assert problem.solve(-2.0).beta.shape == (stats.dim,) and len(calls) == 1
+    assert stats.solve(counts[0], m1[0], m2[0], -2.0).beta.shape == (stats.dim,) and len(calls) == 2  # solved once

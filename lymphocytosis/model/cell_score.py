@@ -183,15 +183,32 @@ class CellStatistics:
         return self.problem(counts, m1, m2, lambda: (counts, m1, m2)).solve(alpha)
 
     def problem(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, sums: Callable[[], tuple]) -> RidgeProblem:
-        """Everything of a ridge fit but its penalty: a tuner trying several penalties on the same training
-        patients reads the Gram matrices and standardises once.
+        """Everything of a ridge fit but its penalty, kept packed: a tuner trying several penalties on the same
+        training patients reads the Gram matrices and standardises once."""
+        lower, scale, rhs, mean = self.standardised(counts, m1, m2)
+        packed, info = nogil.trttp_lower(lower)
+        if info != 0:
+            raise ValueError(f"strttp: illegal argument {-info}")
+        return RidgeProblem(self, packed, scale, rhs, mean, sums)
+
+    def solve_once(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, sums: Callable[[], tuple],
+                   alpha: float) -> CellScoreWeights:
+        """`problem(...).solve(alpha)` for a fit solved with one penalty only (a CV outside tuning): factored where it
+        was standardised, without packing it and unpacking it again -- two copies of the matrix and a fresh
+        allocation fewer, the same numbers."""
+        lower, scale, rhs, mean = self.standardised(counts, m1, m2)
+        return self.penalised(lower, scale, rhs, mean, sums, alpha)
+
+    def standardised(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> tuple:
+        """The standardised normal equations of a fit, without the penalty: the (dim, dim) Fortran-ordered matrix
+        whose lower triangle is the standardised covariance, each dimension's standard deviation, the right-hand
+        side (float32) and the mean.
 
         In float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix has unit
         diagonal plus alpha, so its conditioning is bounded by about D / alpha -- unless a dimension is nearly
         constant, when float32 cancellation noise is magnified by the standardisation (the solve then falls
         back to `solve_float64`, on the (counts, m1, m2) that `sums` gives again: they are not kept). Each entry
-        (i >= j) of the lower triangle is ((sum - mean_i mean_j) / scale_i) / scale_j, packed like the Gram
-        matrices."""
+        (i >= j) of the lower triangle is ((sum - mean_i mean_j) / scale_i) / scale_j."""
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
@@ -200,10 +217,20 @@ class CellStatistics:
         variance = np.diag(lower) - mean32 * mean32  # float32, as the diagonal of the centred matrix below
         scale = np.sqrt(np.clip(variance.astype(np.float64), 1e-12, None))
         standardise(lower, mean32, (1.0 / scale).astype(np.float32))
-        packed, info = nogil.trttp_lower(lower)
-        if info != 0:
-            raise ValueError(f"strttp: illegal argument {-info}")
-        return RidgeProblem(self, packed, scale, (cov_xy / scale).astype(np.float32), mean, sums)
+        return lower, scale, (cov_xy / scale).astype(np.float32), mean
+
+    def penalised(self, lower: np.ndarray, scale: np.ndarray, rhs: np.ndarray, mean: np.ndarray,
+                  sums: Callable[[], tuple], alpha: float) -> CellScoreWeights:
+        """The ridge with penalty `alpha` on standardised normal equations, factoring `lower` in place (float32;
+        float64 from `sums` when float32 cannot factor it)."""
+        try:
+            beta = self.solve_float32(lower, scale, rhs, alpha)
+        except linalg.LinAlgError:
+            counts, m1, m2 = sums()
+            class_weight = 0.5 / np.maximum(counts, 1.0)
+            mean64 = class_weight @ m1
+            beta = self.solve_float64(class_weight, mean64, m2, class_weight[1] * m1[1] - 0.5 * mean64, alpha)
+        return CellScoreWeights(beta, float(0.5 - mean @ beta))
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """The (dim, dim) Fortran-ordered matrix whose lower triangle is `packed` (LAPACK's tpttr: a copy column by
@@ -213,20 +240,19 @@ class CellStatistics:
             raise ValueError(f"stpttr: illegal argument {-info}")
         return lower
 
-    def solve_float32(self, problem: RidgeProblem, alpha: float) -> np.ndarray:
-        """One float32 Cholesky factorisation, in place (LAPACK's potrf and potrs, called directly: scipy's
-        cho_factor would first copy the matrix to check it for NaN, which the factorisation reports itself; and
-        without holding the GIL, so that folds in other threads compute meanwhile, see nogil.py); LinAlgError
-        when float32 cannot factor it."""
-        lower = self.unpack(problem.packed)
+    def solve_float32(self, lower: np.ndarray, scale: np.ndarray, rhs: np.ndarray, alpha: float) -> np.ndarray:
+        """One float32 Cholesky factorisation of `lower` plus alpha on its diagonal, in place (LAPACK's potrf and
+        potrs, called directly: scipy's cho_factor would first copy the matrix to check it for NaN, which the
+        factorisation reports itself; and without holding the GIL, so that folds in other threads compute
+        meanwhile, see nogil.py); LinAlgError when float32 cannot factor it."""
         lower[np.diag_indices_from(lower)] += np.float32(alpha)
         info = nogil.potrf_lower(lower)  # in place: lower becomes the factor
         if info != 0 or not np.isfinite(np.diag(lower)).all():  # a NaN reaches the diagonal it propagates to
             raise linalg.LinAlgError(f"float32 Cholesky factorisation failed (potrf info {info})")
-        solution, info = nogil.potrs_lower(lower, problem.rhs)
+        solution, info = nogil.potrs_lower(lower, rhs)
         if info != 0:
             raise ValueError(f"spotrs: illegal argument {-info}")
-        return solution.astype(np.float64) / problem.scale
+        return solution.astype(np.float64) / scale
 
     def solve_float64(self, class_weight, mean, m2, cov_xy, alpha) -> np.ndarray:
         """The fallback: float64, and dimensions whose variance is at rounding level (relative to the largest)
@@ -281,15 +307,9 @@ class RidgeProblem:
         return self.packed.nbytes + self.scale.nbytes + self.rhs.nbytes + self.mean.nbytes
 
     def solve(self, alpha: float) -> CellScoreWeights:
-        """The ridge with penalty `alpha` on the standardised embeddings."""
-        try:
-            beta = self.statistics.solve_float32(self, alpha)
-        except linalg.LinAlgError:
-            counts, m1, m2 = self.sums()
-            class_weight = 0.5 / np.maximum(counts, 1.0)
-            mean = class_weight @ m1
-            beta = self.statistics.solve_float64(class_weight, mean, m2, class_weight[1] * m1[1] - 0.5 * mean, alpha)
-        return CellScoreWeights(beta, float(0.5 - self.mean @ beta))
+        """The ridge with penalty `alpha` on the standardised embeddings (on an unpacked copy: kept for others)."""
+        return self.statistics.penalised(self.statistics.unpack(self.packed), self.scale, self.rhs, self.mean,
+                                         self.sums, alpha)
 
 
 def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarray:
@@ -305,12 +325,51 @@ def stratified_groups(labels: np.ndarray, n_groups: int, seed: int) -> np.ndarra
 
 
 @dataclass(frozen=True)
-class CrossFitProblems:
-    """A cross-fit's ridge problems, penalty aside: the fit on all training patients, and one without each inner
-    fold (none when a class has too few patients to cross-fit). What tuning reuses across penalties."""
+class InnerFolds:
+    """A cross-fit's training patients and their inner folds: the fit on all of them (`None`) and one without each
+    inner fold; no inner fold when a class has too few patients to cross-fit."""
 
     train_ids: list[str]
+    labels: np.ndarray
     groups: np.ndarray  # each training patient's inner fold
+    count: int  # of inner folds: 0 when the training patients are scored in-sample
+
+    @classmethod
+    def of(cls, train_ids: list[str], train_labels: np.ndarray, inner_folds: int, seed: int) -> InnerFolds:
+        train_ids, train_labels = list(train_ids), np.asarray(train_labels)
+        # Every inner fit needs patients of both classes: at most as many inner folds as the smaller class has patients.
+        inner_folds = min(inner_folds, int(np.bincount(train_labels, minlength=2).min()))
+        if inner_folds < 2:
+            log.warning("cell score: too few patients of one class to cross-fit; training patients are scored in-sample")
+            return cls(train_ids, train_labels, np.zeros(len(train_ids), int), 0)
+        return cls(train_ids, train_labels, stratified_groups(train_labels, inner_folds, seed), inner_folds)
+
+    @property
+    def fits(self) -> list[int | None]:
+        return [None, *range(self.count)]
+
+    def sums(self, stats: CellStatistics) -> Callable[[int | None], tuple]:
+        """One pass over the training patients' Gram matrices: the (counts, m1, m2) of each fit, by its inner fold."""
+        counts, m1, m2 = stats.group_sums(self.train_ids, self.labels, self.groups, max(self.count, 1))
+        total = counts.sum(0), m1.sum(0), m2.sum(0)
+
+        def of(group: int | None) -> tuple:
+            return total if group is None else (total[0] - counts[group], total[1] - m1[group], total[2] - m2[group])
+
+        return of
+
+    def sums_again(self, stats: CellStatistics, group: int | None) -> tuple:
+        """One fit's sums from a new pass: what the float64 fallback of a kept problem reads, so that the problem
+        does not keep every fit's sums alive."""
+        return self.sums(stats)(group)
+
+
+@dataclass(frozen=True)
+class CrossFitProblems:
+    """A cross-fit's ridge problems, penalty aside: the fit on all training patients, and one without each inner
+    fold. What tuning keeps and reuses across penalties."""
+
+    folds: InnerFolds
     total: RidgeProblem
     inner: list[RidgeProblem]
 
@@ -322,60 +381,53 @@ class CrossFitProblems:
 @one_blas_thread
 def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels: np.ndarray, inner_folds: int,
                        seed: int) -> CrossFitProblems:
-    """One pass over the training patients' Gram matrices, standardised into the 1 + `inner_folds` problems."""
-    train_ids, train_labels = list(train_ids), np.asarray(train_labels)
-    # Every inner fit needs patients of both classes: at most as many inner folds as the smaller class has patients.
-    inner_folds = min(inner_folds, int(np.bincount(train_labels, minlength=2).min()))
-    if inner_folds < 2:
-        log.warning("cell score: too few patients of one class to cross-fit; training patients are scored in-sample")
-    groups = stratified_groups(train_labels, inner_folds, seed) if inner_folds >= 2 else np.zeros(len(train_ids), int)
-    n_groups = max(inner_folds, 1)
-
-    def sums(group: int | None) -> tuple:
-        counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, n_groups)
-        total = counts.sum(0), m1.sum(0), m2.sum(0)
-        return total if group is None else (total[0] - counts[group], total[1] - m1[group], total[2] - m2[group])
-
-    counts, m1, m2 = stats.group_sums(train_ids, train_labels, groups, n_groups)
-    total = counts.sum(0), m1.sum(0), m2.sum(0)
-
-    def build(group: int | None) -> RidgeProblem:
-        if group is None:
-            return stats.problem(*total, partial(sums, None))
-        return stats.problem(total[0] - counts[group], total[1] - m1[group], total[2] - m2[group], partial(sums, group))
-
-    # independent problems: parts a free thread of the CV may help with (threads.Crew)
-    with ordered_results(build, [None, *range(inner_folds if inner_folds >= 2 else 0)]) as built:
-        total_problem, *inner = built
-    return CrossFitProblems(train_ids, groups, total_problem, inner)
+    """One pass over the training patients' Gram matrices, standardised into the 1 + `inner_folds` problems
+    (independent parts: a free thread of the CV may build some, threads.Crew)."""
+    folds = InnerFolds.of(train_ids, train_labels, inner_folds, seed)
+    sums = folds.sums(stats)
+    with ordered_results(lambda g: stats.problem(*sums(g), partial(folds.sums_again, stats, g)), folds.fits) as built:
+        total, *inner = built
+    return CrossFitProblems(folds, total, inner)
 
 
 @one_blas_thread
 def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alpha: float) -> CrossFit:
-    """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others).
+    """The cross-fit of kept problems with penalty `alpha` (cross_fit)."""
+    return cross_fit(problems.folds, lambda g: (problems.total if g is None else problems.inner[g]).solve(alpha), bags)
 
-    One BLAS thread: these D x D solves are small, and with two threads on two busy cores OpenBLAS was
-    measured 40x slower (2.7 s against 0.07 s per solve), with identical results. Each inner fit, with the
-    scoring of its held-out patients, is an independent part: a free thread of the CV may compute some."""
-    members = np.asarray(problems.train_ids)
+
+@one_blas_thread
+def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], train_ids: list[str],
+                        train_labels: np.ndarray, alpha: float, inner_folds: int, seed: int) -> CrossFit:
+    """The cross-fit of these training patients with one penalty: each fit is standardised and solved at once,
+    in place (CellStatistics.solve_once), nothing kept -- the same numbers as cross_fit_problems then
+    solve_cross_fit, which tuning uses to try several penalties on the same patients."""
+    folds = InnerFolds.of(train_ids, train_labels, inner_folds, seed)
+    sums = folds.sums(stats)
+    return cross_fit(folds, lambda g: stats.solve_once(*sums(g), partial(sums, g), alpha), bags)
+
+
+def cross_fit(folds: InnerFolds, weights_of: Callable[[int | None], CellScoreWeights],
+              bags: dict[str, np.ndarray]) -> CrossFit:
+    """Out-of-inner-fold per-cell scores of the training patients, and the fit on all of them (for others), from
+    `weights_of(fit)`.
+
+    On one BLAS thread (the callers'): these D x D solves are small, and with two threads on two busy cores
+    OpenBLAS was measured 40x slower (2.7 s against 0.07 s per solve), with identical results. Each inner fit,
+    with the scoring of its held-out patients, is an independent part: a free thread of the CV may compute some."""
+    members = np.asarray(folds.train_ids)
 
     def solve(g: int | None) -> tuple[CellScoreWeights, dict[str, np.ndarray]]:
+        weights = weights_of(g)
         if g is None:
-            return problems.total.solve(alpha), {}
-        weights = problems.inner[g].solve(alpha)
-        return weights, {patient_id: weights.score(bags[patient_id]) for patient_id in members[problems.groups == g]}
+            return weights, {}
+        return weights, {patient_id: weights.score(bags[patient_id]) for patient_id in members[folds.groups == g]}
 
-    with ordered_results(solve, [None, *range(len(problems.inner))]) as solved:
+    with ordered_results(solve, folds.fits) as solved:
         (weights, _), *inner = solved
-    if not problems.inner:
-        return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in problems.train_ids}, weights)
+    if not inner:
+        return CrossFit({patient_id: weights.score(bags[patient_id]) for patient_id in folds.train_ids}, weights)
     scores = {}
     for _, group_scores in inner:
         scores.update(group_scores)
     return CrossFit(scores, weights)
-
-
-def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], train_ids: list[str],
-                        train_labels: np.ndarray, alpha: float, inner_folds: int, seed: int) -> CrossFit:
-    """The cross-fit of these training patients in one call (cross_fit_problems, then solve_cross_fit)."""
-    return solve_cross_fit(cross_fit_problems(stats, train_ids, train_labels, inner_folds, seed), bags, alpha)

@@ -3,6 +3,7 @@ backbone), loaded once per process and checked to agree patient by patient."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -141,9 +142,9 @@ class FitMemo:
             return sum(self._sizes.values())
 
 
-# The cell score's ridge problems (CellStatistics, cross_fit_problems) kept for reuse across tuning trials: about
-# 20 MB per fold for 1280-dimensional embeddings (6 packed float32 triangles), so 10 folds (tune.py's default
-# 5 folds x 2 repeats) fit; beyond it the least recently used fold is recomputed when needed.
+# The cell score's ridge problems (CellStatistics, cross_fit_problems) kept while tuning, for reuse across
+# trials' penalties: about 20 MB per fold for 1280-dimensional embeddings (6 packed float32 triangles), so 10 folds
+# (tune.py's default 5 folds x 2 repeats) fit; beyond it the least recently used fold is recomputed when needed.
 RIDGE_MEMO_BYTES = 256 * 2**20
 
 
@@ -153,7 +154,19 @@ class Cohort:
     sets: list[CellFeatureSet]  # one per embeddings file, in the order given
     dataset_root: Path
     memo: FitMemo = field(default_factory=FitMemo, repr=False)
-    ridge_memo: FitMemo = field(default_factory=lambda: FitMemo(max_bytes=RIDGE_MEMO_BYTES), repr=False)
+    ridge_memo: FitMemo | None = field(default=None, repr=False)  # while tuning only: keeping_ridge_problems
+
+    @contextlib.contextmanager
+    def keeping_ridge_problems(self):
+        """Keep the cell score's ridge problems (penalty aside) for the duration: tuning tries several penalties
+        on the same folds and reuses them. Outside it, each CV fit is solved once where it is built, without
+        storing 20 MB per fold that nothing would read again."""
+        previous = self.ridge_memo
+        self.ridge_memo = previous or FitMemo(max_bytes=RIDGE_MEMO_BYTES)
+        try:
+            yield
+        finally:
+            self.ridge_memo = previous
 
     @property
     def ids(self) -> list[str]:

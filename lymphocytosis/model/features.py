@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 
 from ..contract.store import views_path
 from ..errors import InputError
-from .cell_score import CellScoreWeights, CellStatistics, cross_fit_problems, solve_cross_fit
+from .cell_score import CellScoreWeights, CellStatistics, cross_fit_problems, cross_fitted_scores, solve_cross_fit
 from .cohort import CellFeatureSet, Cohort
 from .feature_spec import FeatureSpec
 from .json_values import number_array
@@ -218,13 +218,16 @@ def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: Featur
         fitted.invariance[name] = invariance
         fit_key = (*key, spec.inner_folds, invariance)
 
-        def problems():  # the fold's ridge set-up: built only when this alpha's solution is not remembered
-            return cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
-                cell_statistics(cohort, feature_set, spec), train_ids, cohort.labels(train_ids),
-                spec.inner_folds, spec.seed))
+        def fit():
+            statistics, labels = cell_statistics(cohort, feature_set, spec), cohort.labels(train_ids)
+            if cohort.ridge_memo is None:  # one penalty: each fit solved where it is built
+                return cross_fitted_scores(statistics, feature_set.bags, train_ids, labels, spec.cell_score_alpha,
+                                           spec.inner_folds, spec.seed)
+            problems = cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
+                statistics, train_ids, labels, spec.inner_folds, spec.seed))  # tuning: kept for other penalties
+            return solve_cross_fit(problems, feature_set.bags, spec.cell_score_alpha)
 
-        cross_fit = cohort.memo.get(("cell_score", *fit_key, spec.cell_score_alpha),
-                                    lambda: solve_cross_fit(problems(), feature_set.bags, spec.cell_score_alpha))
+        cross_fit = cohort.memo.get(("cell_score", *fit_key, spec.cell_score_alpha), fit)
         fitted.cell_score[name] = cross_fit.weights
         parts.append(cohort.memo.get(("cell_score_table", *fit_key, spec.cell_score_alpha, spec.cell_score_stats),
                                      lambda: cell_score_table(name, spec, train_ids, cross_fit.scores)))

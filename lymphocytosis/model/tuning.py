@@ -250,7 +250,7 @@ def run_study(study: optuna.Study, cohort: Cohort, folds: list[Fold], n_trials: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stop_at_total = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
     with progress.bar(total=n_trials, initial=n_trials - remaining, desc="tuning", unit="trial") as bar, \
-            one_blas_thread:  # one BLAS thread per fold, like LightGBM's: scale with folds and workers
+            one_blas_thread, cohort.keeping_ridge_problems():  # one BLAS thread per fold, like LightGBM's
 
         def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             bar.n = min(n_trials, finished_trials(study))  # every worker's trials: the bar counts the study
