@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from scipy import linalg
 
+from conftest import SMALL
 from lymphocytosis.model import cell_score
 from lymphocytosis.model.cell_score import CellStatistics, cross_fit_problems, cross_fitted_scores, solve_cross_fit
 from lymphocytosis.model.classifier import balanced_weights, train_boosters
-from conftest import SMALL
 from lymphocytosis.model.cohort import FitMemo, load_cohort
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS, FIXED_PARAMS
