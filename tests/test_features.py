@@ -254,7 +254,8 @@ def test_cv_comparison_deterministic(fake_embeddings):
 
 def test_cross_fitting_with_fewer_patients_than_inner_folds():
     """4 tumoral / 2 reactive patients and 5 inner folds: capped to 2 folds, each fit seeing both classes."""
-    from lymphocytosis.model.cell_score import CellStatistics, cross_fitted_scores
+    from lymphocytosis.model.cell_score import CellStatistics
+    from lymphocytosis.model.cross_fit import cross_fitted_scores
 
     rng = np.random.default_rng(0)
     bags = {f"P{i}": rng.normal(size=(5, 4)).astype(np.float32) + (i < 4) for i in range(6)}
@@ -270,7 +271,8 @@ def test_cell_score_solve_falls_back_to_float64(monkeypatch):
     weights where both work, weight 0 to rounding-level dimensions, and no crash."""
     from scipy import linalg
 
-    from lymphocytosis.model.cell_score import CellStatistics, cross_fitted_scores
+    from lymphocytosis.model.cell_score import CellStatistics
+    from lymphocytosis.model.cross_fit import cross_fitted_scores
 
     rng = np.random.default_rng(0)
     bags = {f"P{i}": (rng.normal(size=(6, 12)) + (i % 2)).astype(np.float32) for i in range(16)}

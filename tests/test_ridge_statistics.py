@@ -18,9 +18,10 @@ from scipy import linalg
 
 from conftest import SMALL
 from lymphocytosis.model import cell_score
-from lymphocytosis.model.cell_score import CellStatistics, cross_fit_problems, cross_fitted_scores, solve_cross_fit
+from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.classifier import balanced_weights, train_boosters
 from lymphocytosis.model.cohort import FitMemo, load_cohort
+from lymphocytosis.model.cross_fit import cross_fit_problems, cross_fitted_scores, solve_cross_fit
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS, FIXED_PARAMS
 from lymphocytosis.model.tables import CLINICAL, FeatureColumn, FeatureTable

@@ -20,8 +20,9 @@ from threadpoolctl import threadpool_info
 from conftest import SMALL
 from lymphocytosis.errors import InputError
 from lymphocytosis.model import evaluation, nogil, threads
-from lymphocytosis.model.cell_score import CellStatistics, cross_fitted_scores
+from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.cohort import FitMemo, load_cohort
+from lymphocytosis.model.cross_fit import cross_fitted_scores
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS
 from lymphocytosis.model.statistics import bag_statistics, statistic_function

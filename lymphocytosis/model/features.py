@@ -16,8 +16,9 @@ from sklearn.decomposition import PCA
 
 from ..contract.store import views_path
 from ..errors import InputError
-from .cell_score import CellScoreWeights, CellStatistics, cross_fit_problems, cross_fitted_scores, solve_cross_fit
+from .cell_score import CellScoreWeights, CellStatistics
 from .cohort import CellFeatureSet, Cohort
+from .cross_fit import cross_fit_problems, cross_fitted_scores, solve_cross_fit
 from .feature_spec import FeatureSpec
 from .json_values import number_array
 from .measurements import fit_measurement_features, measurement_features

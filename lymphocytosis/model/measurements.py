@@ -18,8 +18,9 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import InputError
-from .cell_score import CellScoreWeights, CellStatistics, cross_fitted_scores
+from .cell_score import CellScoreWeights, CellStatistics
 from .cohort import CellFeatureSet, Cohort
+from .cross_fit import cross_fitted_scores
 from .feature_spec import FeatureSpec
 from .statistics import bag_statistics, nan_statistic_function
 from .tables import CELL_SCORE, MEASUREMENT, FeatureColumn, FeatureTable
