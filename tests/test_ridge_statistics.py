@@ -17,7 +17,7 @@ import pytest
 from scipy import linalg
 
 from conftest import SMALL
-from lymphocytosis.model import cell_score
+from lymphocytosis.model import cell_score, features
 from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.classifier import balanced_weights, train_boosters
 from lymphocytosis.model.cohort import FitMemo, load_cohort
@@ -111,37 +111,78 @@ def test_cell_sums_over_budget_equal_the_gram_sums(exact, monkeypatch):
     np.testing.assert_allclose(fit_b.weights.beta, fit_a.weights.beta, rtol=1e-3, atol=1e-5)
 
 
-def test_problems_reused_across_penalties_give_the_same_fits():
+@pytest.mark.parametrize("float32", [True, False], ids=["float32", "float64 fallback"])
+def test_problems_reused_across_penalties_give_the_same_fits(monkeypatch, float32):
+    """Kept problems solved for each penalty (tuning) and each fit solved once where it is built (a CV): the same
+    bits, in float32 and in the float64 fallback (where the one reads its sums again, the other the ones it has)."""
     rng = np.random.default_rng(3)
     labels = np.arange(30) % 2
     bags = {f"P{i}": rng.normal(size=(12, 9)).astype(np.float32) + 0.3 * labels[i] for i in range(30)}
     ids, stats = list(bags), CellStatistics(bags)
+    if not float32:
+        def cannot_factor(*args):
+            raise linalg.LinAlgError("forced")
+
+        monkeypatch.setattr(CellStatistics, "solve_float32", cannot_factor)
     problems = cross_fit_problems(stats, ids, labels, 5, 7)
     for alpha in (0.01, 1.0, 0.01):
         reused = solve_cross_fit(problems, bags, alpha)
         fresh = cross_fitted_scores(stats, bags, ids, labels, alpha, 5, 7)
         assert np.array_equal(reused.weights.beta, fresh.weights.beta)
-        assert all(np.array_equal(reused.scores[p], fresh.scores[p]) for p in ids)
+        assert reused.weights.intercept == fresh.weights.intercept
+        assert all(np.array_equal(reused.scores[p], fresh.scores[p]) for p in ids) and len(fresh.scores) == 30
     assert problems.nbytes >= 6 * 45 * 4  # 1 + 5 packed 9 x 9 triangles
 
 
-def test_ridge_problems_are_kept_only_while_tuning(fake_embeddings):
+def cell_score_weights(result) -> list[np.ndarray]:
+    return [weights.beta for fold in result.folds for weights in fold.model.features.cell_score.values()]
+
+
+def test_ridge_problems_are_kept_only_while_tuning(fake_embeddings, monkeypatch):
     """A plain CV solves each ridge fit where it is built and keeps none; while tuning, the problems of a fold are
-    kept and solved again for another penalty: the same probabilities either way, nothing kept afterwards."""
+    built once, kept, and solved again for another penalty: the same cell scores and probabilities either way,
+    nothing kept afterwards."""
+    built = []
+    monkeypatch.setattr(features, "cross_fit_problems", lambda *a: built.append(a[1]) or cross_fit_problems(*a))
     spec, params = Settings().spec, {**DEFAULT_PARAMS, **SMALL}
     plain_cohort = load_cohort(fake_embeddings)
     ids = plain_cohort.labelled_ids
     folds = repeated_folds(ids, plain_cohort.labels(ids), 3, 1, 0)
-    plain = cross_validate(plain_cohort, spec, params, folds)
-    assert plain_cohort.ridge_memo is None
+    plain = cross_validate(plain_cohort, spec, params, folds, keep_models=True)
+    assert not built and plain_cohort.ridge_memo is None
     tuning = load_cohort(fake_embeddings)
     with tuning.keeping_ridge_problems():
         cross_validate(tuning, replace(spec, cell_score_alpha=10 * spec.cell_score_alpha), params, folds)
-        kept = tuning.ridge_memo.nbytes
-        reused = cross_validate(tuning, spec, params, folds)
-        assert tuning.ridge_memo.nbytes == kept > 0  # no problem built again for the second penalty
+        assert len(built) == len(folds) and tuning.ridge_memo.nbytes > 0
+        reused = cross_validate(tuning, spec, params, folds, keep_models=True)
+        assert len(built) == len(folds)  # no problem built again for the second penalty
     assert tuning.ridge_memo is None
+    assert all(map(np.array_equal, cell_score_weights(reused), cell_score_weights(plain)))
+    assert len(cell_score_weights(plain)) == len(folds)
     assert np.array_equal(reused.probabilities, plain.probabilities) and not np.isnan(plain.probabilities).any()
+
+
+def test_a_study_keeps_the_ridge_problems_while_it_runs(fake_embeddings, monkeypatch):
+    """Tuning's trials share their folds: run_study keeps the problems for them, and lets them go at the end."""
+    import optuna
+
+    from lymphocytosis.model import tuning
+
+    solved_once = []
+    monkeypatch.setattr(features, "cross_fitted_scores", lambda *a: solved_once.append(1) or cross_fitted_scores(*a))
+    cohort = load_cohort(fake_embeddings)
+    ids = cohort.labelled_ids
+    seen = []
+    original = features.fit_image_features
+
+    def spy(cohort, *args):
+        seen.append(cohort.ridge_memo is not None)
+        return original(cohort, *args)
+
+    monkeypatch.setattr(features, "fit_image_features", spy)
+    study = tuning.create_study("kept", optuna.storages.InMemoryStorage(), 0)
+    tuning.run_study(study, cohort, repeated_folds(ids, cohort.labels(ids), 3, 1, 0), 2)
+    assert seen and all(seen) and not solved_once and cohort.ridge_memo is None
 
 
 def test_memo_bounded_in_bytes():

@@ -22,7 +22,7 @@ from lymphocytosis.errors import InputError
 from lymphocytosis.model import evaluation, nogil, threads
 from lymphocytosis.model.cell_score import CellStatistics
 from lymphocytosis.model.cohort import FitMemo, load_cohort
-from lymphocytosis.model.cross_fit import cross_fitted_scores
+from lymphocytosis.model.cross_fit import cross_fit_problems, cross_fitted_scores, solve_cross_fit
 from lymphocytosis.model.evaluation import cross_validate, repeated_folds
 from lymphocytosis.model.params import DEFAULT_PARAMS
 from lymphocytosis.model.statistics import bag_statistics, statistic_function
@@ -298,18 +298,28 @@ def test_one_thread_asked_is_one_thread_throughout(fake_embeddings, design, monk
     assert not pools and not np.isnan(result.probabilities).any()
 
 
+def solved_once(stats, bags, labels, alpha):
+    return cross_fitted_scores(stats, bags, list(bags), labels, alpha, 5, 0)
+
+
+def from_kept_problems(stats, bags, labels, alpha):
+    return solve_cross_fit(cross_fit_problems(stats, list(bags), labels, 5, 0), bags, alpha)
+
+
 @pytest.mark.parametrize("budget", ["1", "2", "3"])
-def test_a_cross_fit_on_several_threads_is_the_one_by_one_cross_fit(monkeypatch, budget):
-    """A cross-fit splits its independent problems, sums and solves over the threads it is given: same bits."""
+@pytest.mark.parametrize("cross_fit", [solved_once, from_kept_problems], ids=["solved once", "kept problems"])
+def test_a_cross_fit_on_several_threads_is_the_one_by_one_cross_fit(monkeypatch, budget, cross_fit):
+    """A cross-fit splits its independent fits (sums, problems, solves, scoring) over the threads it is given,
+    whether each fit is solved once (a CV) or its problem kept (tuning): same bits."""
     rng = np.random.default_rng(1)
     labels = np.arange(40) % 2
     bags = {f"P{i}": (rng.standard_normal((int(rng.integers(1, 9)), 10)) + labels[i]).astype(np.float32)
             for i in range(40)}
     stats = CellStatistics(bags)
     monkeypatch.setenv(threads.ENVIRONMENT, "1")
-    expected = cross_fitted_scores(stats, bags, list(bags), labels, 0.3, 5, 0)
+    expected = solved_once(stats, bags, labels, 0.3)
     monkeypatch.setenv(threads.ENVIRONMENT, budget)
-    found = cross_fitted_scores(stats, bags, list(bags), labels, 0.3, 5, 0)
+    found = cross_fit(stats, bags, labels, 0.3)
     assert np.array_equal(found.weights.beta, expected.weights.beta)
     assert found.weights.intercept == expected.weights.intercept
     assert all(np.array_equal(found.scores[p], expected.scores[p]) for p in bags) and len(found.scores) == 40

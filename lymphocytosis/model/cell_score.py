@@ -168,7 +168,7 @@ class CellStatistics:
 
     def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> CellScoreWeights:
         """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
-        return self.problem(counts, m1, m2, lambda: (counts, m1, m2)).solve(alpha)
+        return self.solve_once(counts, m1, m2, lambda: (counts, m1, m2), alpha)
 
     def problem(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, sums: Callable[[], tuple]) -> RidgeProblem:
         """Everything of a ridge fit but its penalty, kept packed: a tuner trying several penalties on the same
@@ -195,8 +195,8 @@ class CellStatistics:
         In float32 (half the memory traffic, twice the Cholesky speed): the standardised matrix has unit
         diagonal plus alpha, so its conditioning is bounded by about D / alpha -- unless a dimension is nearly
         constant, when float32 cancellation noise is magnified by the standardisation (the solve then falls
-        back to `solve_float64`, on the (counts, m1, m2) that `sums` gives again: they are not kept). Each entry
-        (i >= j) of the lower triangle is ((sum - mean_i mean_j) / scale_i) / scale_j."""
+        back to `solve_float64`: `penalised`). Each entry (i >= j) of the lower triangle is
+        ((sum - mean_i mean_j) / scale_i) / scale_j; the upper triangle is not read (nor zeroed)."""
         class_weight = 0.5 / np.maximum(counts, 1.0)  # each class weighs 1/2, each patient of a class the same
         mean = class_weight @ m1
         cov_xy = class_weight[1] * m1[1] - 0.5 * mean
@@ -210,7 +210,8 @@ class CellStatistics:
     def penalised(self, lower: np.ndarray, scale: np.ndarray, rhs: np.ndarray, mean: np.ndarray,
                   sums: Callable[[], tuple], alpha: float) -> CellScoreWeights:
         """The ridge with penalty `alpha` on standardised normal equations, factoring `lower` in place (float32;
-        float64 from `sums` when float32 cannot factor it)."""
+        float64 from the (counts, m1, m2) that `sums` gives, when float32 cannot factor it: a kept problem
+        computes them again rather than keep them)."""
         try:
             beta = self.solve_float32(lower, scale, rhs, alpha)
         except linalg.LinAlgError:
@@ -266,9 +267,10 @@ STANDARDISE_COLUMNS = 64  # columns standardised at a time: their products (D x 
 
 def standardise(lower: np.ndarray, mean32: np.ndarray, inverse_scale: np.ndarray) -> None:
     """lower[i, j] = ((lower[i, j] - mean_i mean_j) * inverse_scale_i) * inverse_scale_j for i >= j, in place, in
-    float32: a block of columns at a time, in one pass, and below the diagonal only (the upper triangle is never
-    read). The same three roundings per entry, in the same order, as centring the whole matrix by an outer
-    product and scaling it by rows then columns, which wrote and read 5 full matrices instead of half of one."""
+    float32: a block of columns at a time, in one pass, below the diagonal only but for each block's own square
+    (whose upper entries are computed too, and never read). The same three roundings per entry, in the same
+    order, as centring the whole matrix by an outer product and scaling it by rows then columns, which wrote and
+    read 5 full matrices instead of half of one."""
     dim = len(mean32)
     for start in range(0, dim, STANDARDISE_COLUMNS):
         stop = min(dim, start + STANDARDISE_COLUMNS)

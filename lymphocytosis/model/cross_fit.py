@@ -66,8 +66,9 @@ class InnerFolds:
     def fits(self) -> list[int | None]:
         return [None, *range(self.count)]
 
-    def sums(self, stats: CellStatistics) -> Callable[[int | None], tuple]:
-        """One pass over the training patients' Gram matrices: the (counts, m1, m2) of each fit, by its inner fold."""
+    def sums_of_fits(self, stats: CellStatistics) -> Callable[[int | None], tuple]:
+        """One pass over the training patients' Gram matrices, and the function giving the (counts, m1, m2) of each
+        fit from it: `None` the fit on all, `g` the fit without inner fold g."""
         counts, m1, m2 = stats.group_sums(self.train_ids, self.labels, self.groups, max(self.count, 1))
         total = counts.sum(0), m1.sum(0), m2.sum(0)
 
@@ -79,7 +80,7 @@ class InnerFolds:
     def sums_again(self, stats: CellStatistics, group: int | None) -> tuple:
         """One fit's sums from a new pass: what the float64 fallback of a kept problem reads, so that the problem
         does not keep every fit's sums alive."""
-        return self.sums(stats)(group)
+        return self.sums_of_fits(stats)(group)
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,8 @@ def cross_fit_problems(stats: CellStatistics, train_ids: list[str], train_labels
     """One pass over the training patients' Gram matrices, standardised into the 1 + `inner_folds` problems
     (independent parts: a free thread of the CV may build some, threads.Crew)."""
     folds = InnerFolds.of(train_ids, train_labels, inner_folds, seed)
-    sums = folds.sums(stats)
-    with ordered_results(lambda g: stats.problem(*sums(g), partial(folds.sums_again, stats, g)), folds.fits) as built:
+    sums_of = folds.sums_of_fits(stats)
+    with ordered_results(lambda g: stats.problem(*sums_of(g), partial(folds.sums_again, stats, g)), folds.fits) as built:
         total, *inner = built
     return CrossFitProblems(folds, total, inner)
 
@@ -121,8 +122,8 @@ def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], trai
     in place (CellStatistics.solve_once), nothing kept -- the same numbers as cross_fit_problems then
     solve_cross_fit, which tuning uses to try several penalties on the same patients."""
     folds = InnerFolds.of(train_ids, train_labels, inner_folds, seed)
-    sums = folds.sums(stats)
-    return cross_fit(folds, lambda g: stats.solve_once(*sums(g), partial(sums, g), alpha), bags)
+    sums_of = folds.sums_of_fits(stats)
+    return cross_fit(folds, lambda g: stats.solve_once(*sums_of(g), partial(sums_of, g), alpha), bags)
 
 
 def cross_fit(folds: InnerFolds, weights_of: Callable[[int | None], CellScoreWeights],

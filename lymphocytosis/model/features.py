@@ -221,10 +221,11 @@ def fit_image_features(cohort: Cohort, feature_set: CellFeatureSet, spec: Featur
 
         def fit():
             statistics, labels = cell_statistics(cohort, feature_set, spec), cohort.labels(train_ids)
-            if cohort.ridge_memo is None:  # one penalty: each fit solved where it is built
+            kept = cohort.ridge_memo  # read once: a study that ends meanwhile sets it back to None
+            if kept is None:  # one penalty: each fit solved where it is built
                 return cross_fitted_scores(statistics, feature_set.bags, train_ids, labels, spec.cell_score_alpha,
                                            spec.inner_folds, spec.seed)
-            problems = cohort.ridge_memo.get(fit_key, lambda: cross_fit_problems(
+            problems = kept.get(fit_key, lambda: cross_fit_problems(
                 statistics, train_ids, labels, spec.inner_folds, spec.seed))  # tuning: kept for other penalties
             return solve_cross_fit(problems, feature_set.bags, spec.cell_score_alpha)
 
