@@ -32,23 +32,27 @@ from lymphocytosis.model.tuned_params import Settings
 from lymphocytosis.report.build import build_report
 
 
-def timed(label, function):
+def measured(function):
+    """`function()`'s result, wall time and CPU time (of this process: all its threads)."""
     started, cpu = time.perf_counter(), time.process_time()
     result = function()
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return result, time.perf_counter() - started, time.process_time() - cpu
+
+
+def row(label, seconds, cpu):
     print(f"| {label:<58} | {seconds:8.2f} s | {cpu:8.2f} s |", flush=True)
+
+
+def timed(label, function):
+    result, seconds, cpu = measured(function)
+    row(label, seconds, cpu)
     return result, seconds
 
 
 def timed_median(label, functions):
     """The median wall and CPU time of `functions`, each run once, in one row."""
-    runs = []
-    for function in functions:
-        started, cpu = time.perf_counter(), time.process_time()
-        function()
-        runs.append((time.perf_counter() - started, time.process_time() - cpu))
-    seconds, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-    print(f"| {label:<58} | {seconds:8.2f} s | {cpu:8.2f} s |", flush=True)
+    runs = [measured(function)[1:] for function in functions]
+    row(label, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
 
 
 def main():

@@ -150,9 +150,9 @@ def sensor_noise(image: Image.Image, sd: float) -> Image.Image:
 
 def sharpened(image: Image.Image, sigma: float, amount: float) -> Image.Image:
     """A camera's sharpening: the image plus `amount` times its difference to a Gaussian blur of it."""
-    values = to_float(image)
     from scipy import ndimage
 
+    values = to_float(image)
     return to_image(values + amount * (values - ndimage.gaussian_filter(values, sigma=(sigma, sigma, 0), mode="reflect")))
 
 

@@ -280,7 +280,7 @@ def test_problem_and_solve_are_the_former_arithmetic(alpha):
     assert np.array_equal(problem.packed, packed) and np.array_equal(problem.scale, scale)
     assert np.array_equal(problem.rhs, rhs)
     assert np.array_equal(problem.solve(alpha).beta, beta)
-    assert np.array_equal(stats.solve_once(counts[0], m1[0], m2[0], lambda: None, alpha).beta, beta)  # never packed
+    assert np.array_equal(stats.solve(counts[0], m1[0], m2[0], alpha).beta, beta)  # never packed
 
 
 def test_a_matrix_float32_cannot_factor_falls_back_to_float64(monkeypatch):

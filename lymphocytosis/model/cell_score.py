@@ -167,8 +167,12 @@ class CellStatistics:
         return m2
 
     def solve(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, alpha: float) -> CellScoreWeights:
-        """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums."""
-        return self.solve_once(counts, m1, m2, lambda: (counts, m1, m2), alpha)
+        """Weights and intercept of the class- and patient-balanced, standardised ridge from per-class sums, for a
+        fit solved with one penalty only (a CV outside tuning): factored where it is standardised, without the
+        packing and unpacking of a kept `problem` -- two copies of the matrix and an allocation fewer, the same
+        numbers."""
+        lower, scale, rhs, mean = self.standardised(counts, m1, m2)
+        return self.penalised(lower, scale, rhs, mean, lambda: (counts, m1, m2), alpha)
 
     def problem(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, sums: Callable[[], tuple]) -> RidgeProblem:
         """Everything of a ridge fit but its penalty, kept packed: a tuner trying several penalties on the same
@@ -178,14 +182,6 @@ class CellStatistics:
         if info != 0:
             raise ValueError(f"strttp: illegal argument {-info}")
         return RidgeProblem(self, packed, scale, rhs, mean, sums)
-
-    def solve_once(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray, sums: Callable[[], tuple],
-                   alpha: float) -> CellScoreWeights:
-        """`problem(...).solve(alpha)` for a fit solved with one penalty only (a CV outside tuning): factored where it
-        was standardised, without packing it and unpacking it again -- two copies of the matrix and a fresh
-        allocation fewer, the same numbers."""
-        lower, scale, rhs, mean = self.standardised(counts, m1, m2)
-        return self.penalised(lower, scale, rhs, mean, sums, alpha)
 
     def standardised(self, counts: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> tuple:
         """The standardised normal equations of a fit, without the penalty: the (dim, dim) Fortran-ordered matrix

@@ -119,11 +119,11 @@ def solve_cross_fit(problems: CrossFitProblems, bags: dict[str, np.ndarray], alp
 def cross_fitted_scores(stats: CellStatistics, bags: dict[str, np.ndarray], train_ids: list[str],
                         train_labels: np.ndarray, alpha: float, inner_folds: int, seed: int) -> CrossFit:
     """The cross-fit of these training patients with one penalty: each fit is standardised and solved at once,
-    in place (CellStatistics.solve_once), nothing kept -- the same numbers as cross_fit_problems then
+    in place (CellStatistics.solve), nothing kept -- the same numbers as cross_fit_problems then
     solve_cross_fit, which tuning uses to try several penalties on the same patients."""
     folds = InnerFolds.of(train_ids, train_labels, inner_folds, seed)
     sums_of = folds.sums_of_fits(stats)
-    return cross_fit(folds, lambda g: stats.solve_once(*sums_of(g), partial(sums_of, g), alpha), bags)
+    return cross_fit(folds, lambda g: stats.solve(*sums_of(g), alpha), bags)
 
 
 def cross_fit(folds: InnerFolds, weights_of: Callable[[int | None], CellScoreWeights],

@@ -195,9 +195,8 @@ def cell_statistics(cohort: Cohort, feature_set: CellFeatureSet, spec: FeatureSp
 def prepare_statistics(cohort: Cohort, spec: FeatureSpec, threads: int | None = None) -> None:
     """The cell statistics every fold of a CV sums, computed before its folds start, on `threads` threads. Left
     to the first fold, they had that fold's thread only: the other folds wait for them, their threads idle."""
-    missing = [s for s in cohort.sets if spec.cell_score and not s.measured
-               and not s.has_statistics(spec.cell_score_invariance)]
-    if missing:
+    missing = [s for s in cohort.sets if not s.measured and not s.has_statistics(spec.cell_score_invariance)]
+    if spec.cell_score and missing:
         run_all(lambda feature_set: cell_statistics(cohort, feature_set, spec), missing, threads)
 
 

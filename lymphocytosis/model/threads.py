@@ -157,20 +157,26 @@ class Crew:
             self._changed.notify()
         return task
 
+    @staticmethod
+    def _take(task: Task) -> bool:
+        """Under the lock: claims `task` if nobody has (it is still waiting)."""
+        if task.state != WAITING:
+            return False
+        task.state = RUNNING
+        return True
+
     def _next(self) -> Task | None:
         """Under the lock: the part or item a free thread computes next (claimed), or None."""
         while self._parts:
             parts = self._parts[0]
             while parts:
                 task = parts.pop()
-                if task.state == WAITING:
-                    task.state = RUNNING
+                if self._take(task):
                     return task
             self._parts.pop(0)
         while self._items:
             task = self._items.popleft()
-            if task.state == WAITING:
-                task.state = RUNNING
+            if self._take(task):
                 return task
         return None
 
@@ -189,10 +195,7 @@ class Crew:
     def claim(self, task: Task) -> bool:
         """Whether the caller may run `task` itself (nobody took it)."""
         with self._changed:
-            if task.state != WAITING:
-                return False
-            task.state = RUNNING
-            return True
+            return self._take(task)
 
     def shared(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """`function(item)` for each item, yielded in order: the calling item computes them one by one, the crew's
